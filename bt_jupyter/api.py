@@ -1,0 +1,433 @@
+"""Request and response models of Baseten's training REST API (the subset we speak).
+
+Shared by the client and the local service, so both sides of every exchange are typed by
+the same classes. Each class is named after the schema it mirrors in Baseten's OpenAPI
+spec (``../shared/reference/baseten-training-openapi.json``); tests/test_api_schema.py
+validates an example of every class against that schema. Requests refuse unknown fields
+(the local service answers 422 with the field's name); responses ignore them, so the
+client keeps working when Baseten adds fields.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bt_jupyter import spec
+
+__all__ = [
+    "AWSCredentialsV1",
+    "CheckpointFile",
+    "CreateTrainingJobRequestV1",
+    "CreateTrainingJobResponseV1",
+    "CreateTrainingJobRuntimeV1",
+    "CreateTrainingJobS3Artifact",
+    "CreateTrainingJobV1",
+    "DownloadTrainingJobResponseV1",
+    "FileSummary",
+    "GetBlobCredentialsResponseV1",
+    "GetCacheSummaryResponseV1",
+    "GetLogsResponseV1",
+    "GetTrainingJobCheckpointFilesResponseV1",
+    "GetTrainingJobCheckpointsResponseV1",
+    "GetTrainingJobLogsRequestV1",
+    "GetTrainingJobMetricsRequestV1",
+    "GetTrainingJobMetricsResponseV1",
+    "GetTrainingJobResponseV1",
+    "GetTrainingProjectResponseV1",
+    "GitInfo",
+    "InstanceTypeV1",
+    "ListTrainingJobsResponseV1",
+    "ListTrainingProjectsResponseV1",
+    "LogLevelV1",
+    "LogV1",
+    "OrderByV1",
+    "RecreateTrainingJobResponseV1",
+    "SearchTrainingJobsRequestV1",
+    "SearchTrainingJobsResponseV1",
+    "SortOrderV1",
+    "StopTrainingJobRequestV1",
+    "StopTrainingJobResponseV1",
+    "StorageMetricsV1",
+    "TrainingJobCheckpointV1",
+    "TrainingJobMetricV1",
+    "TrainingJobMetricsV1",
+    "TrainingJobNodeMetricsV1",
+    "TrainingJobTombstoneV1",
+    "TrainingJobV1",
+    "TrainingProjectSummaryV1",
+    "TrainingProjectTombstoneV1",
+    "TrainingProjectV1",
+    "TrussUserEnv",
+    "UpdateTrainingJobRequestV1",
+    "UpdateTrainingJobResponseV1",
+    "UpsertTrainingProjectRequestV1",
+    "UpsertTrainingProjectResponseV1",
+    "UpsertTrainingProjectV1",
+    "UserV1",
+]
+
+MAX_LOG_LIMIT = 1000
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# --------------------------------------------------------------------------- projects
+
+
+class UpsertTrainingProjectV1(_Request):
+    name: str = Field(min_length=1)
+    team_name: str | None = None
+
+
+class UpsertTrainingProjectRequestV1(_Request):
+    training_project: UpsertTrainingProjectV1
+
+    @classmethod
+    def of(cls, project: spec.TrainingProject) -> UpsertTrainingProjectRequestV1:
+        return cls(training_project=UpsertTrainingProjectV1(**project.to_wire()))
+
+
+class TrainingProjectSummaryV1(_Response):
+    id: str
+    name: str
+
+
+class InstanceTypeV1(_Response):
+    id: str
+    name: str
+    memory_limit_mib: int
+    millicpu_limit: int
+    gpu_count: int
+    gpu_type: str | None
+    gpu_memory_limit_mib: int | None
+
+
+class UserV1(_Response):
+    email: str | None = None
+
+
+class TrainingJobV1(_Response):
+    id: str
+    created_at: datetime
+    current_status: str
+    error_message: str | None = None
+    instance_type: InstanceTypeV1
+    node_count: int = Field(default=1, ge=1)
+    updated_at: datetime
+    training_project_id: str
+    training_project: TrainingProjectSummaryV1
+    name: str | None = None
+    checkpoint_sync_status: str | None = None
+    priority: int = 0
+    availability_model: spec.AvailabilityModel = spec.AvailabilityModel.DEDICATED
+    user: UserV1 | None = None
+
+    @property
+    def status(self) -> spec.TrainingJobStatus:
+        return spec.TrainingJobStatus.parse(self.current_status)
+
+
+class TrainingProjectV1(_Response):
+    id: str
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    team_name: str | None = None
+    latest_job: TrainingJobV1 | None
+
+
+class UpsertTrainingProjectResponseV1(_Response):
+    training_project: TrainingProjectV1
+
+
+class GetTrainingProjectResponseV1(_Response):
+    training_project: TrainingProjectV1
+
+
+class ListTrainingProjectsResponseV1(_Response):
+    training_projects: list[TrainingProjectV1]
+
+
+class TrainingProjectTombstoneV1(_Response):
+    id: str
+    deleted: bool
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+class CreateTrainingJobS3Artifact(_Request):
+    s3_bucket: str
+    s3_key: str
+
+
+class GitInfo(_Request):
+    latest_commit_sha: str
+    latest_tag: str | None
+    commits_since_tag: int | None
+    has_uncommitted_changes: bool
+
+
+class TrussUserEnv(BaseModel):
+    """Which client sent the job; the fields truss sends, and any others kept as given."""
+
+    model_config = ConfigDict(extra="allow")
+
+    truss_client_version: str | None = None
+    python_version: str | None = None
+    pydantic_version: str | None = None
+    mypy_version: str | None = None
+    git_info: GitInfo | None = None
+
+
+class CreateTrainingJobRuntimeV1(spec.Runtime):
+    """The runtime as sent: the concept plus the uploaded bundle(s)."""
+
+    artifacts: list[CreateTrainingJobS3Artifact] = Field(default_factory=list)
+
+
+class CreateTrainingJobV1(spec.TrainingJob):
+    """The job as sent: the concept plus what the push adds (artifacts, client env)."""
+
+    runtime: CreateTrainingJobRuntimeV1 = Field(default_factory=CreateTrainingJobRuntimeV1)
+    truss_user_env: TrussUserEnv | None = None
+
+    @classmethod
+    def of(
+        cls,
+        job: spec.TrainingJob,
+        artifacts: list[CreateTrainingJobS3Artifact] | None = None,
+        truss_user_env: TrussUserEnv | None = None,
+    ) -> CreateTrainingJobV1:
+        data = job.model_dump()
+        data["runtime"]["artifacts"] = [a.model_dump() for a in artifacts or []]
+        return cls(**data, truss_user_env=truss_user_env)
+
+    def concept(self) -> spec.TrainingJob:
+        """The job without what only the push needed."""
+        data = self.model_dump(exclude={"truss_user_env"})
+        data["runtime"].pop("artifacts")
+        return spec.TrainingJob(**data)
+
+
+class CreateTrainingJobRequestV1(_Request):
+    training_job: CreateTrainingJobV1
+
+
+class CreateTrainingJobResponseV1(_Response):
+    training_job: TrainingJobV1
+
+
+class GetTrainingJobResponseV1(_Response):
+    training_project: TrainingProjectV1
+    training_job: TrainingJobV1
+
+
+class ListTrainingJobsResponseV1(_Response):
+    training_project: TrainingProjectV1
+    training_jobs: list[TrainingJobV1]
+
+
+class OrderByV1(_Request):
+    field: str
+    order: str
+
+
+class SearchTrainingJobsRequestV1(_Request):
+    project_id: str | None = None
+    job_id: str | None = None
+    statuses: list[str] | None = None
+    order_by: list[OrderByV1] = Field(
+        default_factory=lambda: [OrderByV1(field="created_at", order="desc")]
+    )
+
+
+class SearchTrainingJobsResponseV1(_Response):
+    training_jobs: list[TrainingJobV1]
+
+
+class StopTrainingJobRequestV1(_Request):
+    pass
+
+
+class StopTrainingJobResponseV1(_Response):
+    training_job: TrainingJobV1
+
+
+class RecreateTrainingJobResponseV1(_Response):
+    training_job: TrainingJobV1
+
+
+class UpdateTrainingJobRequestV1(_Request):
+    priority: int
+
+
+class UpdateTrainingJobResponseV1(_Response):
+    training_job: TrainingJobV1
+
+
+class TrainingJobTombstoneV1(_Response):
+    id: str
+    deleted: bool
+    training_project_id: str
+
+
+class DownloadTrainingJobResponseV1(_Response):
+    artifact_presigned_urls: list[str]
+
+
+# --------------------------------------------------------------------------- logs
+
+
+class SortOrderV1(str, enum.Enum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+class LogLevelV1(str, enum.Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+    @property
+    def rank(self) -> int:
+        return list(LogLevelV1).index(self)
+
+
+class GetTrainingJobLogsRequestV1(_Request):
+    """Query of ``GET .../logs``: a window in epoch millis, newest or oldest first."""
+
+    start_epoch_millis: int | None = None
+    end_epoch_millis: int | None = None
+    direction: SortOrderV1 | None = None
+    limit: int | None = Field(default=500, ge=1, le=MAX_LOG_LIMIT)
+    min_level: LogLevelV1 | None = None
+
+
+class LogV1(_Response):
+    """One log line. ``timestamp`` is epoch nanoseconds as a string; ``replica`` the node."""
+
+    timestamp: str
+    message: str
+    replica: str | None
+    request_id: str | None = None
+    level: LogLevelV1 | None = None
+
+
+class GetLogsResponseV1(_Response):
+    logs: list[LogV1]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class GetTrainingJobMetricsRequestV1(_Request):
+    end_epoch_millis: int | None = None
+    start_epoch_millis: int | None = None
+    step_seconds: int | None = None
+
+
+class TrainingJobMetricV1(_Response):
+    value: float
+    timestamp: datetime
+
+
+class StorageMetricsV1(_Response):
+    usage_bytes: list[TrainingJobMetricV1] = Field(default_factory=list)
+    utilization: list[TrainingJobMetricV1] = Field(default_factory=list)
+
+
+class TrainingJobMetricsV1(_Response):
+    """One node's series; GPU series are keyed by GPU index."""
+
+    gpu_memory_usage_bytes: dict[str, list[TrainingJobMetricV1]] = Field(default_factory=dict)
+    gpu_utilization: dict[str, list[TrainingJobMetricV1]] = Field(default_factory=dict)
+    cpu_usage: list[TrainingJobMetricV1] = Field(default_factory=list)
+    cpu_memory_usage_bytes: list[TrainingJobMetricV1] = Field(default_factory=list)
+    ephemeral_storage: StorageMetricsV1 = Field(default_factory=StorageMetricsV1)
+
+
+class TrainingJobNodeMetricsV1(_Response):
+    node_id: str
+    metrics: TrainingJobMetricsV1
+
+
+class GetTrainingJobMetricsResponseV1(TrainingJobMetricsV1):
+    """Metrics of the leader node at the top level, every node in ``per_node_metrics``."""
+
+    training_job: TrainingJobV1
+    cache: StorageMetricsV1 | None
+    per_node_metrics: list[TrainingJobNodeMetricsV1]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+class TrainingJobCheckpointV1(_Response):
+    checkpoint_id: str
+    created_at: datetime
+    checkpoint_type: str
+    base_model: str | None
+    lora_adapter_config: dict[str, Any] | None
+    size_bytes: int
+    sync_status: str | None = None
+    training_job_id: str
+
+
+class GetTrainingJobCheckpointsResponseV1(_Response):
+    training_job: TrainingJobV1
+    checkpoints: list[TrainingJobCheckpointV1]
+
+
+class CheckpointFile(_Response):
+    url: str
+    relative_file_name: str
+    node_rank: int
+    size_bytes: int
+    last_modified: str
+
+
+class GetTrainingJobCheckpointFilesResponseV1(_Response):
+    presigned_urls: list[CheckpointFile]
+    next_page_token: int | None = None
+    total_count: int
+
+
+# --------------------------------------------------------------------------- cache, blobs
+
+
+class FileSummary(_Response):
+    path: str
+    size_bytes: int
+    modified: str
+    file_type: str
+    permissions: str
+
+
+class GetCacheSummaryResponseV1(_Response):
+    timestamp: str
+    project_id: str
+    file_summaries: list[FileSummary]
+
+
+class AWSCredentialsV1(_Response):
+    aws_access_key_id: str
+    aws_secret_access_key: str
+    aws_session_token: str
+
+
+class GetBlobCredentialsResponseV1(_Response):
+    creds: AWSCredentialsV1
+    s3_key: str
+    s3_bucket: str

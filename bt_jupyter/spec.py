@@ -1,0 +1,696 @@
+"""Baseten's training concepts as pydantic models: the only place they are defined.
+
+Field names, field order, defaults and the JSON they serialize to are those of Baseten's
+``truss_train`` SDK, so a job built here and one built with ``truss_train`` produce the
+same request body (tests/test_interop_truss.py proves it). Inputs are accepted more
+liberally than they are written ("H100:8" for an accelerator, ``enable_legacy_hf_cache``
+for the legacy HF mount, ``truss_train`` objects for ours), and every invalid value
+raises :class:`~bt_jupyter.errors.InvalidConfigError` with one line naming the field and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+from typing_extensions import Self
+
+from bt_jupyter.errors import InvalidConfigError
+
+__all__ = [
+    "ACCELERATORS",
+    "AcceleratorSpec",
+    "AvailabilityModel",
+    "AWSAssumeRoleDockerAuth",
+    "AWSIAMDockerAuth",
+    "AWSOIDCDockerAuth",
+    "BasetenCheckpoint",
+    "CacheConfig",
+    "CheckpointingConfig",
+    "Compute",
+    "DockerAuth",
+    "DockerAuthType",
+    "GCPOIDCDockerAuth",
+    "GCPServiceAccountJSONDockerAuth",
+    "Image",
+    "InteractiveSession",
+    "InteractiveSessionTrigger",
+    "LatestCheckpoint",
+    "LoadCheckpointConfig",
+    "LoopsCheckpoint",
+    "NamedCheckpoint",
+    "RegistrySecretDockerAuth",
+    "Runtime",
+    "SecretReference",
+    "TrainingJob",
+    "TrainingJobStatus",
+    "TrainingProject",
+    "WeightsSource",
+    "Workspace",
+    "as_training_project",
+]
+
+#: GPU types Baseten Training schedules (the public values of truss's ``Accelerator``).
+ACCELERATORS: tuple[str, ...] = (
+    "T4",
+    "L4",
+    "A10G",
+    "V100",
+    "A100",
+    "A100_40GB",
+    "H100",
+    "H100_40GB",
+    "H200",
+    "B200",
+    "B300",
+    "GB300",
+    "L40S",
+    "RTX_PRO_6000",
+)
+DEFAULT_CHECKPOINT_DOWNLOAD_FOLDER = "/tmp/loaded_checkpoints"
+DEFAULT_CACHE_MOUNT_BASE_PATH = "/root/.cache"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel]:
+    """The model class that owns the last field of ``loc`` (for "allowed fields")."""
+    current = model
+    for part in loc:
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            continue
+        nested = _first_model(field.annotation)
+        if nested is None:
+            break
+        current = nested
+    return current
+
+
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _path(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """``TrainingJob.runtime.load_checkpoint_config.checkpoints[0].job_id``."""
+    path = model.__name__
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif i and isinstance(loc[i - 1], int) and part in _UNION_TAGS:
+            continue  # the tag pydantic adds for the branch of a discriminated union
+        else:
+            path += f".{part}"
+    return path
+
+
+def _describe(model: type[BaseModel], error: ErrorDetails) -> str:
+    loc = tuple(error["loc"])
+    where = _path(model, loc)
+    kind = error["type"]
+    if kind == "value_error":
+        return f"{where}: {error['ctx']['error']}"
+    if kind == "missing":
+        return f"{where}: required, but not given"
+    if kind == "extra_forbidden":
+        owner = _model_at(model, loc[:-1])
+        allowed = ", ".join(owner.model_fields)
+        return f"{where}: unknown field; {owner.__name__} accepts {allowed}"
+    return f"{where}: {error['msg']}, got {error['input']!r}"
+
+
+def _invalid(model: type[BaseModel], exc: ValidationError) -> InvalidConfigError:
+    return InvalidConfigError("; ".join(_describe(model, e) for e in exc.errors()))
+
+
+class _Concept(BaseModel):
+    """Base of every concept: unknown fields are refused, errors are one line."""
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, validate_by_name=True, validate_by_alias=True
+    )
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _invalid(type(self), exc) from None
+
+    # Nested validation must not go through __init__ (errors are rendered once, at the top).
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise _invalid(type(self), exc) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise _invalid(cls, exc) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_foreign(cls, data: Any) -> Any:
+        """A ``truss_train`` object of the same concept becomes plain data we validate."""
+        if isinstance(data, BaseModel) and not isinstance(data, _Concept):
+            return data.model_dump(mode="json")
+        return data
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes, **kwargs: Any) -> Self:  # type: ignore[override]
+        try:
+            return super().model_validate_json(json_data, **kwargs)
+        except ValidationError as exc:
+            raise _invalid(cls, exc) from None
+
+
+# --------------------------------------------------------------------------- image
+
+
+class SecretReference(_Concept):
+    """A secret by name; its value is resolved by the service, never by the client."""
+
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError("a secret name cannot be empty")
+        return name
+
+
+class DockerAuthType(str, enum.Enum):
+    GCP_SERVICE_ACCOUNT_JSON = "GCP_SERVICE_ACCOUNT_JSON"
+    AWS_IAM = "AWS_IAM"
+    AWS_OIDC = "AWS_OIDC"
+    GCP_OIDC = "GCP_OIDC"
+    REGISTRY_SECRET = "REGISTRY_SECRET"
+    AWS_ASSUME_ROLE = "AWS_ASSUME_ROLE"
+
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class AWSIAMDockerAuth(_Concept):
+    access_key_secret_ref: SecretReference
+    secret_access_key_secret_ref: SecretReference
+
+
+class AWSOIDCDockerAuth(_Concept):
+    role_arn: NonEmpty
+    region: NonEmpty
+
+
+class AWSAssumeRoleDockerAuth(_Concept):
+    role_arn: NonEmpty
+    region: NonEmpty
+
+
+class GCPOIDCDockerAuth(_Concept):
+    service_account: NonEmpty
+    workload_identity_provider: NonEmpty
+
+
+class GCPServiceAccountJSONDockerAuth(_Concept):
+    service_account_json_secret_ref: SecretReference
+
+
+class RegistrySecretDockerAuth(_Concept):
+    secret_ref: SecretReference
+
+
+_AUTH_FIELD: dict[DockerAuthType, str] = {
+    DockerAuthType.AWS_IAM: "aws_iam_docker_auth",
+    DockerAuthType.AWS_OIDC: "aws_oidc_docker_auth",
+    DockerAuthType.AWS_ASSUME_ROLE: "aws_assume_role_docker_auth",
+    DockerAuthType.GCP_OIDC: "gcp_oidc_docker_auth",
+    DockerAuthType.GCP_SERVICE_ACCOUNT_JSON: "gcp_service_account_json_docker_auth",
+    DockerAuthType.REGISTRY_SECRET: "registry_secret_docker_auth",
+}
+
+
+class DockerAuth(_Concept):
+    """Credentials for a private registry: ``auth_method`` picks exactly one detail field."""
+
+    auth_method: DockerAuthType
+    registry: NonEmpty
+    aws_iam_docker_auth: AWSIAMDockerAuth | None = None
+    aws_oidc_docker_auth: AWSOIDCDockerAuth | None = None
+    aws_assume_role_docker_auth: AWSAssumeRoleDockerAuth | None = None
+    gcp_oidc_docker_auth: GCPOIDCDockerAuth | None = None
+    gcp_service_account_json_docker_auth: GCPServiceAccountJSONDockerAuth | None = None
+    registry_secret_docker_auth: RegistrySecretDockerAuth | None = None
+
+    @model_validator(mode="after")
+    def _one_detail(self) -> Self:
+        required = _AUTH_FIELD[self.auth_method]
+        if getattr(self, required) is None:
+            raise ValueError(f"auth_method {self.auth_method.value} needs {required}")
+        others = [f for f in _AUTH_FIELD.values() if f != required and getattr(self, f)]
+        if others:
+            raise ValueError(
+                f"{', '.join(others)} cannot be set when auth_method is {self.auth_method.value}"
+            )
+        return self
+
+
+class Image(_Concept):
+    """The container the job runs in."""
+
+    base_image: NonEmpty
+    docker_auth: DockerAuth | None = None
+
+
+# --------------------------------------------------------------------------- compute
+
+
+class AvailabilityModel(str, enum.Enum):
+    """``dedicated`` capacity is never preempted; ``spot`` may be (checkpoint often)."""
+
+    DEDICATED = "dedicated"
+    SPOT = "spot"
+
+
+class AcceleratorSpec(_Concept):
+    """A GPU type and how many of it each node gets; parses ``"H100:8"`` and ``"H100"``."""
+
+    accelerator: str
+    count: int = 1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            kind, _, count = value.strip().partition(":")
+            if not count:
+                return {"accelerator": kind, "count": 1}
+            if not count.isdigit():
+                raise ValueError(f"count in {value!r} must be a positive integer, e.g. 'H100:8'")
+            return {"accelerator": kind, "count": int(count)}
+        if isinstance(value, BaseModel) and not isinstance(value, AcceleratorSpec):
+            data = value.model_dump(mode="json")  # truss's AcceleratorSpec
+            return {"accelerator": data.get("accelerator"), "count": data.get("count", 1)}
+        return value
+
+    @field_validator("accelerator", mode="before")
+    @classmethod
+    def _known(cls, name: Any) -> Any:
+        if not isinstance(name, str) or name.upper() not in ACCELERATORS:
+            raise ValueError(f"unknown accelerator {name!r}; valid: {', '.join(ACCELERATORS)}")
+        return name.upper()
+
+    @field_validator("count")
+    @classmethod
+    def _positive(cls, count: int) -> int:
+        if count < 1:
+            raise ValueError(f"GPU count must be >= 1, got {count}")
+        return count
+
+    def __str__(self) -> str:
+        return f"{self.accelerator}:{self.count}"
+
+
+class Compute(_Concept):
+    """Nodes and what each node gets: CPUs, memory, GPUs, and the capacity model."""
+
+    node_count: int = 1
+    cpu_count: int = 1
+    memory: str = "2Gi"
+    accelerator: AcceleratorSpec | None = None
+    availability_model: AvailabilityModel = AvailabilityModel.DEDICATED
+
+    @field_validator("node_count", "cpu_count")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be >= 1, got {value}")
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _quantity(cls, memory: str) -> str:
+        if not _MEMORY.match(memory):
+            raise ValueError(
+                f"{memory!r} is not a memory quantity; use a number with an optional "
+                "unit Ki, Mi, Gi, Ti (e.g. '64Gi')"
+            )
+        return memory
+
+    @property
+    def total_gpus(self) -> int:
+        return self.node_count * (self.accelerator.count if self.accelerator else 0)
+
+    def describe(self) -> str:
+        """``"2 x H100:8"``, ``"1 x CPU"``: how the widget and CLI show compute."""
+        return f"{self.node_count} x {self.accelerator or 'CPU'}"
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+class CheckpointingConfig(_Concept):
+    """Where the job writes checkpoints (``$BT_CHECKPOINT_DIR``) and how big that volume is."""
+
+    enabled: bool = False
+    checkpoint_path: str | None = None
+    volume_size_gib: int | None = None
+
+    @field_validator("volume_size_gib")
+    @classmethod
+    def _positive(cls, size: int | None) -> int | None:
+        if size is not None and size < 1:
+            raise ValueError(f"must be >= 1 GiB, got {size}")
+        return size
+
+
+class LatestCheckpoint(_Concept):
+    """The newest checkpoint of a job, or of a project's jobs."""
+
+    typ: Literal["baseten_latest_checkpoint"] = "baseten_latest_checkpoint"
+    job_id: str | None = None
+    project_name: str | None = None
+
+
+class NamedCheckpoint(_Concept):
+    """One checkpoint by name (a top-level entry of ``rank-N/``) of one job."""
+
+    typ: Literal["baseten_named_checkpoint"] = "baseten_named_checkpoint"
+    checkpoint_name: NonEmpty
+    job_id: NonEmpty
+
+
+class LoopsCheckpoint(_Concept):
+    """A checkpoint of a Baseten Loops run: ``trainer`` state or ``sampler`` weights."""
+
+    typ: Literal["loops_checkpoint"] = "loops_checkpoint"
+    run_id: NonEmpty
+    checkpoint_name: NonEmpty
+    target: Literal["trainer", "sampler"] = "trainer"
+
+    @classmethod
+    def from_checkpoint(
+        cls, run_id: str, checkpoint_name: str, target: Literal["trainer", "sampler"] = "trainer"
+    ) -> LoopsCheckpoint:
+        """truss_train's spelling."""
+        return cls(run_id=run_id, checkpoint_name=checkpoint_name, target=target)
+
+
+CheckpointReference = Annotated[
+    LatestCheckpoint | NamedCheckpoint | LoopsCheckpoint, Field(discriminator="typ")
+]
+
+_UNION_TAGS = frozenset(
+    c.model_fields["typ"].default for c in (LatestCheckpoint, NamedCheckpoint, LoopsCheckpoint)
+)
+
+
+class BasetenCheckpoint:
+    """Factories with the names truss_train users know."""
+
+    @staticmethod
+    def from_latest_checkpoint(
+        project_name: str | None = None, job_id: str | None = None
+    ) -> LatestCheckpoint:
+        if not project_name and not job_id:
+            raise InvalidConfigError(
+                "BasetenCheckpoint.from_latest_checkpoint: give project_name or job_id"
+            )
+        return LatestCheckpoint(project_name=project_name, job_id=job_id)
+
+    @staticmethod
+    def from_named_checkpoint(checkpoint_name: str, job_id: str) -> NamedCheckpoint:
+        return NamedCheckpoint(checkpoint_name=checkpoint_name, job_id=job_id)
+
+
+def _latest() -> CheckpointReference:
+    return LatestCheckpoint()
+
+
+class LoadCheckpointConfig(_Concept):
+    """Checkpoints placed under ``$BT_LOAD_CHECKPOINT_DIR`` before the job starts."""
+
+    enabled: bool = False
+    checkpoints: list[CheckpointReference] = Field(default_factory=lambda: [_latest()])
+    download_folder: str = DEFAULT_CHECKPOINT_DOWNLOAD_FOLDER
+
+
+class CacheConfig(_Concept):
+    """The read-write cache that persists across a project's (and team's) jobs.
+
+    ``enable_legacy_hf_cache`` (the name in Baseten's concept docs) is accepted for
+    ``enable_legacy_hf_mount`` (the wire name); both read back the same value.
+    """
+
+    enabled: bool = False
+    enable_legacy_hf_mount: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("enable_legacy_hf_mount", "enable_legacy_hf_cache"),
+    )
+    require_cache_affinity: bool = True
+    mount_base_path: str = DEFAULT_CACHE_MOUNT_BASE_PATH
+
+    @field_validator("mount_base_path")
+    @classmethod
+    def _absolute(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError(f"must be an absolute path, got {path!r}")
+        return path
+
+    @property
+    def enable_legacy_hf_cache(self) -> bool:
+        return self.enable_legacy_hf_mount
+
+
+EnvValue = str | SecretReference
+
+
+class Runtime(_Concept):
+    """What runs on each node: commands, environment, cache and checkpoints."""
+
+    start_commands: list[str] = Field(default_factory=list)
+    environment_variables: dict[str, EnvValue] = Field(default_factory=dict)
+    enable_cache: bool | None = None
+    checkpointing_config: CheckpointingConfig = Field(default_factory=CheckpointingConfig)
+    load_checkpoint_config: LoadCheckpointConfig | None = None
+    cache_config: CacheConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate_enable_cache(cls, values: Any) -> Any:
+        """``enable_cache`` is deprecated: it becomes a cache_config, as in truss_train."""
+        if not isinstance(values, Mapping):
+            return values
+        values = dict(values)
+        enable_cache = values.pop("enable_cache", None)
+        if enable_cache is not None:
+            if values.get("cache_config") is not None:
+                raise ValueError(
+                    "set cache_config or the deprecated enable_cache, not both; "
+                    "prefer cache_config=CacheConfig(enabled=True)"
+                )
+            values["cache_config"] = {
+                "enabled": enable_cache,
+                "enable_legacy_hf_mount": enable_cache,
+            }
+        return values
+
+    @field_validator("environment_variables", mode="before")
+    @classmethod
+    def _env(cls, env: Any) -> Any:
+        if not isinstance(env, Mapping):
+            return env
+        checked: dict[str, Any] = {}
+        for name, value in env.items():
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                raise ValueError(
+                    f"{name!r} is not a valid environment variable name; use letters, "
+                    "digits and underscores, not starting with a digit"
+                )
+            if isinstance(value, BaseModel) and hasattr(value, "name"):
+                value = SecretReference(name=value.name)
+            elif isinstance(value, Mapping):
+                value = SecretReference.model_validate(value)
+            elif not isinstance(value, str):
+                raise ValueError(
+                    f"value of {name} must be a str or SecretReference(name=...), "
+                    f"got {type(value).__name__}"
+                )
+            checked[name] = value
+        return checked
+
+    @property
+    def secret_names(self) -> list[str]:
+        return [
+            v.name for v in self.environment_variables.values() if isinstance(v, SecretReference)
+        ]
+
+
+# --------------------------------------------------------------------------- job
+
+
+class InteractiveSessionTrigger(str, enum.Enum):
+    ON_STARTUP = "on_startup"
+    ON_FAILURE = "on_failure"
+    ON_DEMAND = "on_demand"
+
+
+class InteractiveSession(_Concept):
+    trigger: InteractiveSessionTrigger = InteractiveSessionTrigger.ON_DEMAND
+    timeout_minutes: int = 8 * 60
+    session_provider: Literal["vs_code", "cursor", "ssh"] = "vs_code"
+    auth_provider: Literal["github", "microsoft"] = "microsoft"
+
+
+class Workspace(_Concept):
+    """Which directories ``truss train push`` gathers into the job's files."""
+
+    workspace_root: str | None = None
+    external_dirs: list[str] = Field(default_factory=list)
+    exclude_dirs: list[str] = Field(default_factory=list)
+
+
+class WeightsSource(_Concept):
+    """Model weights mounted read-only into the job (hf://, s3://, gs://, ...)."""
+
+    source: NonEmpty
+    mount_location: NonEmpty
+    auth: dict[str, Any] | None = None
+    auth_secret_name: str | None = None
+    allow_patterns: list[str] | None = None
+    ignore_patterns: list[str] | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _scheme(cls, source: str) -> str:
+        schemes = ("hf://", "s3://", "gs://", "azure://", "r2://", "cw://", "https://")
+        if not source.startswith(schemes):
+            raise ValueError(f"{source!r} needs a scheme; use one of {', '.join(schemes)}")
+        return source
+
+
+class TrainingJob(_Concept):
+    """One complete execution: image + compute + runtime."""
+
+    image: Image
+    compute: Compute = Field(default_factory=Compute)
+    runtime: Runtime = Field(default_factory=Runtime)
+    interactive_session: InteractiveSession | None = None
+    name: str | None = None
+    priority: int | None = None
+    workspace: Workspace | None = None
+    weights: list[WeightsSource] = Field(default_factory=list)
+    enable_baseten_workdir: bool = True
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON body truss_train sends for this job (``training_job`` of the request)."""
+        return self.model_dump(mode="json")
+
+
+class TrainingProject(_Concept):
+    """Groups jobs; upserted by name. ``job`` is the job a push creates (not sent)."""
+
+    name: NonEmpty
+    job: TrainingJob = Field(exclude=True)
+    team_name: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The body truss_train upserts (``training_project`` of the request)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def as_training_project(project: Any) -> TrainingProject:
+    """Accept our TrainingProject or a ``truss_train.TrainingProject`` (converted)."""
+    if isinstance(project, TrainingProject):
+        return project
+    job = getattr(project, "job", None)
+    if isinstance(project, BaseModel) and isinstance(job, BaseModel):
+        return TrainingProject(
+            name=getattr(project, "name", ""),
+            team_name=getattr(project, "team_name", None),
+            job=TrainingJob.model_validate(job.model_dump(mode="json")),
+        )
+    raise InvalidConfigError(
+        f"expected a TrainingProject (bt_jupyter.spec or truss_train), got {type(project).__name__}"
+    )
+
+
+# --------------------------------------------------------------------------- status
+
+
+class TrainingJobStatus(str, enum.Enum):
+    """``current_status`` of a job: PENDING -> CREATED -> DEPLOYING -> RUNNING -> COMPLETED."""
+
+    PENDING = "TRAINING_JOB_PENDING"
+    CREATED = "TRAINING_JOB_CREATED"
+    DEPLOYING = "TRAINING_JOB_DEPLOYING"
+    RUNNING = "TRAINING_JOB_RUNNING"
+    COMPLETED = "TRAINING_JOB_COMPLETED"
+    FAILED = "TRAINING_JOB_FAILED"
+    STOPPED = "TRAINING_JOB_STOPPED"
+    DEPLOY_FAILED = "TRAINING_JOB_DEPLOY_FAILED"
+
+    @property
+    def short(self) -> str:
+        """``RUNNING`` for ``TRAINING_JOB_RUNNING``: what people read."""
+        return self.name
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+    @property
+    def is_failure(self) -> bool:
+        return self in (TrainingJobStatus.FAILED, TrainingJobStatus.DEPLOY_FAILED)
+
+    def can_become(self, other: TrainingJobStatus) -> bool:
+        return other in _NEXT[self]
+
+    @classmethod
+    def parse(cls, value: str | TrainingJobStatus) -> TrainingJobStatus:
+        """Accept ``TRAINING_JOB_RUNNING``, ``RUNNING`` or ``running``."""
+        if isinstance(value, TrainingJobStatus):
+            return value
+        name = value.strip().upper().removeprefix("TRAINING_JOB_")
+        if name not in cls.__members__:
+            valid = ", ".join(cls.__members__)
+            raise InvalidConfigError(f"unknown job status {value!r}; valid: {valid}")
+        return cls[name]
+
+
+_S = TrainingJobStatus
+_TERMINAL = frozenset({_S.COMPLETED, _S.FAILED, _S.STOPPED, _S.DEPLOY_FAILED})
+#: Allowed status changes. Stop and failure are possible from every live state.
+_NEXT: dict[TrainingJobStatus, frozenset[TrainingJobStatus]] = {
+    _S.PENDING: frozenset({_S.CREATED, _S.STOPPED, _S.FAILED}),
+    _S.CREATED: frozenset({_S.DEPLOYING, _S.STOPPED, _S.FAILED, _S.DEPLOY_FAILED}),
+    _S.DEPLOYING: frozenset({_S.RUNNING, _S.STOPPED, _S.FAILED, _S.DEPLOY_FAILED}),
+    _S.RUNNING: frozenset({_S.COMPLETED, _S.STOPPED, _S.FAILED}),
+    **{terminal: frozenset() for terminal in _TERMINAL},
+}
