@@ -61,6 +61,7 @@ __all__ = [
     "WeightsSource",
     "Workspace",
     "as_training_project",
+    "invalid_config",
 ]
 
 #: GPU types Baseten Training schedules (the public values of truss's ``Accelerator``).
@@ -141,7 +142,8 @@ def _describe(model: type[BaseModel], error: ErrorDetails) -> str:
     return f"{where}: {error['msg']}, got {error['input']!r}"
 
 
-def _invalid(model: type[BaseModel], exc: ValidationError) -> InvalidConfigError:
+def invalid_config(model: type[BaseModel], exc: ValidationError) -> InvalidConfigError:
+    """The one-line error for a pydantic failure of ``model`` (also used by the service)."""
     return InvalidConfigError("; ".join(_describe(model, e) for e in exc.errors()))
 
 
@@ -156,7 +158,7 @@ class _Concept(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise _invalid(type(self), exc) from None
+            raise invalid_config(type(self), exc) from None
 
     # Nested validation must not go through __init__ (errors are rendered once, at the top).
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
@@ -165,14 +167,14 @@ class _Concept(BaseModel):
         try:
             super().__setattr__(name, value)
         except ValidationError as exc:
-            raise _invalid(type(self), exc) from None
+            raise invalid_config(type(self), exc) from None
 
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
         try:
             return super().model_validate(obj, **kwargs)
         except ValidationError as exc:
-            raise _invalid(cls, exc) from None
+            raise invalid_config(cls, exc) from None
 
     @model_validator(mode="before")
     @classmethod
@@ -187,7 +189,7 @@ class _Concept(BaseModel):
         try:
             return super().model_validate_json(json_data, **kwargs)
         except ValidationError as exc:
-            raise _invalid(cls, exc) from None
+            raise invalid_config(cls, exc) from None
 
 
 # --------------------------------------------------------------------------- image

@@ -1,0 +1,694 @@
+"""The local service's HTTP API: Baseten's training REST API, answered on this machine.
+
+Paths and JSON follow ``baseten-training-openapi.json``; bodies are parsed with the models
+of :mod:`bt_jupyter.api`. Errors are JSON ``{"code": ..., "message": ...}`` whose message
+names what was wrong; nothing is created by a request that fails. Extensions that Baseten
+has no equivalent for live under ``/v1/local/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bt_jupyter import api, spec
+from bt_jupyter._version import __version__
+from bt_jupyter.errors import InvalidConfigError
+from bt_jupyter.local import checkpoints
+from bt_jupyter.local.dispatch import Dispatcher
+from bt_jupyter.local.home import Home
+from bt_jupyter.local.runner import LOCAL_BUCKET
+from bt_jupyter.local.settings import Settings
+from bt_jupyter.local.store import JobRow, LogRow, ProjectRow, Store, new_id
+
+M = TypeVar("M", bound=BaseModel)
+S = spec.TrainingJobStatus
+FOLLOW_POLL_SECONDS = 0.02
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _not_found(what: str, ident: str) -> ApiError:
+    return ApiError(404, "NOT_FOUND", f"no {what} with id {ident!r}")
+
+
+def _time(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+def _ok(model: BaseModel) -> JSONResponse:
+    return JSONResponse(model.model_dump(mode="json"))
+
+
+class Service:
+    """The state behind the routes: store, home, settings and the runner dispatcher."""
+
+    def __init__(self, home: Home, settings: Settings, dispatcher: Dispatcher) -> None:
+        self.home, self.settings, self.dispatcher = home, settings, dispatcher
+        self.store = Store(home.db)
+        self.api_key = home.api_key()
+
+    # ------------------------------------------------------------------ lookups
+
+    def project(self, project_id: str) -> ProjectRow:
+        found = self.store.project(project_id)
+        if found is None:
+            raise _not_found("training project", project_id)
+        return found
+
+    def job(self, project_id: str, job_id: str) -> tuple[ProjectRow, JobRow]:
+        project = self.project(project_id)
+        job = self.store.job(job_id)
+        if job is None or job.project_id != project.id:
+            raise _not_found(f"training job in project {project_id}", job_id)
+        return project, job
+
+    # ------------------------------------------------------------------ wire shapes
+
+    def job_wire(self, job: JobRow, project: ProjectRow | None = None) -> api.TrainingJobV1:
+        project = project or self.project(job.project_id)
+        compute = job.spec.get("compute") or {}
+        return api.TrainingJobV1(
+            id=job.id,
+            created_at=_time(job.created_at),
+            current_status=job.status.value,
+            error_message=job.error_message,
+            instance_type=_instance_type(compute),
+            node_count=job.node_count,
+            updated_at=_time(job.updated_at),
+            training_project_id=project.id,
+            training_project=api.TrainingProjectSummaryV1(id=project.id, name=project.name),
+            name=job.name,
+            priority=job.priority,
+            availability_model=compute.get("availability_model", "dedicated"),
+        )
+
+    def project_wire(self, project: ProjectRow) -> api.TrainingProjectV1:
+        latest = self.store.latest_job(project.id)
+        return api.TrainingProjectV1(
+            id=project.id,
+            name=project.name,
+            created_at=_time(project.created_at),
+            updated_at=_time(project.updated_at),
+            team_name=project.team_name,
+            latest_job=self.job_wire(latest, project) if latest else None,
+        )
+
+    def sign(self, path: str) -> str:
+        return hmac.new(self.api_key.encode(), path.encode(), hashlib.sha256).hexdigest()
+
+    def signed_url(self, request: Request, path: str) -> str:
+        return f"{str(request.base_url).rstrip('/')}{path}?sig={self.sign(path)}"
+
+
+def _instance_type(compute: dict[str, Any]) -> api.InstanceTypeV1:
+    accelerator = compute.get("accelerator") or {}
+    gpu_type, gpu_count = accelerator.get("accelerator"), int(accelerator.get("count") or 0)
+    name = f"{gpu_type}:{gpu_count}" if gpu_type else f"CPU:{compute.get('cpu_count', 1)}"
+    return api.InstanceTypeV1(
+        id=f"local-{name}",
+        name=name,
+        memory_limit_mib=_mib(str(compute.get("memory", "2Gi"))),
+        millicpu_limit=int(compute.get("cpu_count", 1)) * 1000,
+        gpu_count=gpu_count,
+        gpu_type=gpu_type,
+        gpu_memory_limit_mib=None,
+    )
+
+
+def _mib(quantity: str) -> int:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024**2, "K": 1e3 / 2**20}
+    units |= {"M": 1e6 / 2**20, "G": 1e9 / 2**20, "T": 1e12 / 2**20}
+    for unit in sorted(units, key=len, reverse=True):
+        if quantity.endswith(unit):
+            return int(float(quantity[: -len(unit)]) * units[unit])
+    return int(float(quantity) / 2**20)
+
+
+async def _parse(request: Request, model: type[M]) -> M:
+    raw = await request.body()
+    try:
+        data = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise ApiError(400, "MALFORMED_JSON", f"request body is not valid JSON: {exc}") from None
+    return _validate(model, data)
+
+
+def _validate(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except InvalidConfigError as exc:
+        raise ApiError(422, "INVALID_REQUEST", str(exc)) from None
+    except ValidationError as exc:
+        raise ApiError(422, "INVALID_REQUEST", str(spec.invalid_config(model, exc))) from None
+
+
+def build_app(service: Service) -> FastAPI:
+    app = FastAPI(title="bt_jupyter local training service", version=__version__)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = {404: "no such endpoint", 405: "method not allowed"}.get(
+            exc.status_code, str(exc.detail)
+        )
+        return JSONResponse({"code": "HTTP_ERROR", "message": message}, exc.status_code)
+
+    async def authenticated(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() not in ("bearer", "api-key") or not hmac.compare_digest(
+            key.strip(), service.api_key
+        ):
+            raise ApiError(
+                401,
+                "UNAUTHENTICATED",
+                "missing or wrong API key: send 'Authorization: Bearer <key>' "
+                f"with the key in {service.home.api_key_file}",
+            )
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authenticated)])
+    run = _blocking
+
+    # ------------------------------------------------------------------ projects
+
+    async def upsert(request: Request, team: str | None) -> JSONResponse:
+        body = await _parse(request, api.UpsertTrainingProjectRequestV1)
+        project = await run(
+            service.store.upsert_project,
+            body.training_project.name,
+            team or body.training_project.team_name,
+        )
+        return _ok(api.UpsertTrainingProjectResponseV1(training_project=service.project_wire(project)))
+
+    @v1.post("/training_projects")
+    async def upsert_project(request: Request) -> JSONResponse:
+        return await upsert(request, None)
+
+    @v1.post("/teams/{team_id}/training_projects")
+    async def upsert_team_project(team_id: str, request: Request) -> JSONResponse:
+        return await upsert(request, team_id)
+
+    @v1.get("/training_projects")
+    async def list_projects() -> JSONResponse:
+        projects = await run(service.store.projects)
+        return _ok(
+            api.ListTrainingProjectsResponseV1(
+                training_projects=[service.project_wire(p) for p in projects]
+            )
+        )
+
+    @v1.get("/training_projects/{project_id}")
+    async def get_project(project_id: str) -> JSONResponse:
+        project = service.project(project_id)
+        return _ok(api.GetTrainingProjectResponseV1(training_project=service.project_wire(project)))
+
+    @v1.delete("/training_projects/{project_id}")
+    async def delete_project(project_id: str) -> JSONResponse:
+        project = service.project(project_id)
+        live = [j.id for j in service.store.jobs(project_id=project.id) if not j.status.is_terminal]
+        if live:
+            raise ApiError(
+                409, "CONFLICT", f"project {project.name!r} has running jobs {live}; stop them first"
+            )
+        for job in service.store.jobs(project_id=project.id):
+            shutil.rmtree(service.home.job_dir(job.id), ignore_errors=True)
+        await run(service.store.delete_project, project.id)
+        return _ok(api.TrainingProjectTombstoneV1(id=project.id, deleted=True))
+
+    # ------------------------------------------------------------------ jobs
+
+    @v1.post("/training_projects/{project_id}/jobs")
+    async def create_job(project_id: str, request: Request) -> JSONResponse:
+        project = service.project(project_id)
+        body = await _parse(request, api.CreateTrainingJobRequestV1)
+        for artifact in body.training_job.runtime.artifacts:
+            if artifact.s3_bucket != LOCAL_BUCKET or not _artifact_path(
+                service, artifact.s3_key
+            ).is_file():
+                raise ApiError(
+                    400,
+                    "ARTIFACT_NOT_FOUND",
+                    f"artifact s3://{artifact.s3_bucket}/{artifact.s3_key} was not uploaded to "
+                    "this service; PUT it to /v1/local/artifacts/{key} first",
+                )
+        job, created = await run(
+            service.store.create_job,
+            project.id,
+            body.training_job.model_dump(mode="json"),
+            request.headers.get("idempotency-key"),
+        )
+        if created:
+            await run(service.dispatcher.dispatch, job.id)
+        return _ok(api.CreateTrainingJobResponseV1(training_job=service.job_wire(job, project)))
+
+    @v1.get("/training_projects/{project_id}/jobs")
+    async def list_jobs(project_id: str) -> JSONResponse:
+        project = service.project(project_id)
+        jobs = await run(service.store.jobs, project.id)
+        return _ok(
+            api.ListTrainingJobsResponseV1(
+                training_project=service.project_wire(project),
+                training_jobs=[service.job_wire(j, project) for j in jobs],
+            )
+        )
+
+    @v1.get("/training_projects/{project_id}/jobs/{job_id}")
+    async def get_job(project_id: str, job_id: str) -> JSONResponse:
+        project, job = service.job(project_id, job_id)
+        return _ok(
+            api.GetTrainingJobResponseV1(
+                training_project=service.project_wire(project),
+                training_job=service.job_wire(job, project),
+            )
+        )
+
+    @v1.patch("/training_projects/{project_id}/jobs/{job_id}")
+    async def update_job(project_id: str, job_id: str, request: Request) -> JSONResponse:
+        project, job = service.job(project_id, job_id)
+        body = await _parse(request, api.UpdateTrainingJobRequestV1)
+        await run(service.store.set_priority, job.id, body.priority)
+        job = service.job(project_id, job_id)[1]
+        return _ok(api.UpdateTrainingJobResponseV1(training_job=service.job_wire(job, project)))
+
+    @v1.delete("/training_projects/{project_id}/jobs/{job_id}")
+    async def delete_job(project_id: str, job_id: str) -> JSONResponse:
+        project, job = service.job(project_id, job_id)
+        if not job.status.is_terminal:
+            raise ApiError(409, "CONFLICT", f"job {job.id} is {job.status.short}; stop it first")
+        shutil.rmtree(service.home.job_dir(job.id), ignore_errors=True)
+        await run(service.store.delete_job, job.id)
+        return _ok(api.TrainingJobTombstoneV1(id=job.id, deleted=True, training_project_id=project.id))
+
+    @v1.post("/training_projects/{project_id}/jobs/{job_id}/stop")
+    async def stop_job(project_id: str, job_id: str, request: Request) -> JSONResponse:
+        project, job = service.job(project_id, job_id)
+        await _parse(request, api.StopTrainingJobRequestV1)
+        if not job.status.is_terminal:
+            await run(service.dispatcher.stop, job)
+        job = service.job(project_id, job_id)[1]
+        return _ok(api.StopTrainingJobResponseV1(training_job=service.job_wire(job, project)))
+
+    @v1.post("/training_projects/{project_id}/jobs/{job_id}/recreate")
+    async def recreate_job(project_id: str, job_id: str) -> JSONResponse:
+        project, job = service.job(project_id, job_id)
+        new, _ = await run(service.store.create_job, project.id, job.spec, None)
+        await run(service.dispatcher.dispatch, new.id)
+        return _ok(api.RecreateTrainingJobResponseV1(training_job=service.job_wire(new, project)))
+
+    @v1.post("/training_jobs/search")
+    async def search_jobs(request: Request) -> JSONResponse:
+        body = await _parse(request, api.SearchTrainingJobsRequestV1)
+        order = body.order_by[0] if body.order_by else api.OrderByV1(field="created_at", order="desc")
+        statuses = [S.parse(s).value for s in body.statuses or []] if body.statuses else None
+        jobs = await run(
+            service.store.jobs, body.project_id, body.job_id, statuses, order.order, order.field
+        )
+        return _ok(api.SearchTrainingJobsResponseV1(training_jobs=[service.job_wire(j) for j in jobs]))
+
+    # ------------------------------------------------------------------ logs
+
+    async def logs(project_id: str, job_id: str, query: api.GetTrainingJobLogsRequestV1) -> JSONResponse:
+        _, job = service.job(project_id, job_id)
+        rows = await run(
+            service.store.logs,
+            job.id,
+            query.start_epoch_millis * 1_000_000 if query.start_epoch_millis is not None else None,
+            (query.end_epoch_millis + 1) * 1_000_000 - 1
+            if query.end_epoch_millis is not None
+            else None,
+            query.direction == api.SortOrderV1.DESC,
+            query.limit or 500,
+            query.min_level.value if query.min_level else None,
+        )
+        return _ok(api.GetLogsResponseV1(logs=[_log_wire(r) for r in rows]))
+
+    @v1.get("/training_projects/{project_id}/jobs/{job_id}/logs")
+    async def get_logs(project_id: str, job_id: str, request: Request) -> JSONResponse:
+        query = _validate(api.GetTrainingJobLogsRequestV1, dict(request.query_params))
+        return await logs(project_id, job_id, query)
+
+    @v1.post("/training_projects/{project_id}/jobs/{job_id}/logs")
+    async def post_logs(project_id: str, job_id: str, request: Request) -> JSONResponse:
+        return await logs(project_id, job_id, await _parse(request, api.GetTrainingJobLogsRequestV1))
+
+    # ------------------------------------------------------------------ metrics
+
+    async def metrics(
+        project_id: str, job_id: str, query: api.GetTrainingJobMetricsRequestV1
+    ) -> JSONResponse:
+        project, job = service.job(project_id, job_id)
+        start = query.start_epoch_millis / 1000 if query.start_epoch_millis is not None else None
+        end = query.end_epoch_millis / 1000 if query.end_epoch_millis is not None else None
+        rows = await run(service.store.metrics, job.id, start, end)
+        per_node = []
+        for rank in range(job.node_count):
+            series = [r for r in rows if r.node == rank]
+            per_node.append(api.TrainingJobNodeMetricsV1(node_id=str(rank), metrics=_node_metrics(series)))
+        leader = per_node[0].metrics if per_node else api.TrainingJobMetricsV1()
+        cache = None
+        if ((job.spec.get("runtime") or {}).get("cache_config") or {}).get("enabled"):
+            size = _tree_size(service.home.project_cache(project.id))
+            point = api.TrainingJobMetricV1(value=size, timestamp=_time(time.time()))
+            cache = api.StorageMetricsV1(usage_bytes=[point], utilization=[])
+        return _ok(
+            api.GetTrainingJobMetricsResponseV1(
+                **leader.model_dump(),
+                training_job=service.job_wire(job, project),
+                cache=cache,
+                per_node_metrics=per_node,
+            )
+        )
+
+    @v1.get("/training_projects/{project_id}/jobs/{job_id}/metrics")
+    async def get_metrics(project_id: str, job_id: str, request: Request) -> JSONResponse:
+        query = _validate(api.GetTrainingJobMetricsRequestV1, dict(request.query_params))
+        return await metrics(project_id, job_id, query)
+
+    @v1.post("/training_projects/{project_id}/jobs/{job_id}/metrics")
+    async def post_metrics(project_id: str, job_id: str, request: Request) -> JSONResponse:
+        return await metrics(
+            project_id, job_id, await _parse(request, api.GetTrainingJobMetricsRequestV1)
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @v1.get("/training_projects/{project_id}/jobs/{job_id}/checkpoints")
+    async def get_checkpoints(project_id: str, job_id: str) -> JSONResponse:
+        project, job = service.job(project_id, job_id)
+        found = await run(checkpoints.scan, job.id, service.home.job_dir(job.id) / "checkpoints")
+        if found:
+            await run(service.store.save_checkpoints, job.id, found)
+        rows = await run(service.store.checkpoints, job.id)
+        return _ok(
+            api.GetTrainingJobCheckpointsResponseV1(
+                training_job=service.job_wire(job, project),
+                checkpoints=[
+                    api.TrainingJobCheckpointV1(
+                        checkpoint_id=c.name,
+                        created_at=_time(c.created_at),
+                        checkpoint_type=c.checkpoint_type,
+                        base_model=c.base_model,
+                        lora_adapter_config=c.lora_adapter_config,
+                        size_bytes=c.size_bytes,
+                        sync_status="SYNCING" if not job.status.is_terminal else "COMPLETED",
+                        training_job_id=job.id,
+                    )
+                    for c in rows
+                ],
+            )
+        )
+
+    @v1.get("/training_projects/{project_id}/jobs/{job_id}/checkpoint_files")
+    async def get_checkpoint_files(project_id: str, job_id: str, request: Request) -> JSONResponse:
+        _, job = service.job(project_id, job_id)
+        page_size = _int_param(request, "page_size", 100, 1, 1000)
+        offset = _int_param(request, "page_token", 0, 0, None)
+        found = await run(checkpoints.files, service.home.job_dir(job.id) / "checkpoints")
+        page = found[offset : offset + page_size]
+        urls = []
+        for rank, relative, path in page:
+            stat = path.stat()
+            urls.append(
+                api.CheckpointFile(
+                    url=service.signed_url(request, f"/v1/local/checkpoint_files/{job.id}/{relative}"),
+                    relative_file_name=relative,
+                    node_rank=rank,
+                    size_bytes=stat.st_size,
+                    last_modified=_time(stat.st_mtime).isoformat(),
+                )
+            )
+        more = offset + page_size < len(found)
+        return _ok(
+            api.GetTrainingJobCheckpointFilesResponseV1(
+                presigned_urls=urls,
+                next_page_token=offset + page_size if more else None,
+                total_count=len(found),
+            )
+        )
+
+    @v1.get("/training_projects/{project_id}/jobs/{job_id}/download")
+    async def download_job(project_id: str, job_id: str, request: Request) -> JSONResponse:
+        _, job = service.job(project_id, job_id)
+        artifacts = (job.spec.get("runtime") or {}).get("artifacts") or []
+        return _ok(
+            api.DownloadTrainingJobResponseV1(
+                artifact_presigned_urls=[
+                    service.signed_url(request, f"/v1/local/artifacts/{a['s3_key']}")
+                    for a in artifacts
+                ]
+            )
+        )
+
+    @v1.get("/training_projects/{project_id}/cache/summary")
+    async def cache_summary(project_id: str) -> JSONResponse:
+        project = service.project(project_id)
+        root = service.home.project_cache(project.id)
+        summaries = await run(_file_summaries, root)
+        return _ok(
+            api.GetCacheSummaryResponseV1(
+                timestamp=_time(time.time()).isoformat(), project_id=project.id, file_summaries=summaries
+            )
+        )
+
+    @v1.get("/blobs/credentials/train")
+    async def blob_credentials() -> JSONResponse:
+        """Locally the "bucket" is the service's artifact store; the keys are throwaway."""
+        return _ok(
+            api.GetBlobCredentialsResponseV1(
+                creds=api.AWSCredentialsV1(
+                    aws_access_key_id=f"LOCAL{new_id(12).upper()}",
+                    aws_secret_access_key=new_id(32),
+                    aws_session_token=new_id(32),
+                ),
+                s3_key=f"{new_id(16)}.tar.gz",
+                s3_bucket=LOCAL_BUCKET,
+            )
+        )
+
+    # ------------------------------------------------------------------ local extensions
+
+    local = APIRouter(prefix="/v1/local")
+
+    @local.get("/health")
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok", "version": __version__, "pid": os.getpid()})
+
+    @local.put("/artifacts/{key}", dependencies=[Depends(authenticated)])
+    async def put_artifact(key: str, request: Request) -> JSONResponse:
+        path = _artifact_path(service, key)
+        limit = service.settings.max_artifact_bytes
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > limit:
+            raise ApiError(413, "TOO_LARGE", _too_large(declared, limit))
+        digest = hashlib.sha256()
+        tmp = path.with_name(f".{key}.{new_id()}.part")
+        size = 0
+        try:
+            with tmp.open("wb") as out:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise ApiError(413, "TOO_LARGE", _too_large(size, limit))
+                    digest.update(chunk)
+                    out.write(chunk)
+            expected = key.split(".", 1)[0]
+            if len(expected) == 64 and expected != digest.hexdigest():
+                raise ApiError(
+                    400, "DIGEST_MISMATCH", f"artifact {key}: content sha256 is {digest.hexdigest()}"
+                )
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return JSONResponse({"s3_bucket": LOCAL_BUCKET, "s3_key": key, "size_bytes": size})
+
+    @local.head("/artifacts/{key}", dependencies=[Depends(authenticated)])
+    async def head_artifact(key: str) -> Response:
+        path = _artifact_path(service, key)
+        if not path.is_file():
+            return Response(status_code=404)
+        return Response(headers={"content-length": str(path.stat().st_size)})
+
+    @local.get("/artifacts/{key}")
+    async def get_artifact(key: str, request: Request) -> FileResponse:
+        _check_signature(service, request)
+        path = _artifact_path(service, key)
+        if not path.is_file():
+            raise ApiError(404, "NOT_FOUND", f"no artifact {key}")
+        return FileResponse(path)
+
+    @local.get("/checkpoint_files/{job_id}/{relative:path}")
+    async def get_checkpoint_file(job_id: str, relative: str, request: Request) -> FileResponse:
+        _check_signature(service, request)
+        root = (service.home.job_dir(job_id) / "checkpoints").resolve()
+        path = (root / relative).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise ApiError(404, "NOT_FOUND", f"no checkpoint file {relative} in job {job_id}")
+        return FileResponse(path)
+
+    @local.get(
+        "/training_projects/{project_id}/jobs/{job_id}/logs/follow",
+        dependencies=[Depends(authenticated)],
+    )
+    async def follow_logs(project_id: str, job_id: str, request: Request) -> JSONResponse:
+        """Long-poll: lines after ``cursor`` as soon as there are any (or ``timeout``).
+
+        The cursor is the store's append order, so reconnecting with the last cursor
+        gives no duplicates and no gaps. ``done`` is true once the job is terminal and
+        every line has been returned.
+        """
+        _, job = service.job(project_id, job_id)
+        cursor = _int_param(request, "cursor", 0, 0, None)
+        limit = _int_param(request, "limit", 1000, 1, 5000)
+        timeout = _int_param(request, "timeout", 20, 0, 60)
+        deadline = time.monotonic() + timeout
+        while True:
+            terminal = service.job(project_id, job_id)[1].status.is_terminal
+            rows = await run(service.store.logs_after, job.id, cursor, limit)
+            if rows or terminal or time.monotonic() >= deadline or await request.is_disconnected():
+                break
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+        next_cursor = rows[-1].id if rows else cursor
+        current = service.job(project_id, job_id)[1]
+        return JSONResponse(
+            {
+                "logs": [{**_log_wire(r).model_dump(mode="json"), "cursor": r.id} for r in rows],
+                "cursor": next_cursor,
+                "status": current.status.value,
+                "done": terminal and len(rows) < limit,
+            }
+        )
+
+    @local.get(
+        "/training_projects/{project_id}/jobs/{job_id}/history",
+        dependencies=[Depends(authenticated)],
+    )
+    async def job_history(project_id: str, job_id: str) -> JSONResponse:
+        """Every status the job reached, with when: the widget's lifecycle stepper."""
+        _, job = service.job(project_id, job_id)
+        history = await run(service.store.history, job.id)
+        return JSONResponse(
+            {"history": [{"status": s.value, "at": _time(at).isoformat()} for s, at in history]}
+        )
+
+    app.include_router(v1)
+    app.include_router(local)
+    return app
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+T = TypeVar("T")
+
+
+async def _blocking(fn: Callable[..., T], *args: Any) -> T:
+    """Run a store call (blocking SQLite) off the event loop."""
+    result: Awaitable[T] = asyncio.to_thread(fn, *args)
+    return await result
+
+
+def _artifact_path(service: Service, key: str) -> Path:
+    if not key or "/" in key or key.startswith(".") or len(key) > 200:
+        raise ApiError(400, "INVALID_KEY", f"artifact key {key!r} is not a plain file name")
+    return service.home.artifacts / key
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (
+        f"artifact is {size / 2**20:.1f} MiB, over the {limit / 2**20:.0f} MiB limit; keep data "
+        "out of the bundle (use the cache dir) or raise BT_JUPYTER_MAX_ARTIFACT_BYTES"
+    )
+
+
+def _check_signature(service: Service, request: Request) -> None:
+    expected = service.sign(request.url.path)
+    if not hmac.compare_digest(request.query_params.get("sig", ""), expected):
+        raise ApiError(403, "FORBIDDEN", "missing or invalid signature on this download URL")
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int | None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(422, "INVALID_REQUEST", f"{name} must be an integer, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ApiError(422, "INVALID_REQUEST", f"{name} must be {bound}, got {value}")
+    return value
+
+
+def _log_wire(row: LogRow) -> api.LogV1:
+    return api.LogV1(
+        timestamp=str(row.ts_ns),
+        message=row.message,
+        replica=str(row.node) if row.node is not None else None,
+        level=api.LogLevelV1(row.level),
+    )
+
+
+def _node_metrics(rows: list[Any]) -> api.TrainingJobMetricsV1:
+    def point(value: float, at: float) -> api.TrainingJobMetricV1:
+        return api.TrainingJobMetricV1(value=value, timestamp=_time(at))
+
+    gpu_util: dict[str, list[api.TrainingJobMetricV1]] = {}
+    gpu_mem: dict[str, list[api.TrainingJobMetricV1]] = {}
+    for r in rows:
+        for index, sample in r.gpus.items():
+            gpu_util.setdefault(index, []).append(point(sample["utilization"], r.at))
+            gpu_mem.setdefault(index, []).append(point(sample["memory_bytes"], r.at))
+    return api.TrainingJobMetricsV1(
+        gpu_memory_usage_bytes=gpu_mem,
+        gpu_utilization=gpu_util,
+        cpu_usage=[point(r.cpu_usage, r.at) for r in rows],
+        cpu_memory_usage_bytes=[point(r.memory_bytes, r.at) for r in rows],
+        ephemeral_storage=api.StorageMetricsV1(
+            usage_bytes=[point(r.storage_bytes, r.at) for r in rows], utilization=[]
+        ),
+    )
+
+
+def _tree_size(root: Path) -> int:
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
+
+
+def _file_summaries(root: Path) -> list[api.FileSummary]:
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.rglob("*")):
+        stat = path.lstat()
+        found.append(
+            api.FileSummary(
+                path=path.relative_to(root).as_posix(),
+                size_bytes=stat.st_size,
+                modified=_time(stat.st_mtime).isoformat(),
+                file_type="directory" if path.is_dir() else "file",
+                permissions=oct(stat.st_mode & 0o777)[2:],
+            )
+        )
+    return found

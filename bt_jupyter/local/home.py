@@ -1,0 +1,95 @@
+"""Where the local service keeps its state: ``$BT_JUPYTER_HOME`` (default ``~/.bt_jupyter``).
+
+One place names every file and folder, so the service, the runner, the CLI and the tests
+agree on them. Nothing here starts anything.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("BT_JUPYTER_HOME") or Path.home() / ".bt_jupyter")
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @classmethod
+    def default(cls) -> Home:
+        return cls(default_home())
+
+    @property
+    def db(self) -> Path:
+        return self.root / "state.db"
+
+    @property
+    def api_key_file(self) -> Path:
+        return self.root / "api_key"
+
+    @property
+    def service_file(self) -> Path:
+        """JSON with the running service's pid, port and url."""
+        return self.root / "service.json"
+
+    @property
+    def service_log(self) -> Path:
+        return self.root / "service.log"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.root / "secrets.json"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def envs(self) -> Path:
+        return self.root / "envs"
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / "jobs" / job_id
+
+    def project_cache(self, project_id: str) -> Path:
+        return self.root / "cache" / "projects" / project_id
+
+    def team_cache(self, team: str | None) -> Path:
+        return self.root / "cache" / "teams" / (team or "default")
+
+    def ensure(self) -> Home:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for folder in (self.artifacts, self.envs, self.root / "jobs"):
+            folder.mkdir(exist_ok=True)
+        return self
+
+    def api_key(self) -> str:
+        """The service's API key, created on first use, readable by this user only."""
+        self.ensure()
+        try:
+            return self.api_key_file.read_text().strip()
+        except FileNotFoundError:
+            pass
+        tmp = self.root / f".api_key.{os.getpid()}"
+        write_private(tmp, secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(tmp, self.api_key_file)  # first writer wins, even across processes
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        return self.api_key_file.read_text().strip()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file that only its owner can read (0600), atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)

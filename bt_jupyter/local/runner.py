@@ -1,0 +1,571 @@
+"""One supervisor process per job: prepares it, runs its nodes, records everything.
+
+The runner is detached from the service (its own session), so restarting the service
+does not touch running jobs: the runner keeps writing status, logs, metrics and
+checkpoints into the shared SQLite store. It walks the job through
+CREATED -> DEPLOYING -> RUNNING -> COMPLETED | FAILED | STOPPED | DEPLOY_FAILED.
+
+The service keeps one runner on standby (``--standby``: imports done, waiting for a job
+id on stdin), so a submit on a warm environment reaches RUNNING without paying for a
+Python start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from bt_jupyter.local import checkpoints, envs, gpus
+from bt_jupyter.local.home import Home
+from bt_jupyter.local.secrets import SecretStore
+from bt_jupyter.local.settings import Settings
+from bt_jupyter.local.store import JobRow, MetricRow, Store
+from bt_jupyter.spec import TrainingJobStatus
+
+S = TrainingJobStatus
+LOCAL_BUCKET = "bt-jupyter-local"
+MAX_LINE = 64 * 1024
+FLUSH_SECONDS = 0.05
+SAMPLE_SECONDS = 2.0
+FAIL_FAST_GRACE = 5.0
+
+_ERROR = re.compile(r"^Traceback |^\w*(Error|Exception)\b.*:|\b(ERROR|CRITICAL|FATAL)\b")
+_WARNING = re.compile(r"\bWARN(ING)?\b|\bWarning:")
+_DEBUG = re.compile(r"\bDEBUG\b")
+
+
+def level_of(line: str) -> str:
+    if _ERROR.search(line):
+        return "ERROR"
+    if _WARNING.search(line):
+        return "WARNING"
+    if _DEBUG.search(line):
+        return "DEBUG"
+    return "INFO"
+
+
+class DeployFailed(Exception):
+    """The job cannot start; the message says why and what to do."""
+
+
+class LogSink:
+    """Collects lines from every node and writes them to the store in batches.
+
+    A batch is written every 50 ms (or sooner when large), so a line reaches a follower
+    quickly while a million lines still go in as a few thousand transactions.
+    """
+
+    def __init__(self, store: Store, job_id: str, redact: list[str]) -> None:
+        self.store, self.job_id = store, job_id
+        self.redact = [s for s in redact if s]
+        self._pending: list[tuple[int, int | None, str, str]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def add(self, message: str, node: int | None = None, level: str | None = None) -> None:
+        for secret in self.redact:
+            if secret in message:
+                message = message.replace(secret, "***")
+        entry = (time.time_ns(), node, level or level_of(message), message)
+        with self._lock:
+            self._pending.append(entry)
+            if len(self._pending) >= 5000:
+                self._wake.set()
+
+    def _take(self) -> list[tuple[int, int | None, str, str]]:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(FLUSH_SECONDS)
+            self._wake.clear()
+            batch = self._take()
+            if batch:
+                self.store.add_logs(self.job_id, batch)
+            elif self._closed:
+                return
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join()
+        rest = self._take()
+        if rest:
+            self.store.add_logs(self.job_id, rest)
+
+
+@dataclass
+class Node:
+    rank: int
+    proc: subprocess.Popen[bytes]
+    ps: psutil.Process
+    gpu_indices: list[int]
+    last_error: str = ""
+    readers: list[threading.Thread] = field(default_factory=list)
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            return [self.ps, *self.ps.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+
+class Runner:
+    def __init__(self, home: Home, store: Store, job: JobRow, settings: Settings) -> None:
+        self.home, self.store, self.job, self.settings = home, store, job, settings
+        self.dir = home.job_dir(job.id)
+        self.spec: dict[str, Any] = job.spec
+        self.nodes: list[Node] = []
+        self.stop_requested = threading.Event()
+        secret_values = self._secret_values()
+        self.log = LogSink(store, job.id, secret_values)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self) -> TrainingJobStatus:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.store.set_runner(self.job.id, os.getpid(), psutil.Process().create_time())
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        try:
+            final, message = self._run()
+        except Exception as exc:  # a bug in the runner must still end the job
+            final, message = S.FAILED, f"local runner error: {type(exc).__name__}: {exc}"
+        finally:
+            self._kill_leftovers()
+        self._scan_checkpoints()
+        self.log.add(f"Job {final.short}" + (f": {message}" if message else ""), level=(
+            "ERROR" if final.is_failure else "INFO"
+        ))
+        self.log.close()
+        self.store.set_status(self.job.id, final, message)
+        return final
+
+    def _on_stop(self, *_: object) -> None:
+        self.stop_requested.set()
+        if not self.nodes:  # still preparing: end the environment build, if any
+            for child in psutil.Process().children(recursive=True):
+                _signal(child, signal.SIGTERM)
+
+    def _run(self) -> tuple[TrainingJobStatus, str | None]:
+        if not self.store.set_status(self.job.id, S.DEPLOYING):
+            return S.STOPPED, None  # stopped before we began
+        try:
+            python, env = self._prepare()
+        except DeployFailed as exc:
+            return S.DEPLOY_FAILED, str(exc)
+        except envs.EnvBuildError as exc:
+            if self.stop_requested.is_set():
+                return S.STOPPED, None
+            return S.DEPLOY_FAILED, f"environment: {exc}"
+        self._check_stopped_elsewhere()
+        if self.stop_requested.is_set():
+            return S.STOPPED, None
+        self._start_nodes(python, env)
+        self.store.set_status(self.job.id, S.RUNNING)
+        return self._supervise()
+
+    # ------------------------------------------------------------------ prepare
+
+    def _secret_values(self) -> list[str]:
+        store = SecretStore(self.home)
+        env = self.spec.get("runtime", {}).get("environment_variables", {})
+        return [
+            value
+            for v in env.values()
+            if isinstance(v, dict) and (value := store.get(v["name"])) is not None
+        ]
+
+    def _prepare(self) -> tuple[str, dict[str, str]]:
+        runtime = self.spec.get("runtime", {})
+        image = self.spec.get("image", {}).get("base_image", "")
+        self.log.add(
+            f"Image {image}: recorded; locally the job runs in this machine's Python environment"
+        )
+        work = self.dir / "work"
+        self._unpack(runtime.get("artifacts", []), work)
+        user_env = self._resolve_env(runtime.get("environment_variables", {}))
+        python = envs.python_for(
+            envs.read_requirements(work / "requirements.txt"), self.home.envs, self.log.add
+        )
+        env = self._base_env(python, user_env, runtime)
+        return python, env
+
+    def _unpack(self, artifacts: list[dict[str, str]], work: Path) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        for artifact in artifacts:
+            bucket, key = artifact.get("s3_bucket"), artifact.get("s3_key", "")
+            path = self.home.artifacts / key
+            if bucket != LOCAL_BUCKET or "/" in key or not path.is_file():
+                raise DeployFailed(
+                    f"artifact s3://{bucket}/{key} is not on this machine; upload it with "
+                    "PUT /v1/local/artifacts (the client does this for you)"
+                )
+            with tarfile.open(path) as tar:
+                tar.extractall(work, filter="data")
+            self.log.add(f"Unpacked artifact {key} ({path.stat().st_size} bytes)")
+
+    def _resolve_env(self, env: dict[str, Any]) -> dict[str, str]:
+        store = SecretStore(self.home)
+        resolved: dict[str, str] = {}
+        for name, value in env.items():
+            if isinstance(value, dict):
+                secret = store.get(value["name"])
+                if secret is None:
+                    raise DeployFailed(
+                        f"secret {value['name']!r} (for ${name}) is not set on this machine; "
+                        f"run `bt-jupyter secrets set {value['name']}`"
+                    )
+                resolved[name] = secret
+            else:
+                resolved[name] = str(value)
+        return resolved
+
+    def _base_env(
+        self, python: str, user_env: dict[str, str], runtime: dict[str, Any]
+    ) -> dict[str, str]:
+        project = self.store.project(self.job.project_id)
+        assert project is not None
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BT_JUPYTER_")}
+        env.update(
+            PATH=f"{Path(python).parent}{os.pathsep}{env.get('PATH', '')}",
+            PYTHONUNBUFFERED="1",
+            BT_TRAINING_JOB_ID=self.job.id,
+            BT_TRAINING_JOB_NAME=self.job.name or self.job.id,
+            BT_TRAINING_PROJECT_ID=project.id,
+            BT_TRAINING_PROJECT_NAME=project.name,
+            BT_RETRY_COUNT="0",
+            BT_GROUP_SIZE=str(self.job.node_count),
+            BT_LEADER_ADDR="127.0.0.1",
+        )
+        checkpointing = runtime.get("checkpointing_config") or {}
+        if checkpointing.get("enabled"):
+            if checkpointing.get("checkpoint_path"):
+                self.log.add(
+                    f"checkpoint_path {checkpointing['checkpoint_path']} is served from "
+                    f"{self.dir / 'checkpoints'} on this machine"
+                )
+        cache = runtime.get("cache_config") or {}
+        if cache.get("enabled"):
+            project_cache = self.home.project_cache(project.id)
+            team_cache = self.home.team_cache(project.team_name)
+            for folder in (project_cache, team_cache):
+                folder.mkdir(parents=True, exist_ok=True)
+            env.update(
+                BT_PROJECT_CACHE_DIR=str(project_cache),
+                BT_TEAM_CACHE_DIR=str(team_cache),
+                BT_RW_CACHE_DIR=str(project_cache),
+            )
+            if cache.get("enable_legacy_hf_mount"):
+                env["HF_HOME"] = str(project_cache / "huggingface")
+        self._load_checkpoints(runtime.get("load_checkpoint_config"), env)
+        env.update(user_env)
+        return env
+
+    def _load_checkpoints(self, config: dict[str, Any] | None, env: dict[str, str]) -> None:
+        if not config or not config.get("enabled"):
+            return
+        target = self.dir / "loaded_checkpoints"
+        for ref in config.get("checkpoints", []):
+            job_id, name = self._resolve_checkpoint(ref)
+            placed = checkpoints.place(self.home.job_dir(job_id) / "checkpoints", name, target)
+            self.log.add(f"Loaded checkpoint {name} of job {job_id} ({placed} rank(s))")
+        env["BT_LOAD_CHECKPOINT_DIR"] = str(target)
+
+    def _resolve_checkpoint(self, ref: dict[str, Any]) -> tuple[str, str]:
+        typ = ref.get("typ")
+        if typ == "baseten_named_checkpoint":
+            job_id, name = ref["job_id"], ref["checkpoint_name"]
+            if name not in {c.name for c in self._checkpoints_of(job_id)}:
+                raise DeployFailed(f"job {job_id} has no checkpoint named {name!r}")
+            return job_id, name
+        if typ == "baseten_latest_checkpoint":
+            candidates = [self.store.job(ref["job_id"])] if ref.get("job_id") else []
+            if not candidates:
+                project = ref.get("project_name")
+                found = self.store.project_by_name(project) if project else None
+                if found is None:
+                    found = self.store.project(self.job.project_id)
+                candidates = self.store.jobs(project_id=found.id) if found else []
+            for job in candidates:
+                if job is None or job.id == self.job.id:
+                    continue
+                ckpts = self._checkpoints_of(job.id)
+                if ckpts:
+                    return job.id, ckpts[-1].name
+            raise DeployFailed(f"no checkpoint found to load for {ref}")
+        raise DeployFailed(f"checkpoint reference {typ!r} cannot be loaded locally")
+
+    def _checkpoints_of(self, job_id: str) -> list[checkpoints.CheckpointRow]:
+        found = checkpoints.scan(job_id, self.home.job_dir(job_id) / "checkpoints")
+        return found or self.store.checkpoints(job_id)
+
+    # ------------------------------------------------------------------ nodes
+
+    def _gpu_plan(self) -> list[list[int]]:
+        accelerator = (self.spec.get("compute") or {}).get("accelerator") or {}
+        per_node = int(accelerator.get("count") or 0) if accelerator else 0
+        count = self.job.node_count
+        available = gpus.gpu_count() if per_node else 0
+        if per_node and available >= per_node * count:
+            return [list(range(r * per_node, (r + 1) * per_node)) for r in range(count)]
+        if per_node:
+            wanted = f"{count} x {accelerator.get('accelerator')}:{per_node}"
+            if self.settings.require_gpu:
+                raise DeployFailed(
+                    f"this machine has {available} GPU(s); the job asks for {wanted}. "
+                    "Run it on Baseten, or start the local service without BT_JUPYTER_REQUIRE_GPU"
+                )
+            self.log.add(
+                f"No GPU for this job on this machine ({available} free, {wanted} requested): "
+                "running on CPU"
+            )
+        return [[] for _ in range(count)]
+
+    def _start_nodes(self, python: str, base: dict[str, str]) -> None:
+        commands = self.spec.get("runtime", {}).get("start_commands") or []
+        script = "set -e\n" + "\n".join(commands) + "\n"
+        work = self.dir / "work"
+        checkpointing = (self.spec.get("runtime", {}).get("checkpointing_config") or {}).get(
+            "enabled"
+        )
+        plan = self._gpu_plan()
+        for rank, gpu_indices in enumerate(plan):
+            cwd = work if rank == 0 else self._node_copy(work, rank)
+            env = dict(base)
+            env.update(
+                BT_NODE_RANK=str(rank),
+                BT_NUM_GPUS=str(len(gpu_indices)),
+                CUDA_VISIBLE_DEVICES=",".join(map(str, gpu_indices)),
+            )
+            if checkpointing:
+                ckpt = self.dir / "checkpoints" / f"rank-{rank}"
+                ckpt.mkdir(parents=True, exist_ok=True)
+                env["BT_CHECKPOINT_DIR"] = str(ckpt)
+            proc = subprocess.Popen(
+                ["bash", "-c", script],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            node = Node(rank, proc, psutil.Process(proc.pid), gpu_indices)
+            for stream, is_err in ((proc.stdout, False), (proc.stderr, True)):
+                assert stream is not None
+                reader = threading.Thread(
+                    target=self._read, args=(node, stream, is_err), daemon=True
+                )
+                reader.start()
+                node.readers.append(reader)
+            self.nodes.append(node)
+        (self.dir / "nodes").write_text("\n".join(str(n.proc.pid) for n in self.nodes))
+
+    def _node_copy(self, work: Path, rank: int) -> Path:
+        """Each node has its own files, as on separate machines."""
+        target = self.dir / f"work-node-{rank}"
+        if not target.exists():
+            shutil.copytree(work, target, symlinks=True)
+        return target
+
+    def _read(self, node: Node, stream: IO[bytes], is_err: bool) -> None:
+        for raw in iter(stream.readline, b""):
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            for start in range(0, max(len(text), 1), MAX_LINE):
+                chunk = text[start : start + MAX_LINE]
+                level = level_of(chunk)
+                if is_err and chunk.strip() and level != "DEBUG":
+                    node.last_error = chunk.strip()
+                self.log.add(chunk, node=node.rank, level=level)
+        stream.close()
+
+    # ------------------------------------------------------------------ supervise
+
+    def _supervise(self) -> tuple[TrainingJobStatus, str | None]:
+        next_sample = next_status_check = 0.0
+        while True:
+            if self.stop_requested.is_set():
+                self.log.add(f"Stop requested: SIGTERM to every node, {self.settings.stop_grace}s grace")
+                self._terminate(self.settings.stop_grace)
+                return S.STOPPED, None
+            failed = [n for n in self.nodes if n.proc.poll() not in (None, 0)]
+            if failed:
+                first = min(failed, key=lambda n: n.rank)
+                self._drain(first)
+                message = self._failure(first)
+                others = [n for n in self.nodes if n.proc.poll() is None]
+                if others:
+                    self.log.add(f"{message}; stopping the other nodes", level="ERROR")
+                self._terminate(FAIL_FAST_GRACE)
+                return S.FAILED, message
+            if all(n.proc.poll() == 0 for n in self.nodes):
+                for node in self.nodes:
+                    self._drain(node)
+                return S.COMPLETED, None
+            now = time.monotonic()
+            if now >= next_sample:
+                self._sample()
+                self._scan_checkpoints()
+                next_sample = now + SAMPLE_SECONDS
+            if now >= next_status_check:
+                self._check_stopped_elsewhere()
+                next_status_check = now + 0.5
+            self.stop_requested.wait(0.05)
+
+    def _check_stopped_elsewhere(self) -> None:
+        """A stop that raced our start (the service marked the job STOPPED) stops us too."""
+        current = self.store.job(self.job.id)
+        if current is None or current.status == S.STOPPED:
+            self.stop_requested.set()
+
+    def _drain(self, node: Node) -> None:
+        for reader in node.readers:
+            reader.join(timeout=5)
+
+    def _failure(self, node: Node) -> str:
+        code = node.proc.returncode
+        if code < 0:
+            how = f"was killed by signal {signal.Signals(-code).name} ({-code})"
+        elif code > 128 and code - 128 in signal.Signals._value2member_map_:
+            how = f"was killed by signal {signal.Signals(code - 128).name} ({code - 128})"
+        else:
+            how = f"exited with code {code}"
+        detail = f": {node.last_error}" if node.last_error else ""
+        return f"node {node.rank} {how}{detail}"
+
+    def _terminate(self, grace: float) -> None:
+        """SIGTERM every process of every node, wait ``grace`` seconds, then SIGKILL."""
+        procs = [p for n in self.nodes for p in n.tree()]
+        for node in self.nodes:
+            _signal_group(node.proc.pid, signal.SIGTERM)
+        for proc in procs:
+            _signal(proc, signal.SIGTERM)
+        _, alive = psutil.wait_procs(procs, timeout=grace)
+        for proc in alive:
+            _signal(proc, signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=5)
+        for node in self.nodes:
+            node.proc.wait()
+            self._drain(node)
+
+    def _kill_leftovers(self) -> None:
+        """Nothing a job started outlives it: kill what is left of each node's group."""
+        for node in self.nodes:
+            _signal_group(node.proc.pid, signal.SIGKILL)
+            node.proc.poll()
+
+    # ------------------------------------------------------------------ observe
+
+    def _sample(self) -> None:
+        now = time.time()
+        samples = []
+        for node in self.nodes:
+            cpu, rss = 0.0, 0
+            for proc in node.tree():
+                try:
+                    cpu += proc.cpu_percent(None) / 100.0
+                    rss += proc.memory_info().rss
+                except psutil.Error:
+                    continue
+            samples.append(
+                MetricRow(
+                    node=node.rank,
+                    at=now,
+                    cpu_usage=cpu,
+                    memory_bytes=rss,
+                    gpus=gpus.gpu_samples(node.gpu_indices) if node.gpu_indices else {},
+                    storage_bytes=_disk_usage(self.dir),
+                )
+            )
+        self.store.add_metrics(self.job.id, samples)
+
+    def _scan_checkpoints(self) -> None:
+        found = checkpoints.scan(self.job.id, self.dir / "checkpoints")
+        if found:
+            self.store.save_checkpoints(self.job.id, found)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _signal(proc: psutil.Process, sig: signal.Signals) -> None:
+    try:
+        proc.send_signal(sig)
+    except psutil.Error:
+        pass
+
+
+def _disk_usage(folder: Path) -> int:
+    total = 0
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def run_job(home: Home, job_id: str) -> int:
+    store = Store(home.db)
+    job = store.job(job_id)
+    if job is None:
+        print(f"no job {job_id}", file=sys.stderr)
+        return 2
+    final = Runner(home, store, job, Settings.from_env()).run()
+    return 0 if final == S.COMPLETED else 1
+
+
+def _redirect(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bt_jupyter.local.runner")
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--job")
+    parser.add_argument("--standby", action="store_true", help="wait for a job id on stdin")
+    args = parser.parse_args(argv)
+    home = Home(args.home)
+    job_id = args.job
+    if args.standby:
+        job_id = sys.stdin.readline().strip()
+        if not job_id:
+            return 0  # the service went away or replaced us: nothing to run
+    if not job_id:
+        parser.error("give --job or --standby")
+    os.chdir(home.root)
+    home.job_dir(job_id).mkdir(parents=True, exist_ok=True)
+    sys.stdin.close()
+    _redirect(home.job_dir(job_id) / "runner.log")
+    return run_job(home, job_id)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

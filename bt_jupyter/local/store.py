@@ -1,0 +1,523 @@
+"""The local service's durable state: SQLite (WAL) shared by the service and the runners.
+
+The service answers requests from it; each job's runner (a separate, detached process)
+writes that job's status, logs, metrics and checkpoints into it. WAL lets readers go on
+while one writer commits, and every writer waits (``busy_timeout``) instead of failing.
+Status changes go through :meth:`Store.set_status`, which refuses any change the
+lifecycle in :class:`bt_jupyter.spec.TrainingJobStatus` does not allow.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import string
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bt_jupyter.spec import TrainingJobStatus
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    team_name TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (name, team_name)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects(id),
+    name TEXT,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error_message TEXT,
+    node_count INTEGER NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    runner_pid INTEGER,
+    runner_started REAL,
+    idempotency_key TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project_id, created_at);
+CREATE TABLE IF NOT EXISTS status_history (
+    job_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_by_job ON status_history (job_id, at);
+CREATE TABLE IF NOT EXISTS logs (
+    id INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    node INTEGER,
+    level INTEGER NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_time ON logs (job_id, ts_ns);
+CREATE INDEX IF NOT EXISTS logs_by_id ON logs (job_id, id);
+CREATE TABLE IF NOT EXISTS metrics (
+    job_id TEXT NOT NULL,
+    node INTEGER NOT NULL,
+    at REAL NOT NULL,
+    cpu_usage REAL NOT NULL,
+    memory_bytes INTEGER NOT NULL,
+    gpus TEXT NOT NULL DEFAULT '{}',
+    storage_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS metrics_by_job ON metrics (job_id, at);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    job_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    checkpoint_type TEXT NOT NULL,
+    base_model TEXT,
+    lora_adapter_config TEXT,
+    PRIMARY KEY (job_id, name)
+);
+"""
+
+
+def new_id(length: int = 7) -> str:
+    """Baseten-style short ids (``gvpql31``)."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+
+
+@dataclass(frozen=True)
+class ProjectRow:
+    id: str
+    name: str
+    team_name: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    project_id: str
+    name: str | None
+    spec: dict[str, Any]
+    status: TrainingJobStatus
+    error_message: str | None
+    node_count: int
+    priority: int
+    created_at: float
+    updated_at: float
+    runner_pid: int | None
+    runner_started: float | None
+
+
+@dataclass(frozen=True)
+class LogRow:
+    id: int
+    ts_ns: int
+    node: int | None
+    level: str
+    message: str
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    node: int
+    at: float
+    cpu_usage: float
+    memory_bytes: int
+    gpus: dict[str, dict[str, float]]
+    storage_bytes: int
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    job_id: str
+    name: str
+    created_at: float
+    size_bytes: int
+    checkpoint_type: str
+    base_model: str | None
+    lora_adapter_config: dict[str, Any] | None
+
+
+class Store:
+    """Thread-safe access (one connection per thread) to the state database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._db().executescript(_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=60000")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the lock up front (no upgrade deadlocks)."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # ------------------------------------------------------------------ projects
+
+    def upsert_project(self, name: str, team_name: str | None = None) -> ProjectRow:
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT * FROM projects WHERE name = ? AND team_name = ?", (name, team_name or "")
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO projects VALUES (?, ?, ?, ?, ?)",
+                    (new_id(), name, team_name or "", now, now),
+                )
+            else:
+                db.execute("UPDATE projects SET updated_at = ? WHERE id = ?", (now, row["id"]))
+            row = db.execute(
+                "SELECT * FROM projects WHERE name = ? AND team_name = ?", (name, team_name or "")
+            ).fetchone()
+        return _project(row)
+
+    def project(self, project_id: str) -> ProjectRow | None:
+        row = self._db().execute("SELECT * FROM projects WHERE id = ?", (project_id,)).fetchone()
+        return _project(row) if row else None
+
+    def project_by_name(self, name: str) -> ProjectRow | None:
+        row = (
+            self._db()
+            .execute("SELECT * FROM projects WHERE name = ? ORDER BY created_at LIMIT 1", (name,))
+            .fetchone()
+        )
+        return _project(row) if row else None
+
+    def projects(self) -> list[ProjectRow]:
+        rows = self._db().execute("SELECT * FROM projects ORDER BY updated_at DESC").fetchall()
+        return [_project(r) for r in rows]
+
+    def delete_project(self, project_id: str) -> None:
+        with self._tx() as db:
+            jobs = [r["id"] for r in db.execute("SELECT id FROM jobs WHERE project_id = ?", (project_id,))]
+            for job_id in jobs:
+                _delete_job_rows(db, job_id)
+            db.execute("DELETE FROM projects WHERE id = ?", (project_id,))
+
+    # ------------------------------------------------------------------ jobs
+
+    def create_job(
+        self,
+        project_id: str,
+        spec: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> tuple[JobRow, bool]:
+        """Insert a CREATED job; with a known idempotency key, return that job instead.
+
+        Returns the job and whether it was created by this call.
+        """
+        now = time.time()
+        with self._tx() as db:
+            if idempotency_key:
+                row = db.execute(
+                    "SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,)
+                ).fetchone()
+                if row is not None:
+                    return _job(row), False
+            job_id = new_id()
+            db.execute(
+                "INSERT INTO jobs (id, project_id, name, spec, status, node_count, priority,"
+                " created_at, updated_at, idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    job_id,
+                    project_id,
+                    spec.get("name"),
+                    json.dumps(spec),
+                    TrainingJobStatus.CREATED.value,
+                    spec.get("compute", {}).get("node_count", 1),
+                    spec.get("priority") or 0,
+                    now,
+                    now,
+                    idempotency_key,
+                ),
+            )
+            db.execute(
+                "INSERT INTO status_history VALUES (?, ?, ?)",
+                (job_id, TrainingJobStatus.CREATED.value, now),
+            )
+            db.execute("UPDATE projects SET updated_at = ? WHERE id = ?", (now, project_id))
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row), True
+
+    def job(self, job_id: str) -> JobRow | None:
+        row = self._db().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def jobs(
+        self,
+        project_id: str | None = None,
+        job_id: str | None = None,
+        statuses: Iterable[str] | None = None,
+        order: str = "DESC",
+        order_field: str = "created_at",
+    ) -> list[JobRow]:
+        where, args = [], []
+        if project_id:
+            where.append("project_id = ?")
+            args.append(project_id)
+        if job_id:
+            where.append("id = ?")
+            args.append(job_id)
+        wanted = list(statuses or [])
+        if wanted:
+            where.append(f"status IN ({','.join('?' * len(wanted))})")
+            args.extend(wanted)
+        field = order_field if order_field in ("created_at", "updated_at", "priority") else "created_at"
+        direction = "ASC" if order.upper() == "ASC" else "DESC"
+        sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql += f" ORDER BY {field} {direction}, rowid {direction}"
+        return [_job(r) for r in self._db().execute(sql, args).fetchall()]
+
+    def latest_job(self, project_id: str) -> JobRow | None:
+        found = self.jobs(project_id=project_id)
+        return found[0] if found else None
+
+    def set_status(
+        self, job_id: str, status: TrainingJobStatus, error_message: str | None = None
+    ) -> bool:
+        """Move a job to ``status`` if the lifecycle allows it; False (and no change) if not."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or not TrainingJobStatus(row["status"]).can_become(status):
+                return False
+            db.execute(
+                "UPDATE jobs SET status = ?, error_message = COALESCE(?, error_message),"
+                " updated_at = ? WHERE id = ?",
+                (status.value, error_message, now, job_id),
+            )
+            db.execute("INSERT INTO status_history VALUES (?, ?, ?)", (job_id, status.value, now))
+        return True
+
+    def history(self, job_id: str) -> list[tuple[TrainingJobStatus, float]]:
+        rows = self._db().execute(
+            "SELECT status, at FROM status_history WHERE job_id = ? ORDER BY at, rowid", (job_id,)
+        )
+        return [(TrainingJobStatus(r["status"]), r["at"]) for r in rows]
+
+    def set_runner(self, job_id: str, pid: int, started: float) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET runner_pid = ?, runner_started = ? WHERE id = ?",
+                (pid, started, job_id),
+            )
+
+    def set_priority(self, job_id: str, priority: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET priority = ?, updated_at = ? WHERE id = ?",
+                (priority, time.time(), job_id),
+            )
+
+    def delete_job(self, job_id: str) -> None:
+        with self._tx() as db:
+            _delete_job_rows(db, job_id)
+
+    # ------------------------------------------------------------------ logs
+
+    def add_logs(self, job_id: str, lines: Iterable[tuple[int, int | None, str, str]]) -> None:
+        """Append (ts_ns, node, level, message) lines in one transaction."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO logs (job_id, ts_ns, node, level, message) VALUES (?, ?, ?, ?, ?)",
+                ((job_id, ts, node, LEVELS.index(level), msg) for ts, node, level, msg in lines),
+            )
+
+    def logs(
+        self,
+        job_id: str,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        descending: bool = False,
+        limit: int = 500,
+        min_level: str | None = None,
+    ) -> list[LogRow]:
+        where, args = ["job_id = ?"], [job_id]
+        if start_ns is not None:
+            where.append("ts_ns >= ?")
+            args.append(start_ns)
+        if end_ns is not None:
+            where.append("ts_ns <= ?")
+            args.append(end_ns)
+        if min_level:
+            where.append("level >= ?")
+            args.append(LEVELS.index(min_level))
+        order = "DESC" if descending else "ASC"
+        sql = (
+            f"SELECT * FROM logs WHERE {' AND '.join(where)} ORDER BY ts_ns {order}, id {order}"
+            " LIMIT ?"
+        )
+        return [_log(r) for r in self._db().execute(sql, [*args, limit])]
+
+    def logs_after(self, job_id: str, after_id: int, limit: int = 1000) -> list[LogRow]:
+        """Lines appended after cursor ``after_id``, in append order (for follow)."""
+        rows = self._db().execute(
+            "SELECT * FROM logs WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (job_id, after_id, limit),
+        )
+        return [_log(r) for r in rows]
+
+    def log_count(self, job_id: str) -> int:
+        row = self._db().execute("SELECT COUNT(*) FROM logs WHERE job_id = ?", (job_id,)).fetchone()
+        return int(row[0])
+
+    # ------------------------------------------------------------------ metrics
+
+    def add_metrics(self, job_id: str, samples: Iterable[MetricRow]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        job_id,
+                        s.node,
+                        s.at,
+                        s.cpu_usage,
+                        s.memory_bytes,
+                        json.dumps(s.gpus),
+                        s.storage_bytes,
+                    )
+                    for s in samples
+                ),
+            )
+
+    def metrics(
+        self, job_id: str, start: float | None = None, end: float | None = None
+    ) -> list[MetricRow]:
+        rows = self._db().execute(
+            "SELECT * FROM metrics WHERE job_id = ? AND at >= ? AND at <= ? ORDER BY at",
+            (job_id, start if start is not None else 0.0, end if end is not None else 1e12),
+        )
+        return [
+            MetricRow(
+                node=r["node"],
+                at=r["at"],
+                cpu_usage=r["cpu_usage"],
+                memory_bytes=r["memory_bytes"],
+                gpus=json.loads(r["gpus"]),
+                storage_bytes=r["storage_bytes"],
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoints(self, job_id: str, found: Iterable[CheckpointRow]) -> None:
+        """Record what is on disk now (insert new, update sizes of growing ones)."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (job_id, name) DO UPDATE SET size_bytes = excluded.size_bytes,"
+                " checkpoint_type = excluded.checkpoint_type, base_model = excluded.base_model,"
+                " lora_adapter_config = excluded.lora_adapter_config",
+                (
+                    (
+                        job_id,
+                        c.name,
+                        c.created_at,
+                        c.size_bytes,
+                        c.checkpoint_type,
+                        c.base_model,
+                        json.dumps(c.lora_adapter_config) if c.lora_adapter_config else None,
+                    )
+                    for c in found
+                ),
+            )
+
+    def checkpoints(self, job_id: str) -> list[CheckpointRow]:
+        rows = self._db().execute(
+            "SELECT * FROM checkpoints WHERE job_id = ? ORDER BY created_at, name", (job_id,)
+        )
+        return [
+            CheckpointRow(
+                job_id=r["job_id"],
+                name=r["name"],
+                created_at=r["created_at"],
+                size_bytes=r["size_bytes"],
+                checkpoint_type=r["checkpoint_type"],
+                base_model=r["base_model"],
+                lora_adapter_config=json.loads(r["lora_adapter_config"])
+                if r["lora_adapter_config"]
+                else None,
+            )
+            for r in rows
+        ]
+
+
+def _delete_job_rows(db: sqlite3.Connection, job_id: str) -> None:
+    for table in ("logs", "metrics", "checkpoints", "status_history"):
+        db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+    db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+
+def _project(row: sqlite3.Row) -> ProjectRow:
+    return ProjectRow(
+        id=row["id"],
+        name=row["name"],
+        team_name=row["team_name"] or None,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _job(row: sqlite3.Row) -> JobRow:
+    return JobRow(
+        id=row["id"],
+        project_id=row["project_id"],
+        name=row["name"],
+        spec=json.loads(row["spec"]),
+        status=TrainingJobStatus(row["status"]),
+        error_message=row["error_message"],
+        node_count=row["node_count"],
+        priority=row["priority"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        runner_pid=row["runner_pid"],
+        runner_started=row["runner_started"],
+    )
+
+
+def _log(row: sqlite3.Row) -> LogRow:
+    return LogRow(
+        id=row["id"],
+        ts_ns=row["ts_ns"],
+        node=row["node"],
+        level=LEVELS[row["level"]],
+        message=row["message"],
+    )
