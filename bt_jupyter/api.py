@@ -71,6 +71,8 @@ __all__ = [
 ]
 
 MAX_LOG_LIMIT = 1000
+#: The "S3 bucket" of artifacts uploaded to the local service (its own artifact store).
+LOCAL_ARTIFACT_BUCKET = "bt-jupyter-local"
 
 
 class _Request(BaseModel):

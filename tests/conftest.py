@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from bt_jupyter import api
+from bt_jupyter.client import Client
+from bt_jupyter.local.home import Home
+from bt_jupyter.local.store import new_id
+from tests.helpers import running_service
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC_PATH = Path(
@@ -24,3 +31,26 @@ def openapi_spec() -> dict[str, Any]:
         pytest.skip(f"Baseten OpenAPI spec not found at {SPEC_PATH} (set BT_JUPYTER_OPENAPI_SPEC)")
     spec: dict[str, Any] = json.loads(SPEC_PATH.read_text())
     return spec
+
+
+# --------------------------------------------------------------------------- local service
+
+
+@pytest.fixture(scope="session")
+def local_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
+    """A private state dir with a running local service, stopped at the end."""
+    home = Home(tmp_path_factory.mktemp("bt_home"))
+    with running_service(home):
+        yield home
+
+
+@pytest.fixture(scope="session")
+def client(local_home: Home) -> Iterator[Client]:
+    with Client.local(local_home.root) as c:
+        yield c
+
+
+@pytest.fixture
+def project(client: Client, request: pytest.FixtureRequest) -> api.TrainingProjectV1:
+    """A fresh project per test, named after it."""
+    return client.upsert_project(f"t-{request.node.name}-{new_id()}")

@@ -31,7 +31,6 @@ from bt_jupyter.errors import InvalidConfigError
 from bt_jupyter.local import checkpoints
 from bt_jupyter.local.dispatch import Dispatcher
 from bt_jupyter.local.home import Home
-from bt_jupyter.local.runner import LOCAL_BUCKET
 from bt_jupyter.local.settings import Settings
 from bt_jupyter.local.store import JobRow, LogRow, ProjectRow, Store, new_id
 
@@ -200,7 +199,9 @@ def build_app(service: Service) -> FastAPI:
             body.training_project.name,
             team or body.training_project.team_name,
         )
-        return _ok(api.UpsertTrainingProjectResponseV1(training_project=service.project_wire(project)))
+        return _ok(
+            api.UpsertTrainingProjectResponseV1(training_project=service.project_wire(project))
+        )
 
     @v1.post("/training_projects")
     async def upsert_project(request: Request) -> JSONResponse:
@@ -230,7 +231,9 @@ def build_app(service: Service) -> FastAPI:
         live = [j.id for j in service.store.jobs(project_id=project.id) if not j.status.is_terminal]
         if live:
             raise ApiError(
-                409, "CONFLICT", f"project {project.name!r} has running jobs {live}; stop them first"
+                409,
+                "CONFLICT",
+                f"project {project.name!r} has running jobs {live}; stop them first",
             )
         for job in service.store.jobs(project_id=project.id):
             shutil.rmtree(service.home.job_dir(job.id), ignore_errors=True)
@@ -244,9 +247,10 @@ def build_app(service: Service) -> FastAPI:
         project = service.project(project_id)
         body = await _parse(request, api.CreateTrainingJobRequestV1)
         for artifact in body.training_job.runtime.artifacts:
-            if artifact.s3_bucket != LOCAL_BUCKET or not _artifact_path(
-                service, artifact.s3_key
-            ).is_file():
+            if (
+                artifact.s3_bucket != api.LOCAL_ARTIFACT_BUCKET
+                or not _artifact_path(service, artifact.s3_key).is_file()
+            ):
                 raise ApiError(
                     400,
                     "ARTIFACT_NOT_FOUND",
@@ -299,7 +303,9 @@ def build_app(service: Service) -> FastAPI:
             raise ApiError(409, "CONFLICT", f"job {job.id} is {job.status.short}; stop it first")
         shutil.rmtree(service.home.job_dir(job.id), ignore_errors=True)
         await run(service.store.delete_job, job.id)
-        return _ok(api.TrainingJobTombstoneV1(id=job.id, deleted=True, training_project_id=project.id))
+        return _ok(
+            api.TrainingJobTombstoneV1(id=job.id, deleted=True, training_project_id=project.id)
+        )
 
     @v1.post("/training_projects/{project_id}/jobs/{job_id}/stop")
     async def stop_job(project_id: str, job_id: str, request: Request) -> JSONResponse:
@@ -320,16 +326,22 @@ def build_app(service: Service) -> FastAPI:
     @v1.post("/training_jobs/search")
     async def search_jobs(request: Request) -> JSONResponse:
         body = await _parse(request, api.SearchTrainingJobsRequestV1)
-        order = body.order_by[0] if body.order_by else api.OrderByV1(field="created_at", order="desc")
+        order = (
+            body.order_by[0] if body.order_by else api.OrderByV1(field="created_at", order="desc")
+        )
         statuses = [S.parse(s).value for s in body.statuses or []] if body.statuses else None
         jobs = await run(
             service.store.jobs, body.project_id, body.job_id, statuses, order.order, order.field
         )
-        return _ok(api.SearchTrainingJobsResponseV1(training_jobs=[service.job_wire(j) for j in jobs]))
+        return _ok(
+            api.SearchTrainingJobsResponseV1(training_jobs=[service.job_wire(j) for j in jobs])
+        )
 
     # ------------------------------------------------------------------ logs
 
-    async def logs(project_id: str, job_id: str, query: api.GetTrainingJobLogsRequestV1) -> JSONResponse:
+    async def logs(
+        project_id: str, job_id: str, query: api.GetTrainingJobLogsRequestV1
+    ) -> JSONResponse:
         _, job = service.job(project_id, job_id)
         rows = await run(
             service.store.logs,
@@ -351,7 +363,9 @@ def build_app(service: Service) -> FastAPI:
 
     @v1.post("/training_projects/{project_id}/jobs/{job_id}/logs")
     async def post_logs(project_id: str, job_id: str, request: Request) -> JSONResponse:
-        return await logs(project_id, job_id, await _parse(request, api.GetTrainingJobLogsRequestV1))
+        return await logs(
+            project_id, job_id, await _parse(request, api.GetTrainingJobLogsRequestV1)
+        )
 
     # ------------------------------------------------------------------ metrics
 
@@ -365,7 +379,9 @@ def build_app(service: Service) -> FastAPI:
         per_node = []
         for rank in range(job.node_count):
             series = [r for r in rows if r.node == rank]
-            per_node.append(api.TrainingJobNodeMetricsV1(node_id=str(rank), metrics=_node_metrics(series)))
+            per_node.append(
+                api.TrainingJobNodeMetricsV1(node_id=str(rank), metrics=_node_metrics(series))
+            )
         leader = per_node[0].metrics if per_node else api.TrainingJobMetricsV1()
         cache = None
         if ((job.spec.get("runtime") or {}).get("cache_config") or {}).get("enabled"):
@@ -432,7 +448,9 @@ def build_app(service: Service) -> FastAPI:
             stat = path.stat()
             urls.append(
                 api.CheckpointFile(
-                    url=service.signed_url(request, f"/v1/local/checkpoint_files/{job.id}/{relative}"),
+                    url=service.signed_url(
+                        request, f"/v1/local/checkpoint_files/{job.id}/{relative}"
+                    ),
                     relative_file_name=relative,
                     node_rank=rank,
                     size_bytes=stat.st_size,
@@ -468,7 +486,9 @@ def build_app(service: Service) -> FastAPI:
         summaries = await run(_file_summaries, root)
         return _ok(
             api.GetCacheSummaryResponseV1(
-                timestamp=_time(time.time()).isoformat(), project_id=project.id, file_summaries=summaries
+                timestamp=_time(time.time()).isoformat(),
+                project_id=project.id,
+                file_summaries=summaries,
             )
         )
 
@@ -483,7 +503,7 @@ def build_app(service: Service) -> FastAPI:
                     aws_session_token=new_id(32),
                 ),
                 s3_key=f"{new_id(16)}.tar.gz",
-                s3_bucket=LOCAL_BUCKET,
+                s3_bucket=api.LOCAL_ARTIFACT_BUCKET,
             )
         )
 
@@ -516,12 +536,16 @@ def build_app(service: Service) -> FastAPI:
             expected = key.split(".", 1)[0]
             if len(expected) == 64 and expected != digest.hexdigest():
                 raise ApiError(
-                    400, "DIGEST_MISMATCH", f"artifact {key}: content sha256 is {digest.hexdigest()}"
+                    400,
+                    "DIGEST_MISMATCH",
+                    f"artifact {key}: content sha256 is {digest.hexdigest()}",
                 )
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-        return JSONResponse({"s3_bucket": LOCAL_BUCKET, "s3_key": key, "size_bytes": size})
+        return JSONResponse(
+            {"s3_bucket": api.LOCAL_ARTIFACT_BUCKET, "s3_key": key, "size_bytes": size}
+        )
 
     @local.head("/artifacts/{key}", dependencies=[Depends(authenticated)])
     async def head_artifact(key: str) -> Response:

@@ -109,4 +109,3 @@ def place(source_root: Path, name: str, target_root: Path) -> int:
             shutil.copy2(source, target)
         placed += 1
     return placed
-

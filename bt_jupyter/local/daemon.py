@@ -7,11 +7,11 @@ it answers before anyone is told it runs.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -70,28 +70,54 @@ def ensure_running(home: Home | None = None) -> ServiceInfo:
 
 def _start(home: Home) -> ServiceInfo:
     home.api_key()
-    with home.service_log.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bt_jupyter.local", "serve", "--home", str(home.root)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # not in the kernel's process group: survives it
-            cwd=home.root,
-        )
+    pid = _spawn_detached(
+        [sys.executable, "-m", "bt_jupyter.local", "serve", "--home", str(home.root)], home
+    )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         found = status(home)
-        if found is not None and found.pid == proc.pid:
+        if found is not None and found.pid == pid:
             return found
-        if proc.poll() is not None:
-            raise ServiceError(
-                f"the local service exited at start (code {proc.returncode}); "
-                f"see {home.service_log}"
-            )
+        if _exited(pid):
+            raise ServiceError(f"the local service exited at start; see {home.service_log}")
         time.sleep(0.05)
-    proc.kill()
-    raise ServiceError(f"the local service did not answer within {START_TIMEOUT:.0f}s; see {home.service_log}")
+    _exited(pid, kill=True)
+    raise ServiceError(
+        f"the local service did not answer within {START_TIMEOUT:.0f}s; see {home.service_log}"
+    )
+
+
+def _spawn_detached(argv: list[str], home: Home) -> int:
+    """Start a process in its own session (it outlives the kernel), output to the log."""
+    log = os.open(home.service_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        return os.posix_spawn(
+            argv[0],
+            argv,
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, null, 0),
+                (os.POSIX_SPAWN_DUP2, log, 1),
+                (os.POSIX_SPAWN_DUP2, log, 2),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(log)
+        os.close(null)
+
+
+def _exited(pid: int, kill: bool = False) -> bool:
+    """Reap our child if it ended (no zombie left); optionally kill it first."""
+    if kill:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    try:
+        done, _ = os.waitpid(pid, 0 if kill else os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == pid
 
 
 def stop(home: Home | None = None, timeout: float = 15.0) -> bool:

@@ -7,6 +7,7 @@ service finds them through the pid (and start time) each runner records in the s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -29,7 +30,8 @@ def runner_alive(job: JobRow) -> bool:
         return False
     try:
         proc = psutil.Process(job.runner_pid)
-        return abs(proc.create_time() - job.runner_started) < 1.0 and proc.status() != "zombie"
+        same = abs(proc.create_time() - job.runner_started) < 1.0
+        return same and bool(proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
@@ -61,8 +63,14 @@ class Dispatcher:
         log = (self.home.root / "runner-standby.log").open("ab")
         try:
             return subprocess.Popen(
-                [sys.executable, "-m", "bt_jupyter.local.runner", "--home", str(self.home.root),
-                 "--standby"],
+                [
+                    sys.executable,
+                    "-m",
+                    "bt_jupyter.local.runner",
+                    "--home",
+                    str(self.home.root),
+                    "--standby",
+                ],
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=log,
@@ -122,10 +130,8 @@ class Dispatcher:
         except FileNotFoundError:
             return
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
                 os.killpg(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError, ValueError):
-                pass
 
     def _watch(self) -> None:
         while not self._closed.wait(WATCH_SECONDS):

@@ -76,7 +76,9 @@ def python_for(requirements: list[str], envs_dir: Path, log: Log) -> str:
     with (envs_dir / f"{key[:16]}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build per environment, others wait and reuse
         if (env / ".ready").exists():
-            log(f"Environment: reusing cached virtualenv {env.name} for {len(missing)} requirements")
+            log(
+                f"Environment: reusing cached virtualenv {env.name} for {len(missing)} requirements"
+            )
             return str(python)
         shutil.rmtree(env, ignore_errors=True)
         log(f"Environment: building virtualenv {env.name} for: {', '.join(missing)}")

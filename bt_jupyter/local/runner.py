@@ -13,9 +13,10 @@ Python start-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import shutil
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,15 +29,15 @@ from typing import IO, Any
 
 import psutil
 
+from bt_jupyter import api
 from bt_jupyter.local import checkpoints, envs, gpus
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.secrets import SecretStore
 from bt_jupyter.local.settings import Settings
-from bt_jupyter.local.store import JobRow, MetricRow, Store
+from bt_jupyter.local.store import CheckpointRow, JobRow, MetricRow, Store
 from bt_jupyter.spec import TrainingJobStatus
 
 S = TrainingJobStatus
-LOCAL_BUCKET = "bt-jupyter-local"
 MAX_LINE = 64 * 1024
 FLUSH_SECONDS = 0.05
 SAMPLE_SECONDS = 2.0
@@ -152,9 +153,10 @@ class Runner:
         finally:
             self._kill_leftovers()
         self._scan_checkpoints()
-        self.log.add(f"Job {final.short}" + (f": {message}" if message else ""), level=(
-            "ERROR" if final.is_failure else "INFO"
-        ))
+        self.log.add(
+            f"Job {final.short}" + (f": {message}" if message else ""),
+            level=("ERROR" if final.is_failure else "INFO"),
+        )
         self.log.close()
         self.store.set_status(self.job.id, final, message)
         return final
@@ -214,7 +216,7 @@ class Runner:
         for artifact in artifacts:
             bucket, key = artifact.get("s3_bucket"), artifact.get("s3_key", "")
             path = self.home.artifacts / key
-            if bucket != LOCAL_BUCKET or "/" in key or not path.is_file():
+            if bucket != api.LOCAL_ARTIFACT_BUCKET or "/" in key or not path.is_file():
                 raise DeployFailed(
                     f"artifact s3://{bucket}/{key} is not on this machine; upload it with "
                     "PUT /v1/local/artifacts (the client does this for you)"
@@ -257,12 +259,11 @@ class Runner:
             BT_LEADER_ADDR="127.0.0.1",
         )
         checkpointing = runtime.get("checkpointing_config") or {}
-        if checkpointing.get("enabled"):
-            if checkpointing.get("checkpoint_path"):
-                self.log.add(
-                    f"checkpoint_path {checkpointing['checkpoint_path']} is served from "
-                    f"{self.dir / 'checkpoints'} on this machine"
-                )
+        if checkpointing.get("enabled") and checkpointing.get("checkpoint_path"):
+            self.log.add(
+                f"checkpoint_path {checkpointing['checkpoint_path']} is served from "
+                f"{self.dir / 'checkpoints'} on this machine"
+            )
         cache = runtime.get("cache_config") or {}
         if cache.get("enabled"):
             project_cache = self.home.project_cache(project.id)
@@ -298,15 +299,16 @@ class Runner:
                 raise DeployFailed(f"job {job_id} has no checkpoint named {name!r}")
             return job_id, name
         if typ == "baseten_latest_checkpoint":
-            candidates = [self.store.job(ref["job_id"])] if ref.get("job_id") else []
-            if not candidates:
+            named = self.store.job(ref["job_id"]) if ref.get("job_id") else None
+            candidates = [named] if named else []
+            if not ref.get("job_id"):
                 project = ref.get("project_name")
                 found = self.store.project_by_name(project) if project else None
                 if found is None:
                     found = self.store.project(self.job.project_id)
                 candidates = self.store.jobs(project_id=found.id) if found else []
             for job in candidates:
-                if job is None or job.id == self.job.id:
+                if job.id == self.job.id:
                     continue
                 ckpts = self._checkpoints_of(job.id)
                 if ckpts:
@@ -314,7 +316,7 @@ class Runner:
             raise DeployFailed(f"no checkpoint found to load for {ref}")
         raise DeployFailed(f"checkpoint reference {typ!r} cannot be loaded locally")
 
-    def _checkpoints_of(self, job_id: str) -> list[checkpoints.CheckpointRow]:
+    def _checkpoints_of(self, job_id: str) -> list[CheckpointRow]:
         found = checkpoints.scan(job_id, self.home.job_dir(job_id) / "checkpoints")
         return found or self.store.checkpoints(job_id)
 
@@ -404,7 +406,9 @@ class Runner:
         next_sample = next_status_check = 0.0
         while True:
             if self.stop_requested.is_set():
-                self.log.add(f"Stop requested: SIGTERM to every node, {self.settings.stop_grace}s grace")
+                self.log.add(
+                    f"Stop requested: SIGTERM to every node, {self.settings.stop_grace}s grace"
+                )
                 self._terminate(self.settings.stop_grace)
                 return S.STOPPED, None
             failed = [n for n in self.nodes if n.proc.poll() not in (None, 0)]
@@ -505,17 +509,13 @@ class Runner:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _signal(proc: psutil.Process, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(psutil.Error):
         proc.send_signal(sig)
-    except psutil.Error:
-        pass
 
 
 def _disk_usage(folder: Path) -> int:

@@ -25,7 +25,5 @@ class Settings:
         return cls(
             stop_grace=_float("BT_JUPYTER_STOP_GRACE_S", cls.stop_grace),
             require_gpu=os.environ.get("BT_JUPYTER_REQUIRE_GPU", "") not in ("", "0", "false"),
-            max_artifact_bytes=int(
-                _float("BT_JUPYTER_MAX_ARTIFACT_BYTES", cls.max_artifact_bytes)
-            ),
+            max_artifact_bytes=int(_float("BT_JUPYTER_MAX_ARTIFACT_BYTES", cls.max_artifact_bytes)),
         )

@@ -225,7 +225,10 @@ class Store:
 
     def delete_project(self, project_id: str) -> None:
         with self._tx() as db:
-            jobs = [r["id"] for r in db.execute("SELECT id FROM jobs WHERE project_id = ?", (project_id,))]
+            jobs = [
+                r["id"]
+                for r in db.execute("SELECT id FROM jobs WHERE project_id = ?", (project_id,))
+            ]
             for job_id in jobs:
                 _delete_job_rows(db, job_id)
             db.execute("DELETE FROM projects WHERE id = ?", (project_id,))
@@ -287,7 +290,8 @@ class Store:
         order: str = "DESC",
         order_field: str = "created_at",
     ) -> list[JobRow]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[str] = []
         if project_id:
             where.append("project_id = ?")
             args.append(project_id)
@@ -298,7 +302,9 @@ class Store:
         if wanted:
             where.append(f"status IN ({','.join('?' * len(wanted))})")
             args.extend(wanted)
-        field = order_field if order_field in ("created_at", "updated_at", "priority") else "created_at"
+        field = (
+            order_field if order_field in ("created_at", "updated_at", "priority") else "created_at"
+        )
         direction = "ASC" if order.upper() == "ASC" else "DESC"
         sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
         sql += f" ORDER BY {field} {direction}, rowid {direction}"
@@ -368,7 +374,8 @@ class Store:
         limit: int = 500,
         min_level: str | None = None,
     ) -> list[LogRow]:
-        where, args = ["job_id = ?"], [job_id]
+        where: list[str] = ["job_id = ?"]
+        args: list[str | int] = [job_id]
         if start_ns is not None:
             where.append("ts_ns >= ?")
             args.append(start_ns)

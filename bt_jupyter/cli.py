@@ -1,0 +1,77 @@
+"""``bt-jupyter``: manage the local service and its secrets from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.local import daemon
+from bt_jupyter.local.home import Home
+from bt_jupyter.local.secrets import SecretStore
+
+
+def _local(args: argparse.Namespace, home: Home) -> int:
+    if args.action == "start":
+        info = daemon.ensure_running(home)
+        print(f"local service running at {info.url} (pid {info.pid}); state in {home.root}")
+    elif args.action == "stop":
+        stopped = daemon.stop(home)
+        print("local service stopped" if stopped else "local service was not running")
+    else:
+        found = daemon.status(home)
+        if found is None:
+            print(f"local service not running (state in {home.root})")
+            return 3
+        print(f"local service running at {found.url} (pid {found.pid}); state in {home.root}")
+    return 0
+
+
+def _secrets(args: argparse.Namespace, home: Home) -> int:
+    store = SecretStore(home)
+    if args.action == "list":
+        for name in store.names():
+            print(name)
+    elif args.action == "delete":
+        if not store.delete(args.name):
+            print(f"no secret named {args.name!r}", file=sys.stderr)
+            return 1
+        print(f"deleted secret {args.name!r}")
+    else:
+        if sys.stdin.isatty():
+            value = getpass.getpass(f"Value for secret {args.name!r} (not echoed): ")
+        else:
+            value = sys.stdin.read().rstrip("\n")
+        try:
+            store.set(args.name, value)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"saved secret {args.name!r} ({len(value)} characters) in {store.path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bt-jupyter", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    local = commands.add_parser("local", help="the embedded local training service")
+    local.add_argument("action", choices=["start", "stop", "status"])
+    secrets = commands.add_parser("secrets", help="secrets that SecretReferences resolve to")
+    secret_actions = secrets.add_subparsers(dest="action", required=True)
+    setter = secret_actions.add_parser("set", help="set NAME from stdin or a hidden prompt")
+    setter.add_argument("name")
+    deleter = secret_actions.add_parser("delete")
+    deleter.add_argument("name")
+    secret_actions.add_parser("list", help="names only; values are never printed")
+    args = parser.parse_args(argv)
+    home = Home.default()
+    try:
+        return _local(args, home) if args.command == "local" else _secrets(args, home)
+    except BtJupyterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,484 @@
+"""The one HTTP client for Baseten's training API, for the local service and the cloud.
+
+Built on httpx with a transport seam (``transport=``) for tests. Calls are typed by the
+models of :mod:`bt_jupyter.api`. Failures that may be transient (connection errors,
+429, 5xx) are retried with exponential backoff and full jitter, but a job is never
+created twice because of a retry: creates carry an ``Idempotency-Key`` that the local
+service honours, and against a service that does not, an ambiguous create is not retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from bt_jupyter import api, spec
+from bt_jupyter.errors import BtJupyterError
+
+M = TypeVar("M", bound=BaseModel)
+LogKey = tuple[str, str, str | None]
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+class ApiError(BtJupyterError):
+    """The service answered with an error; ``message`` says what was wrong."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(f"{message} (HTTP {status})")
+        self.status, self.message, self.code = status, message, code
+
+
+class AuthError(ApiError):
+    """Wrong or missing API key: retrying cannot help."""
+
+
+class NotFound(ApiError):
+    pass
+
+
+class ConnectionFailed(BtJupyterError):
+    """The service could not be reached, even after retries."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6
+    base_delay: float = 0.2
+    max_delay: float = 8.0
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), self.max_delay)
+            except ValueError:
+                pass
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+
+
+@dataclass(frozen=True)
+class FollowedLog:
+    """A log line from :meth:`Client.follow_logs`, with the job status when it was read."""
+
+    log: api.LogV1
+    status: spec.TrainingJobStatus
+
+
+def _message(response: httpx.Response) -> tuple[str, str | None]:
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text.strip() or response.reason_phrase), None
+    if isinstance(body, dict):
+        text = body.get("message") or body.get("detail") or body.get("error") or str(body)
+        return str(text), body.get("code")
+    return str(body), None
+
+
+class Client:
+    """``Client(base_url, api_key)``; ``Client.local()`` starts and uses the local service."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        honours_idempotency_keys: bool = False,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self.honours_idempotency_keys = honours_idempotency_keys
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {api_key}", "User-Agent": "bt_jupyter"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    @classmethod
+    def local(cls, home: Path | None = None, **kwargs: Any) -> Client:
+        from bt_jupyter.local.daemon import ensure_running
+        from bt_jupyter.local.home import Home
+
+        info = ensure_running(Home(home) if home else None)
+        kwargs.setdefault("honours_idempotency_keys", True)
+        return cls(info.url, info.api_key, **kwargs)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transport
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        retry_ambiguous: bool | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """Send with retries. ``retry_ambiguous``: may a request that might have been
+        processed (timeout, 5xx) be sent again? Defaults to yes for idempotent methods."""
+        if retry_ambiguous is None:
+            retry_ambiguous = method in IDEMPOTENT_METHODS
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        last: Exception | None = None
+        for attempt in range(self.retry.attempts):
+            try:
+                response = self._http.request(
+                    method,
+                    path,
+                    json=json,
+                    params=clean,
+                    content=content,
+                    headers=headers,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                last = exc  # never reached the service: always safe to send again
+            except (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                if not retry_ambiguous:
+                    raise ConnectionFailed(
+                        f"{method} {path}: the connection failed after the request was sent "
+                        f"({type(exc).__name__}); it may or may not have taken effect"
+                    ) from None
+                last = exc
+            else:
+                retryable = response.status_code == 429 or (
+                    response.status_code in RETRY_STATUSES and retry_ambiguous
+                )
+                if not retryable or attempt == self.retry.attempts - 1:
+                    return self._check(response)
+                time.sleep(self.retry.delay(attempt, response.headers.get("retry-after")))
+                continue
+            if attempt < self.retry.attempts - 1:
+                time.sleep(self.retry.delay(attempt))
+        raise ConnectionFailed(
+            f"could not reach {self.base_url} ({type(last).__name__}: {last}) after "
+            f"{self.retry.attempts} attempts"
+        )
+
+    def _check(self, response: httpx.Response) -> httpx.Response:
+        if response.status_code < 400:
+            return response
+        message, code = _message(response)
+        if response.status_code in (401, 403):
+            raise AuthError(response.status_code, message, code)
+        if response.status_code == 404:
+            raise NotFound(response.status_code, message, code)
+        raise ApiError(response.status_code, message, code)
+
+    def _get(self, path: str, model: type[M], **params: Any) -> M:
+        return model.model_validate(self.request("GET", path, params=params).json())
+
+    def _post(self, path: str, body: BaseModel | None, model: type[M], **kw: Any) -> M:
+        payload = body.model_dump(mode="json") if body is not None else {}
+        return model.model_validate(self.request("POST", path, json=payload, **kw).json())
+
+    @staticmethod
+    def _job_path(project_id: str, job_id: str) -> str:
+        return f"/v1/training_projects/{project_id}/jobs/{job_id}"
+
+    # ------------------------------------------------------------------ projects
+
+    def upsert_project(
+        self, project: spec.TrainingProject | str, team_id: str | None = None
+    ) -> api.TrainingProjectV1:
+        if isinstance(project, str):
+            body = api.UpsertTrainingProjectRequestV1(
+                training_project=api.UpsertTrainingProjectV1(name=project)
+            )
+        else:
+            body = api.UpsertTrainingProjectRequestV1.of(spec.as_training_project(project))
+        path = f"/v1/teams/{team_id}/training_projects" if team_id else "/v1/training_projects"
+        # an upsert by name is idempotent: safe to resend
+        answer = self._post(path, body, api.UpsertTrainingProjectResponseV1, retry_ambiguous=True)
+        return answer.training_project
+
+    def projects(self) -> list[api.TrainingProjectV1]:
+        return self._get(
+            "/v1/training_projects", api.ListTrainingProjectsResponseV1
+        ).training_projects
+
+    def project(self, project_id: str) -> api.TrainingProjectV1:
+        path = f"/v1/training_projects/{project_id}"
+        return self._get(path, api.GetTrainingProjectResponseV1).training_project
+
+    def delete_project(self, project_id: str) -> api.TrainingProjectTombstoneV1:
+        response = self.request("DELETE", f"/v1/training_projects/{project_id}")
+        return api.TrainingProjectTombstoneV1.model_validate(response.json())
+
+    # ------------------------------------------------------------------ jobs
+
+    def create_job(
+        self,
+        project_id: str,
+        job: spec.TrainingJob,
+        artifacts: list[api.CreateTrainingJobS3Artifact] | None = None,
+        truss_user_env: api.TrussUserEnv | None = None,
+    ) -> api.TrainingJobV1:
+        body = api.CreateTrainingJobRequestV1(
+            training_job=api.CreateTrainingJobV1.of(job, artifacts, truss_user_env)
+        )
+        answer = self._post(
+            f"/v1/training_projects/{project_id}/jobs",
+            body,
+            api.CreateTrainingJobResponseV1,
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+            retry_ambiguous=self.honours_idempotency_keys,
+        )
+        return answer.training_job
+
+    def jobs(self, project_id: str) -> list[api.TrainingJobV1]:
+        path = f"/v1/training_projects/{project_id}/jobs"
+        return self._get(path, api.ListTrainingJobsResponseV1).training_jobs
+
+    def job(self, project_id: str, job_id: str) -> api.GetTrainingJobResponseV1:
+        return self._get(self._job_path(project_id, job_id), api.GetTrainingJobResponseV1)
+
+    def search_jobs(
+        self,
+        project_id: str | None = None,
+        job_id: str | None = None,
+        statuses: list[spec.TrainingJobStatus] | None = None,
+    ) -> list[api.TrainingJobV1]:
+        body = api.SearchTrainingJobsRequestV1(
+            project_id=project_id,
+            job_id=job_id,
+            statuses=[s.value for s in statuses] if statuses else None,
+        )
+        return self._post(
+            "/v1/training_jobs/search", body, api.SearchTrainingJobsResponseV1, retry_ambiguous=True
+        ).training_jobs
+
+    def stop_job(self, project_id: str, job_id: str) -> api.TrainingJobV1:
+        path = f"{self._job_path(project_id, job_id)}/stop"
+        body = api.StopTrainingJobRequestV1()
+        return self._post(
+            path, body, api.StopTrainingJobResponseV1, retry_ambiguous=True
+        ).training_job
+
+    def recreate_job(self, project_id: str, job_id: str) -> api.TrainingJobV1:
+        path = f"{self._job_path(project_id, job_id)}/recreate"
+        return self._post(path, None, api.RecreateTrainingJobResponseV1).training_job
+
+    def delete_job(self, project_id: str, job_id: str) -> api.TrainingJobTombstoneV1:
+        response = self.request("DELETE", self._job_path(project_id, job_id))
+        return api.TrainingJobTombstoneV1.model_validate(response.json())
+
+    def set_priority(self, project_id: str, job_id: str, priority: int) -> api.TrainingJobV1:
+        body = api.UpdateTrainingJobRequestV1(priority=priority)
+        response = self.request(
+            "PATCH",
+            self._job_path(project_id, job_id),
+            json=body.model_dump(),
+            retry_ambiguous=True,
+        )
+        return api.UpdateTrainingJobResponseV1.model_validate(response.json()).training_job
+
+    def history(self, project_id: str, job_id: str) -> list[tuple[spec.TrainingJobStatus, str]]:
+        """Every status reached and when (local service extension)."""
+        path = f"/v1/local/training_projects/{project_id}/jobs/{job_id}/history"
+        body = self.request("GET", path).json()
+        return [(spec.TrainingJobStatus(h["status"]), h["at"]) for h in body["history"]]
+
+    # ------------------------------------------------------------------ logs
+
+    def logs(
+        self,
+        project_id: str,
+        job_id: str,
+        *,
+        start_epoch_millis: int | None = None,
+        end_epoch_millis: int | None = None,
+        direction: api.SortOrderV1 | None = None,
+        limit: int = 500,
+        min_level: api.LogLevelV1 | None = None,
+    ) -> list[api.LogV1]:
+        """One window of logs, as Baseten's ``GET .../logs`` returns it."""
+        query = api.GetTrainingJobLogsRequestV1(
+            start_epoch_millis=start_epoch_millis,
+            end_epoch_millis=end_epoch_millis,
+            direction=direction,
+            limit=limit,
+            min_level=min_level,
+        )
+        path = f"{self._job_path(project_id, job_id)}/logs"
+        return self._get(path, api.GetLogsResponseV1, **query.model_dump(mode="json")).logs
+
+    def all_logs(
+        self, project_id: str, job_id: str, *, start_epoch_millis: int | None = None
+    ) -> Iterator[api.LogV1]:
+        """The whole log so far, in ascending windows, each line once.
+
+        Windows overlap by the last millisecond seen, so lines are deduplicated on
+        (timestamp, message, node), as Baseten's own CLI does.
+        """
+        start = start_epoch_millis
+        if start is None:
+            created = self.job(project_id, job_id).training_job.created_at
+            start = int(created.timestamp() * 1000) - 1000
+        seen: set[LogKey] = set()
+        while True:
+            window = self.logs(
+                project_id,
+                job_id,
+                start_epoch_millis=start,
+                direction=api.SortOrderV1.ASC,
+                limit=api.MAX_LOG_LIMIT,
+            )
+            fresh = [line for line in window if _key(line) not in seen]
+            yield from fresh
+            if len(window) < api.MAX_LOG_LIMIT:
+                return
+            last_ms = int(window[-1].timestamp) // 1_000_000
+            # keep only the keys that can reappear (the overlapping millisecond)
+            seen = {_key(line) for line in window if int(line.timestamp) // 1_000_000 == last_ms}
+            start = last_ms if last_ms > start else start + 1
+
+    def follow_logs(
+        self,
+        project_id: str,
+        job_id: str,
+        *,
+        cursor: int = 0,
+        poll_timeout: int = 20,
+    ) -> Iterator[FollowedLog]:
+        """Every line of the job, live, until it ends; no duplicates, no gaps.
+
+        Uses the local service's long-poll (a line reaches the caller within ~50 ms);
+        a dropped connection resumes from the last cursor. Against Baseten's cloud it
+        polls windows instead (see :meth:`poll_logs`).
+        """
+        path = f"/v1/local/training_projects/{project_id}/jobs/{job_id}/logs/follow"
+        while True:
+            response = self.request(
+                "GET",
+                path,
+                params={"cursor": cursor, "timeout": poll_timeout},
+                timeout=poll_timeout + 30,
+            )
+            body = response.json()
+            status = spec.TrainingJobStatus(body["status"])
+            for line in body["logs"]:
+                cursor = line.pop("cursor")
+                yield FollowedLog(api.LogV1.model_validate(line), status)
+            cursor = body["cursor"]
+            if body["done"]:
+                return
+
+    def poll_logs(
+        self, project_id: str, job_id: str, *, interval: float = 1.0, linger: float = 3.0
+    ) -> Iterator[FollowedLog]:
+        """Follow by polling windows (for services without the follow extension).
+
+        Polls about every ``interval`` seconds, and keeps polling for ``linger``
+        seconds after the job ends so trailing lines are not lost.
+        """
+        start: int | None = None
+        seen: set[LogKey] = set()
+        ended_at: float | None = None
+        while True:
+            status = self.job(project_id, job_id).training_job.status
+            for line in self.all_logs(project_id, job_id, start_epoch_millis=start):
+                if _key(line) in seen:
+                    continue
+                seen.add(_key(line))
+                start = int(line.timestamp) // 1_000_000
+                yield FollowedLog(line, status)
+            if status.is_terminal:
+                ended_at = ended_at or time.monotonic()
+                if time.monotonic() - ended_at >= linger:
+                    return
+            if start is not None:
+                seen = {k for k in seen if int(k[0]) // 1_000_000 >= start}
+            time.sleep(interval)
+
+    # ------------------------------------------------------------------ metrics, checkpoints
+
+    def metrics(self, project_id: str, job_id: str) -> api.GetTrainingJobMetricsResponseV1:
+        path = f"{self._job_path(project_id, job_id)}/metrics"
+        return self._get(path, api.GetTrainingJobMetricsResponseV1)
+
+    def checkpoints(self, project_id: str, job_id: str) -> list[api.TrainingJobCheckpointV1]:
+        path = f"{self._job_path(project_id, job_id)}/checkpoints"
+        return self._get(path, api.GetTrainingJobCheckpointsResponseV1).checkpoints
+
+    def checkpoint_files(self, project_id: str, job_id: str) -> list[api.CheckpointFile]:
+        """Every checkpoint file with its download URL (all pages)."""
+        path = f"{self._job_path(project_id, job_id)}/checkpoint_files"
+        files: list[api.CheckpointFile] = []
+        token: int | None = 0
+        while token is not None:
+            page = self._get(
+                path, api.GetTrainingJobCheckpointFilesResponseV1, page_size=500, page_token=token
+            )
+            files.extend(page.presigned_urls)
+            token = page.next_page_token
+        return files
+
+    def download(self, url: str, target: Path) -> Path:
+        """Fetch a presigned URL (checkpoint file or artifact) into ``target``."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with httpx.stream("GET", url, timeout=60) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._check(response)
+            with target.open("wb") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+        return target
+
+    def job_artifact_urls(self, project_id: str, job_id: str) -> list[str]:
+        path = f"{self._job_path(project_id, job_id)}/download"
+        return self._get(path, api.DownloadTrainingJobResponseV1).artifact_presigned_urls
+
+    def cache_summary(self, project_id: str) -> api.GetCacheSummaryResponseV1:
+        path = f"/v1/training_projects/{project_id}/cache/summary"
+        return self._get(path, api.GetCacheSummaryResponseV1)
+
+    def blob_credentials(self) -> api.GetBlobCredentialsResponseV1:
+        return self._get("/v1/blobs/credentials/train", api.GetBlobCredentialsResponseV1)
+
+    # ------------------------------------------------------------------ artifacts (local)
+
+    def upload_artifact(self, data: bytes) -> tuple[api.CreateTrainingJobS3Artifact, int]:
+        """Upload a bundle to the local service, keyed by content: returns (artifact,
+        bytes sent). An artifact the service already has is not sent again (0 bytes)."""
+        key = f"{hashlib.sha256(data).hexdigest()}.tar.gz"
+        artifact = api.CreateTrainingJobS3Artifact(s3_bucket=api.LOCAL_ARTIFACT_BUCKET, s3_key=key)
+        path = f"/v1/local/artifacts/{key}"
+        try:
+            self.request("HEAD", path)
+            return artifact, 0
+        except NotFound:
+            pass
+        self.request("PUT", path, content=data, headers={"content-type": "application/gzip"})
+        return artifact, len(data)
+
+
+def _key(line: api.LogV1) -> LogKey:
+    return (line.timestamp, line.message, line.replica)

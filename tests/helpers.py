@@ -1,0 +1,118 @@
+"""Test helpers: bundles, jobs, waiting on conditions with deadlines (never sleep-and-hope)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import psutil
+
+from bt_jupyter import api, spec
+from bt_jupyter.client import Client
+from bt_jupyter.local import daemon
+from bt_jupyter.local.home import Home
+
+T = TypeVar("T")
+
+
+@contextmanager
+def running_service(home: Home, **env: str) -> Iterator[daemon.ServiceInfo]:
+    """Start a service on ``home`` with extra environment settings; stop it afterwards."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        info = daemon.ensure_running(home)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    try:
+        yield info
+    finally:
+        daemon.stop(home)
+        wait_for(lambda: not _standby_runners(home), 15, "standby runner to exit")
+
+
+def _standby_runners(home: Home) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "--standby" in cmd and str(home.root) in cmd:
+            found.append(proc)
+    return found
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: float = 0.02) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def bundle(files: dict[str, str]) -> bytes:
+    """A gzipped tar of ``{path: text}`` (scripts are dedented)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, text in sorted(files.items()):
+            data = textwrap.dedent(text).encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o755, 0
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def submit(
+    client: Client,
+    project: api.TrainingProjectV1,
+    commands: list[str],
+    files: dict[str, str] | None = None,
+    **job: object,
+) -> api.TrainingJobV1:
+    artifacts = [client.upload_artifact(bundle(files))[0]] if files else []
+    runtime = job.pop("runtime", None) or spec.Runtime()
+    assert isinstance(runtime, spec.Runtime)
+    runtime = runtime.model_copy(update={"start_commands": commands})
+    training_job = spec.TrainingJob(
+        image=spec.Image(base_image="python:3.11-slim"), runtime=runtime, **job
+    )
+    return client.create_job(project.id, training_job, artifacts)
+
+
+def wait_terminal(
+    client: Client, job: api.TrainingJobV1, timeout: float = 120
+) -> api.TrainingJobV1:
+    def done() -> api.TrainingJobV1 | None:
+        current = client.job(job.training_project_id, job.id).training_job
+        return current if current.status.is_terminal else None
+
+    return wait_for(done, timeout, f"job {job.id} to end", every=0.1)
+
+
+def wait_status(
+    client: Client, job: api.TrainingJobV1, status: spec.TrainingJobStatus, timeout: float = 60
+) -> api.TrainingJobV1:
+    def reached() -> api.TrainingJobV1 | None:
+        current = client.job(job.training_project_id, job.id).training_job
+        if current.status.is_terminal and current.status != status:
+            raise AssertionError(f"job ended {current.status.short}: {current.error_message}")
+        return current if current.status == status else None
+
+    return wait_for(reached, timeout, f"job {job.id} to reach {status.short}", every=0.05)
+
+
+def messages(client: Client, job: api.TrainingJobV1, node: str | None = "any") -> list[str]:
+    lines = client.all_logs(job.training_project_id, job.id)
+    return [line.message for line in lines if node == "any" or line.replica == node]
