@@ -20,6 +20,9 @@ def default_home() -> Path:
 class Home:
     root: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser().absolute())
+
     @classmethod
     def default(cls) -> Home:
         return cls(default_home())

@@ -171,7 +171,7 @@ class Runner:
         if not self.store.set_status(self.job.id, S.DEPLOYING):
             return S.STOPPED, None  # stopped before we began
         try:
-            python, env = self._prepare()
+            _python, env, plan = self._prepare()
         except DeployFailed as exc:
             return S.DEPLOY_FAILED, str(exc)
         except envs.EnvBuildError as exc:
@@ -181,7 +181,7 @@ class Runner:
         self._check_stopped_elsewhere()
         if self.stop_requested.is_set():
             return S.STOPPED, None
-        self._start_nodes(python, env)
+        self._start_nodes(env, plan)
         self.store.set_status(self.job.id, S.RUNNING)
         return self._supervise()
 
@@ -196,7 +196,8 @@ class Runner:
             if isinstance(v, dict) and (value := store.get(v["name"])) is not None
         ]
 
-    def _prepare(self) -> tuple[str, dict[str, str]]:
+    def _prepare(self) -> tuple[str, dict[str, str], list[list[int]]]:
+        plan = self._gpu_plan()  # first: a job that cannot get its GPUs says so on line one
         runtime = self.spec.get("runtime", {})
         image = self.spec.get("image", {}).get("base_image", "")
         self.log.add(
@@ -209,7 +210,7 @@ class Runner:
             envs.read_requirements(work / "requirements.txt"), self.home.envs, self.log.add
         )
         env = self._base_env(python, user_env, runtime)
-        return python, env
+        return python, env, plan
 
     def _unpack(self, artifacts: list[dict[str, str]], work: Path) -> None:
         work.mkdir(parents=True, exist_ok=True)
@@ -342,14 +343,13 @@ class Runner:
             )
         return [[] for _ in range(count)]
 
-    def _start_nodes(self, python: str, base: dict[str, str]) -> None:
+    def _start_nodes(self, base: dict[str, str], plan: list[list[int]]) -> None:
         commands = self.spec.get("runtime", {}).get("start_commands") or []
         script = "set -e\n" + "\n".join(commands) + "\n"
         work = self.dir / "work"
         checkpointing = (self.spec.get("runtime", {}).get("checkpointing_config") or {}).get(
             "enabled"
         )
-        plan = self._gpu_plan()
         for rank, gpu_indices in enumerate(plan):
             cwd = work if rank == 0 else self._node_copy(work, rank)
             env = dict(base)

@@ -1,0 +1,224 @@
+"""Shared by the benchmark scripts: a private local service, statistics, and reporting.
+
+Not a benchmark itself. Each script imports it as ``_common`` (the script's own folder is
+first on ``sys.path`` when run as ``python bench/<name>.py``); it also puts the repository
+root on ``sys.path`` so ``tests.helpers`` can be used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bt_jupyter import api, spec  # noqa: E402
+from bt_jupyter.client import Client  # noqa: E402
+from bt_jupyter.local.home import Home  # noqa: E402
+from tests.helpers import bundle, running_service  # noqa: E402
+
+S = spec.TrainingJobStatus
+
+__all__ = [
+    "REPO",
+    "S",
+    "Bench",
+    "bench_service",
+    "bundle",
+    "fmt_s",
+    "goal",
+    "header",
+    "history_times",
+    "job_spec",
+    "node_line_count",
+    "p95",
+    "percentile",
+    "table",
+    "wait_terminal",
+]
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100), linear between closest ranks (numpy's default)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    low, high = math.floor(pos), math.ceil(pos)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def p95(values: Sequence[float]) -> float:
+    return percentile(values, 95.0)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def header(title: str, detail: str) -> None:
+    cpus = os.cpu_count()
+    print(f"== {title}")
+    print(f"   {detail}")
+    print(
+        f"   machine: {cpus} CPU(s), {platform.python_implementation()} {platform.python_version()}"
+    )
+    print()
+
+
+def fmt_s(seconds: float) -> str:
+    """Seconds as ms below 1 s, else seconds."""
+    if math.isnan(seconds):
+        return "n/a"
+    if abs(seconds) < 1.0:
+        return f"{seconds * 1000:.1f} ms"
+    return f"{seconds:.3f} s"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        print(
+            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        )
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    print()
+
+
+def goal(what: str, measured: str, target: str, met: bool | None) -> bool | None:
+    """One summary line: what was measured, the goal, and whether it was met."""
+    verdict = {True: "MET", False: "MISSED", None: "INFO"}[met]
+    print(f"[{verdict}] {what}: {measured} (goal: {target})")
+    return met
+
+
+# --------------------------------------------------------------------------- the service
+
+
+@dataclass
+class Bench:
+    home: Home
+    client: Client
+    project: api.TrainingProjectV1
+
+    def upload(self, files: dict[str, str]) -> list[api.CreateTrainingJobS3Artifact]:
+        return [self.client.upload_artifact(bundle(files))[0]]
+
+
+def job_spec(commands: list[str], name: str | None = None) -> spec.TrainingJob:
+    """A CPU job with these start commands and no requirements (a warm environment)."""
+    return spec.TrainingJob(
+        image=spec.Image(base_image="python:3.11-slim"),
+        runtime=spec.Runtime(start_commands=commands),
+        name=name,
+    )
+
+
+@contextmanager
+def bench_service(keep: bool = False) -> Iterator[Bench]:
+    """A local service on a private temporary home, torn down afterwards.
+
+    On exit: every job still running is stopped and awaited, the service is stopped
+    (``daemon.stop`` by pid, then its standby runner is awaited), any process still
+    running from the home is reported, and the home is removed unless ``keep``.
+    """
+    root = Path(tempfile.mkdtemp(prefix="bt_bench_"))
+    os.environ["BT_JUPYTER_HOME"] = str(root)
+    home = Home(root)
+    try:
+        with running_service(home):
+            client = Client.local(root)
+            try:
+                project = client.upsert_project(f"bench-{int(time.time())}")
+                bench = Bench(home, client, project)
+                try:
+                    yield bench
+                finally:
+                    _stop_all(bench)
+            finally:
+                client.close()
+        left = _leftovers(root)
+        if left:
+            print(f"WARNING: processes still running from {root}: {left}", file=sys.stderr)
+    finally:
+        if keep:
+            print(f"(home kept at {root})")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop_all(bench: Bench) -> None:
+    for job in bench.client.jobs(bench.project.id):
+        if not job.status.is_terminal:
+            bench.client.stop_job(bench.project.id, job.id)
+    for job in bench.client.jobs(bench.project.id):
+        if not job.status.is_terminal:
+            wait_terminal(bench.client, job, timeout=60)
+
+
+def _leftovers(root: Path) -> list[int]:
+    """Pids of processes whose command line or working directory lies in ``root``."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        cmd = " ".join(proc.info.get("cmdline") or [])
+        cwd = proc.info.get("cwd") or ""
+        if proc.pid != os.getpid() and (str(root) in cmd or cwd.startswith(str(root))):
+            found.append(proc.pid)
+    return found
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def wait_terminal(
+    client: Client, job: api.TrainingJobV1, timeout: float = 120, every: float = 0.1
+) -> api.TrainingJobV1:
+    deadline = time.monotonic() + timeout
+    while True:
+        current = client.job(job.training_project_id, job.id).training_job
+        if current.status.is_terminal:
+            return current
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job.id} still {current.status.short} after {timeout}s")
+        time.sleep(every)
+
+
+def history_times(client: Client, job: api.TrainingJobV1) -> dict[spec.TrainingJobStatus, float]:
+    """Epoch seconds at which the job reached each status (the history endpoint)."""
+    return {
+        status: datetime.fromisoformat(at).timestamp()
+        for status, at in client.history(job.training_project_id, job.id)
+    }
+
+
+def node_line_count(home: Home, job_id: str) -> int:
+    """Lines the job's nodes wrote (the runner's own lines have no node)."""
+    with closing(sqlite3.connect(f"file:{home.db}?mode=ro", uri=True, timeout=60)) as db:
+        row = db.execute(
+            "SELECT COUNT(*) FROM logs WHERE job_id = ? AND node IS NOT NULL", (job_id,)
+        ).fetchone()
+    return int(row[0])

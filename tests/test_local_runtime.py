@@ -1,0 +1,260 @@
+"""What a job sees at run time: secrets, caches, loaded checkpoints, its Python environment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bt_jupyter import api, spec
+from bt_jupyter.client import Client
+from bt_jupyter.local.home import Home
+from bt_jupyter.local.secrets import SecretStore
+from tests.helpers import messages, submit, wait_terminal
+
+S = spec.TrainingJobStatus
+SECRET_VALUE = "hf_s3cr3t_value_0123456789"
+
+
+def _set_secret(home: Home, name: str, value: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bt_jupyter.cli", "secrets", "set", name],
+        input=value,
+        capture_output=True,
+        text=True,
+        env={"BT_JUPYTER_HOME": str(home.root), "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
+
+
+def test_secret_reference_resolves_and_is_redacted_everywhere(
+    client: Client, project: api.TrainingProjectV1, local_home: Home
+) -> None:
+    done = _set_secret(local_home, "hf_token", SECRET_VALUE)
+    assert SECRET_VALUE not in done.stdout + done.stderr
+    assert oct(local_home.secrets_file.stat().st_mode & 0o777) == "0o600"
+    job = submit(
+        client,
+        project,
+        [
+            'echo "token=$HF_TOKEN"',
+            "python -c \"import os; print(len(os.environ['HF_TOKEN']))\"",
+            'echo "$HF_TOKEN" >&2',
+        ],
+        runtime=spec.Runtime(
+            environment_variables={"HF_TOKEN": spec.SecretReference(name="hf_token")}
+        ),
+    )
+    assert wait_terminal(client, job).status == S.COMPLETED
+    out = messages(client, job)
+    assert "token=***" in out
+    assert str(len(SECRET_VALUE)) in out  # the job saw the real value
+    assert not any(SECRET_VALUE in m for m in out)
+    assert SECRET_VALUE.encode() not in local_home.db.read_bytes()
+    wal = local_home.db.with_name(local_home.db.name + "-wal")
+    assert not wal.exists() or SECRET_VALUE.encode() not in wal.read_bytes()
+
+
+def test_missing_secret_is_deploy_failed_naming_it(
+    client: Client, project: api.TrainingProjectV1
+) -> None:
+    job = submit(
+        client,
+        project,
+        ["echo never"],
+        runtime=spec.Runtime(environment_variables={"WANDB_API_KEY": {"name": "no_such_secret"}}),
+    )
+    done = wait_terminal(client, job)
+    assert done.status == S.DEPLOY_FAILED
+    assert done.error_message == (
+        "secret 'no_such_secret' (for $WANDB_API_KEY) is not set on this machine; "
+        "run `bt-jupyter secrets set no_such_secret`"
+    )
+    assert "never" not in messages(client, job)
+
+
+def test_secret_names_are_checked() -> None:
+    store = SecretStore.__new__(SecretStore)
+    with pytest.raises(ValueError, match="may contain only letters"):
+        store.set("bad name", "x")
+
+
+def test_project_cache_persists_across_jobs_and_legacy_hf_mount(
+    client: Client, project: api.TrainingProjectV1
+) -> None:
+    cache = spec.CacheConfig(enabled=True, enable_legacy_hf_cache=True)
+    first = submit(
+        client,
+        project,
+        ['echo "from job one" > "$BT_PROJECT_CACHE_DIR/note.txt"', 'echo "hf=$HF_HOME"'],
+        runtime=spec.Runtime(cache_config=cache),
+    )
+    assert wait_terminal(client, first).status == S.COMPLETED
+    second = submit(
+        client,
+        project,
+        [
+            'cat "$BT_PROJECT_CACHE_DIR/note.txt"',
+            'test -d "$BT_TEAM_CACHE_DIR" && echo team-ok',
+            'test "$BT_RW_CACHE_DIR" = "$BT_PROJECT_CACHE_DIR" && echo rw-ok',
+        ],
+        runtime=spec.Runtime(cache_config=spec.CacheConfig(enabled=True)),
+    )
+    assert wait_terminal(client, second).status == S.COMPLETED
+    out = messages(client, second)
+    assert "from job one" in out
+    assert "team-ok" in out
+    assert "rw-ok" in out
+    hf = next(m for m in messages(client, first) if m.startswith("hf="))
+    assert hf.endswith("/huggingface")
+    assert project.id in hf
+    summary = client.cache_summary(project.id)
+    assert [f.path for f in summary.file_summaries] == ["note.txt"]
+
+
+def test_no_cache_means_no_cache_variables(client: Client, project: api.TrainingProjectV1) -> None:
+    job = submit(client, project, ['echo "cache=[${BT_PROJECT_CACHE_DIR:-}]"'])
+    assert wait_terminal(client, job).status == S.COMPLETED
+    assert "cache=[]" in messages(client, job)
+
+
+def _checkpointing_job(
+    client: Client, project: api.TrainingProjectV1, names: list[str]
+) -> api.TrainingJobV1:
+    commands = [
+        f'mkdir -p "$BT_CHECKPOINT_DIR/{n}" && echo "{n}" > "$BT_CHECKPOINT_DIR/{n}/weights.txt"'
+        f" && sleep 0.05"
+        for n in names
+    ]
+    job = submit(
+        client,
+        project,
+        commands,
+        runtime=spec.Runtime(checkpointing_config=spec.CheckpointingConfig(enabled=True)),
+    )
+    assert wait_terminal(client, job).status == S.COMPLETED
+    return job
+
+
+def test_load_named_and_latest_checkpoints(client: Client, project: api.TrainingProjectV1) -> None:
+    source = _checkpointing_job(client, project, ["checkpoint-1", "checkpoint-2"])
+    named = submit(
+        client,
+        project,
+        ['cat "$BT_LOAD_CHECKPOINT_DIR/rank-0/checkpoint-1/weights.txt"'],
+        runtime=spec.Runtime(
+            load_checkpoint_config=spec.LoadCheckpointConfig(
+                enabled=True,
+                checkpoints=[
+                    spec.BasetenCheckpoint.from_named_checkpoint("checkpoint-1", source.id)
+                ],
+            )
+        ),
+    )
+    assert wait_terminal(client, named).status == S.COMPLETED
+    assert "checkpoint-1" in messages(client, named, node="0")
+    latest = submit(
+        client,
+        project,
+        ['ls "$BT_LOAD_CHECKPOINT_DIR/rank-0"'],
+        runtime=spec.Runtime(
+            load_checkpoint_config=spec.LoadCheckpointConfig(
+                enabled=True,
+                checkpoints=[
+                    spec.BasetenCheckpoint.from_latest_checkpoint(project_name=project.name)
+                ],
+            )
+        ),
+    )
+    assert wait_terminal(client, latest).status == S.COMPLETED
+    assert messages(client, latest, node="0") == ["checkpoint-2"]
+
+
+def test_loading_a_missing_checkpoint_is_deploy_failed(
+    client: Client, project: api.TrainingProjectV1
+) -> None:
+    source = _checkpointing_job(client, project, ["checkpoint-1"])
+    job = submit(
+        client,
+        project,
+        ["echo never"],
+        runtime=spec.Runtime(
+            load_checkpoint_config=spec.LoadCheckpointConfig(
+                enabled=True,
+                checkpoints=[
+                    spec.BasetenCheckpoint.from_named_checkpoint("checkpoint-9", source.id)
+                ],
+            )
+        ),
+    )
+    done = wait_terminal(client, job)
+    assert done.status == S.DEPLOY_FAILED
+    assert done.error_message == f"job {source.id} has no checkpoint named 'checkpoint-9'"
+
+
+def test_requirements_already_satisfied_use_this_interpreter(
+    client: Client, project: api.TrainingProjectV1
+) -> None:
+    import httpx
+
+    job = submit(
+        client,
+        project,
+        ['python -c "import sys; print(sys.prefix)"'],
+        files={"requirements.txt": f"httpx=={httpx.__version__}\n"},
+    )
+    assert wait_terminal(client, job).status == S.COMPLETED
+    assert messages(client, job, node="0") == [sys.prefix]
+
+
+def test_unsatisfied_requirements_build_a_cached_virtualenv(
+    client: Client, project: api.TrainingProjectV1
+) -> None:
+    files = {"requirements.txt": "tomli-w==1.0.0\n"}
+    command = [
+        "python -c \"import tomli_w, sys; print(tomli_w.dumps({'ok': 1}).strip(), sys.prefix)\""
+    ]
+    first = submit(client, project, command, files=files)
+    done = wait_terminal(client, first, timeout=300)
+    assert done.status == S.COMPLETED, done.error_message
+    out = messages(client, first)
+    assert any(m.startswith("Environment: building virtualenv") for m in out)
+    assert any(m.startswith("ok = 1 ") and "/envs/" in m for m in out)
+    second = submit(client, project, command, files=files)
+    assert wait_terminal(client, second).status == S.COMPLETED
+    assert any(
+        m.startswith("Environment: reusing cached virtualenv") for m in messages(client, second)
+    )
+
+
+def test_a_requirement_that_cannot_install_is_deploy_failed(
+    client: Client, project: api.TrainingProjectV1
+) -> None:
+    job = submit(
+        client,
+        project,
+        ["echo never"],
+        files={"requirements.txt": "bt-jupyter-no-such-dist==0.0.1\n"},
+    )
+    done = wait_terminal(client, job, timeout=300)
+    assert done.status == S.DEPLOY_FAILED
+    assert done.error_message is not None
+    assert done.error_message.startswith("environment: ")
+    assert "bt-jupyter-no-such-dist" in done.error_message
+
+
+def test_gpu_request_runs_on_cpu_and_says_so_first(
+    client: Client, project: api.TrainingProjectV1
+) -> None:
+    job = submit(
+        client, project, ['echo "gpus=$BT_NUM_GPUS"'], compute=spec.Compute(accelerator="H100:2")
+    )
+    assert wait_terminal(client, job).status == S.COMPLETED
+    out = messages(client, job)
+    notes = [m for m in out if m.startswith("No GPU for this job")]
+    assert notes == [
+        "No GPU for this job on this machine (0 free, 1 x H100:2 requested): running on CPU"
+    ]
+    assert out[0] == notes[0]
+    assert "gpus=0" in out
