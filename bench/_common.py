@@ -79,12 +79,16 @@ def median(values: Sequence[float]) -> float:
 
 
 def header(title: str, detail: str) -> None:
-    cpus = os.cpu_count()
+    """Title, what runs, and the machine (with a warning when it is not quiet)."""
+    load = os.getloadavg()[0]
     print(f"== {title}")
     print(f"   {detail}")
     print(
-        f"   machine: {cpus} CPU(s), {platform.python_implementation()} {platform.python_version()}"
+        f"   machine: {os.cpu_count()} CPU(s), {platform.python_implementation()} "
+        f"{platform.python_version()}, load average {load:.2f} at start"
     )
+    if load > 0.5:
+        print("   WARNING: the machine is busy; figures may be noisy")
     print()
 
 
@@ -98,12 +102,15 @@ def fmt_s(seconds: float) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Left-aligned first column, right-aligned figures."""
     cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for n, row in enumerate(cells):
-        print(
-            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-        )
+        padded = [
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(padded))
         if n == 0:
             print("  ".join("-" * w for w in widths))
     print()

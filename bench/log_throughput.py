@@ -38,9 +38,8 @@ lines = int(sys.argv[1])
 start = time.perf_counter()
 out = open(1, "wb", buffering=1 << 20, closefd=False)
 for base in range(0, lines, 10_000):
-    chunk = "".join(
-        f"line {i:07d} step={i} loss=0.{i % 9973:04d}\\n" for i in range(base, min(lines, base + 10_000))
-    )
+    end = min(lines, base + 10_000)
+    chunk = "".join(f"line {i:07d} step={i} loss=0.{i % 9973:04d}\\n" for i in range(base, end))
     out.write(chunk.encode())
 out.flush()
 with open("emit_seconds.txt", "w") as f:

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from _common import (
-    S,
     Bench,
+    S,
     bench_service,
     fmt_s,
     goal,
@@ -116,7 +116,7 @@ def main() -> None:
             job_runs.append(as_job(bench, chunks, iters))
 
     rows = []
-    for n, (a, b) in enumerate(zip(direct_runs, job_runs), 1):
+    for n, (a, b) in enumerate(zip(direct_runs, job_runs, strict=True), 1):
         rows.append(
             [str(n), fmt_s(a[0]), fmt_s(a[1]), fmt_s(b[0]), fmt_s(b[1]), f"{b[0] / a[0]:.3f}"]
         )

@@ -14,8 +14,8 @@ import argparse
 import time
 
 from _common import (
-    S,
     Bench,
+    S,
     bench_service,
     fmt_s,
     goal,

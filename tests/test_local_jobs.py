@@ -214,3 +214,68 @@ def _free_port() -> int:
 @pytest.fixture(autouse=True)
 def _no_numpy_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONWARNINGS", "ignore")
+
+
+def test_metrics_report_cpu_and_memory_per_node(
+    client: Client, project: api.TrainingProjectV1
+) -> None:
+    busy = """
+        import time
+        x = bytearray(64 * 2**20)
+        t = time.time()
+        while time.time() - t < 5:
+            pass
+    """
+    job = submit(
+        client,
+        project,
+        ["python busy.py"],
+        files={"busy.py": busy},
+        compute=spec.Compute(node_count=2),
+    )
+    wait_status(client, job, S.RUNNING)
+
+    def sampled() -> api.GetTrainingJobMetricsResponseV1 | None:
+        metrics = client.metrics(project.id, job.id)
+        nodes = metrics.per_node_metrics
+        ready = len(nodes) == 2 and all(len(n.metrics.cpu_usage) >= 2 for n in nodes)
+        return metrics if ready else None
+
+    metrics = wait_for(sampled, 30, "two samples per node")
+    for node in metrics.per_node_metrics:
+        assert max(p.value for p in node.metrics.cpu_usage) > 0.3  # a busy loop uses a core
+        assert max(p.value for p in node.metrics.cpu_memory_usage_bytes) > 64 * 2**20
+    assert [n.node_id for n in metrics.per_node_metrics] == ["0", "1"]
+    assert metrics.cpu_usage == metrics.per_node_metrics[0].metrics.cpu_usage
+    assert metrics.gpu_utilization == {}
+    client.stop_job(project.id, job.id)
+    wait_terminal(client, job)
+
+
+def test_min_level_filters_logs(client: Client, project: api.TrainingProjectV1) -> None:
+    job = submit(
+        client,
+        project,
+        [
+            "echo plain",
+            "echo 'WARNING: careful'",
+            "echo 'ERROR: broken' >&2",
+            "echo 'DEBUG detail'",
+        ],
+    )
+    assert wait_terminal(client, job).status == S.COMPLETED
+    levels = {
+        line.message: line.level
+        for line in client.logs(project.id, job.id, limit=100)
+        if line.replica == "0"
+    }
+    assert levels == {
+        "plain": api.LogLevelV1.INFO,
+        "WARNING: careful": api.LogLevelV1.WARNING,
+        "ERROR: broken": api.LogLevelV1.ERROR,
+        "DEBUG detail": api.LogLevelV1.DEBUG,
+    }
+    errors = client.logs(project.id, job.id, min_level=api.LogLevelV1.ERROR)
+    assert [line.message for line in errors] == ["ERROR: broken"]
+    newest = client.logs(project.id, job.id, direction=api.SortOrderV1.DESC, limit=1)
+    assert newest[0].message == "Job COMPLETED"

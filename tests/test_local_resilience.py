@@ -16,6 +16,7 @@ from bt_jupyter import spec
 from bt_jupyter.client import Client
 from bt_jupyter.local import daemon
 from bt_jupyter.local.home import Home
+from bt_jupyter.local.store import Store
 from tests.helpers import messages, running_service, submit, wait_for, wait_terminal
 
 S = spec.TrainingJobStatus
@@ -44,6 +45,32 @@ def test_service_killed_and_restarted_while_a_job_runs(tmp_path: Path) -> None:
             assert lines == [f"line {i}" for i in range(60)]
 
 
+def test_jobs_that_end_while_the_service_is_down_keep_their_real_outcome(
+    tmp_path: Path,
+) -> None:
+    home = Home(tmp_path)
+    with running_service(home) as first, Client.local(home.root) as client:
+        project = client.upsert_project("down")
+        ok = submit(client, project, ["echo go", "sleep 1", "echo done"])
+        bad = submit(client, project, ["echo go", "sleep 1", "exit 7"])
+        for job in (ok, bad):
+            wait_for(lambda job=job: "go" in messages(client, job), 30, "the jobs to start")
+        os.kill(first.pid, signal.SIGKILL)
+        store = Store(home.db)
+        runners = [store.job(j.id).runner_pid for j in (ok, bad)]  # type: ignore[union-attr]
+        wait_for(
+            lambda: all(not psutil.pid_exists(p) or _zombie(p) for p in runners if p),
+            30,
+            "both jobs to end while no service runs",
+        )
+        with Client.local(home.root) as again:
+            assert again.job(project.id, ok.id).training_job.status == S.COMPLETED
+            failed = again.job(project.id, bad.id).training_job
+            assert failed.status == S.FAILED
+            assert failed.error_message == "node 0 exited with code 7"
+            assert messages(again, ok, node="0") == ["go", "done"]
+
+
 def test_a_dead_runner_fails_its_job_and_leaves_no_processes(tmp_path: Path) -> None:
     home = Home(tmp_path)
     with running_service(home), Client.local(home.root) as client:
@@ -51,8 +78,6 @@ def test_a_dead_runner_fails_its_job_and_leaves_no_processes(tmp_path: Path) -> 
         job = submit(client, project, ["echo started", "sleep 120"])
         wait_for(lambda: "started" in messages(client, job), 30, "the job to start")
         runner = client.job(project.id, job.id)
-        from bt_jupyter.local.store import Store
-
         row = Store(home.db).job(job.id)
         assert row is not None
         assert row.runner_pid is not None
