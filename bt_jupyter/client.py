@@ -96,11 +96,13 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
-        honours_idempotency_keys: bool = False,
+        local_extensions: bool = False,
     ) -> None:
+        """``local_extensions``: the service is bt_jupyter's local one, which honours
+        Idempotency-Key on creates and serves ``/v1/local/`` (log follow, history, uploads)."""
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy()
-        self.honours_idempotency_keys = honours_idempotency_keys
+        self.local_extensions = local_extensions
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": "bt_jupyter"},
@@ -114,7 +116,7 @@ class Client:
         from bt_jupyter.local.home import Home
 
         info = ensure_running(Home(home) if home else None)
-        kwargs.setdefault("honours_idempotency_keys", True)
+        kwargs.setdefault("local_extensions", True)
         return cls(info.url, info.api_key, **kwargs)
 
     def close(self) -> None:
@@ -195,7 +197,7 @@ class Client:
         return model.model_validate(self.request("GET", path, params=params).json())
 
     def _post(self, path: str, body: BaseModel | None, model: type[M], **kw: Any) -> M:
-        payload = body.model_dump(mode="json") if body is not None else {}
+        payload = body.model_dump(mode="json") if body is not None else None
         return model.model_validate(self.request("POST", path, json=payload, **kw).json())
 
     @staticmethod
@@ -248,7 +250,7 @@ class Client:
             body,
             api.CreateTrainingJobResponseV1,
             headers={"Idempotency-Key": uuid.uuid4().hex},
-            retry_ambiguous=self.honours_idempotency_keys,
+            retry_ambiguous=self.local_extensions,
         )
         return answer.training_job
 
@@ -358,6 +360,12 @@ class Client:
             # keep only the keys that can reappear (the overlapping millisecond)
             seen = {_key(line) for line in window if int(line.timestamp) // 1_000_000 == last_ms}
             start = last_ms if last_ms > start else start + 1
+
+    def stream_logs(self, project_id: str, job_id: str) -> Iterator[FollowedLog]:
+        """Every line of the job, live, until it ends: long-poll locally, else polling."""
+        if self.local_extensions:
+            return self.follow_logs(project_id, job_id)
+        return self.poll_logs(project_id, job_id)
 
     def follow_logs(
         self,

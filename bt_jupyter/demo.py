@@ -81,7 +81,7 @@ def main() -> int:
             f"Submitted job {job.id} ({project.job.compute.describe()}) in project {remote.name!r}"
         )
         print("--- logs ---")
-        for followed in client.follow_logs(remote.id, job.id):
+        for followed in client.stream_logs(remote.id, job.id):
             node = f"[node {followed.log.replica}]" if followed.log.replica else "[runner]"
             print(f"{node:9} {followed.log.message}")
         print("--- lifecycle ---")

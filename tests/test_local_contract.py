@@ -155,7 +155,7 @@ def test_every_endpoint_matches_the_spec(
     assert {op.key for op in openapi.operations()} >= NOT_LOCAL, "NOT_LOCAL names unknown ops"
     info = _service(local_home)
     recorder = Recorder()
-    with Client(info.url, info.api_key, transport=recorder, honours_idempotency_keys=True) as c:
+    with Client(info.url, info.api_key, transport=recorder, local_extensions=True) as c:
         _walk_every_endpoint(c, tmp_path)
 
     problems: list[str] = []
@@ -480,14 +480,6 @@ def test_checkpoint_file_pages_cover_every_file_once(
     assert sorted(f.relative_file_name for f in everything) == sorted(names)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bt_jupyter/local/app.py get_checkpoint_files: _int_param(request, 'page_size', 100, "
-        "1, 1000) defaults page_size to 100; the spec documents 'Max files per page "
-        "(default 1000)', so a GET without page_size returns 100 of 150 files"
-    ),
-)
 def test_checkpoint_files_page_size_defaults_to_1000_as_in_the_spec(
     raw: httpx.Client, many_checkpoint_files: api.TrainingJobV1
 ) -> None:
@@ -498,14 +490,6 @@ def test_checkpoint_files_page_size_defaults_to_1000_as_in_the_spec(
     assert page.next_page_token is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bt_jupyter/local/app.py get_checkpoint_files: _int_param(..., 1, 1000) answers 422 "
-        "'page_size must be between 1 and 1000' for page_size=2000, which the spec allows "
-        "(minimum 1, no maximum)"
-    ),
-)
 def test_checkpoint_files_page_size_has_no_maximum_as_in_the_spec(
     raw: httpx.Client, many_checkpoint_files: api.TrainingJobV1
 ) -> None:
@@ -562,14 +546,6 @@ def test_oversize_bundle_is_413_and_leaves_no_file(tiny_limit: tuple[Home, Clien
     assert _artifact_files(home) == [artifact.s3_key]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bt_jupyter/local/app.py _too_large() formats sizes as MiB with one decimal and the "
-        "limit as whole MiB: 5000 bytes over a 1000-byte limit reads "
-        "'artifact is 0.0 MiB, over the 0 MiB limit'"
-    ),
-)
 def test_oversize_message_names_the_size_and_the_limit(tiny_limit: tuple[Home, Client]) -> None:
     _, tiny = tiny_limit
     with pytest.raises(ApiError) as caught:

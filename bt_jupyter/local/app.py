@@ -358,7 +358,9 @@ def build_app(service: Service) -> FastAPI:
 
     @v1.get("/training_projects/{project_id}/jobs/{job_id}/logs")
     async def get_logs(project_id: str, job_id: str, request: Request) -> JSONResponse:
-        query = _validate(api.GetTrainingJobLogsRequestV1, dict(request.query_params))
+        query = _validate(
+            api.GetTrainingJobLogsRequestV1, _known(request, api.GetTrainingJobLogsRequestV1)
+        )
         return await logs(project_id, job_id, query)
 
     @v1.post("/training_projects/{project_id}/jobs/{job_id}/logs")
@@ -399,7 +401,9 @@ def build_app(service: Service) -> FastAPI:
 
     @v1.get("/training_projects/{project_id}/jobs/{job_id}/metrics")
     async def get_metrics(project_id: str, job_id: str, request: Request) -> JSONResponse:
-        query = _validate(api.GetTrainingJobMetricsRequestV1, dict(request.query_params))
+        query = _validate(
+            api.GetTrainingJobMetricsRequestV1, _known(request, api.GetTrainingJobMetricsRequestV1)
+        )
         return await metrics(project_id, job_id, query)
 
     @v1.post("/training_projects/{project_id}/jobs/{job_id}/metrics")
@@ -439,7 +443,7 @@ def build_app(service: Service) -> FastAPI:
     @v1.get("/training_projects/{project_id}/jobs/{job_id}/checkpoint_files")
     async def get_checkpoint_files(project_id: str, job_id: str, request: Request) -> JSONResponse:
         _, job = service.job(project_id, job_id)
-        page_size = _int_param(request, "page_size", 100, 1, 1000)
+        page_size = _int_param(request, "page_size", 1000, 1, None)
         offset = _int_param(request, "page_token", 0, 0, None)
         found = await run(checkpoints.files, service.home.job_dir(job.id) / "checkpoints")
         page = found[offset : offset + page_size]
@@ -641,15 +645,31 @@ def _artifact_path(service: Service, key: str) -> Path:
 
 def _too_large(size: int, limit: int) -> str:
     return (
-        f"artifact is {size / 2**20:.1f} MiB, over the {limit / 2**20:.0f} MiB limit; keep data "
-        "out of the bundle (use the cache dir) or raise BT_JUPYTER_MAX_ARTIFACT_BYTES"
+        f"artifact is {_bytes(size)}, over the {_bytes(limit)} limit; keep data out of the "
+        "bundle (use the cache dir) or raise BT_JUPYTER_MAX_ARTIFACT_BYTES"
     )
+
+
+def _bytes(size: float) -> str:
+    """``5000 bytes``, ``12.3 MiB``: exact for small sizes, readable for large ones."""
+    if size < 1024:
+        return f"{int(size)} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
+        size /= 1024
+        if size < 1024 or unit == "GiB":
+            break
+    return f"{size:.1f} {unit}"
 
 
 def _check_signature(service: Service, request: Request) -> None:
     expected = service.sign(request.url.path)
     if not hmac.compare_digest(request.query_params.get("sig", ""), expected):
         raise ApiError(403, "FORBIDDEN", "missing or invalid signature on this download URL")
+
+
+def _known(request: Request, model: type[BaseModel]) -> dict[str, str]:
+    """The query parameters ``model`` defines (others are ignored, as HTTP APIs do)."""
+    return {k: v for k, v in request.query_params.items() if k in model.model_fields}
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int | None) -> int:
