@@ -80,14 +80,14 @@ def median(values: Sequence[float]) -> float:
 
 def header(title: str, detail: str) -> None:
     """Title, what runs, and the machine (with a warning when it is not quiet)."""
-    load = os.getloadavg()[0]
+    busy = psutil.cpu_percent(interval=1.0)
     print(f"== {title}")
     print(f"   {detail}")
     print(
         f"   machine: {os.cpu_count()} CPU(s), {platform.python_implementation()} "
-        f"{platform.python_version()}, load average {load:.2f} at start"
+        f"{platform.python_version()}; CPU {busy:.0f}% busy in the second before start"
     )
-    if load > 0.5:
+    if busy > 20:
         print("   WARNING: the machine is busy; figures may be noisy")
     print()
 

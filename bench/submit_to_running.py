@@ -31,14 +31,17 @@ from _common import (
 GOAL_S = 0.5
 
 
-def one(bench: Bench, poll: float) -> dict[str, float]:
+def one(bench: Bench, poll: float, requests: list[float]) -> dict[str, float]:
+    """One submission; appends each poll request's duration to ``requests``."""
     client, project = bench.client, bench.project
     t0 = time.time()
     job = client.create_job(project.id, job_spec(["sleep 30"], name="submit-bench"))
     returned = time.time()
     while True:
+        asked = time.time()
         current = client.job(project.id, job.id).training_job
         seen = time.time()
+        requests.append(seen - asked)
         if current.status == S.RUNNING:
             break
         if current.status.is_terminal:
@@ -76,9 +79,10 @@ def main() -> None:
         f"{args.warmup} warm-up, poll every {args.poll * 1000:.0f} ms, {args.gap}s between jobs",
     )
     runs: list[dict[str, float]] = []
+    requests: list[float] = []
     with bench_service(keep=args.keep) as bench:
         for n in range(args.warmup + args.repeat):
-            result = one(bench, args.poll)
+            result = one(bench, args.poll, requests)
             if n >= args.warmup:
                 runs.append(result)
             time.sleep(args.gap)
@@ -88,6 +92,10 @@ def main() -> None:
         values = [r[key] for r in runs]
         rows.append([key, fmt_s(median(values)), fmt_s(p95(values)), fmt_s(max(values))])
     table(["from create_job call start", "median", "p95", "max"], rows)
+    print(
+        f"one poll (GET job) took median {fmt_s(median(requests))}, p95 {fmt_s(p95(requests))} "
+        f"over {len(requests)} requests\n"
+    )
 
     for key in ("RUNNING (history)", "RUNNING (polling)"):
         values = [r[key] for r in runs]

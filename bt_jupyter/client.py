@@ -386,7 +386,7 @@ class Client:
             response = self.request(
                 "GET",
                 path,
-                params={"cursor": cursor, "timeout": poll_timeout},
+                params={"cursor": cursor, "timeout": poll_timeout, "limit": 5000},
                 timeout=poll_timeout + 30,
             )
             body = response.json()

@@ -46,9 +46,13 @@ FAIL_FAST_GRACE = 5.0
 _ERROR = re.compile(r"^Traceback |^\w*(Error|Exception)\b.*:|\b(ERROR|CRITICAL|FATAL)\b")
 _WARNING = re.compile(r"\bWARN(ING)?\b|\bWarning:")
 _DEBUG = re.compile(r"\bDEBUG\b")
+#: One pass that rules out most lines (plain INFO) before the three precise patterns.
+_ANY = re.compile(r"Traceback|Error|Exception|ERROR|CRITICAL|FATAL|WARN|Warning|DEBUG")
 
 
 def level_of(line: str) -> str:
+    if not _ANY.search(line):
+        return "INFO"
     if _ERROR.search(line):
         return "ERROR"
     if _WARNING.search(line):
@@ -86,7 +90,7 @@ class LogSink:
         entry = (time.time_ns(), node, level or level_of(message), message)
         with self._lock:
             self._pending.append(entry)
-            if len(self._pending) >= 5000:
+            if len(self._pending) == 5000:
                 self._wake.set()
 
     def _take(self) -> list[tuple[int, int | None, str, str]]:
@@ -98,10 +102,11 @@ class LogSink:
         while True:
             self._wake.wait(FLUSH_SECONDS)
             self._wake.clear()
+            closing = self._closed
             batch = self._take()
             if batch:
                 self.store.add_logs(self.job_id, batch)
-            elif self._closed:
+            if closing:
                 return
 
     def close(self) -> None:
