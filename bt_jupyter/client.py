@@ -10,6 +10,7 @@ service honours, and against a service that does not, an ambiguous create is not
 from __future__ import annotations
 
 import hashlib
+import pickle
 import random
 import time
 import uuid
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from bt_jupyter import api, spec
+from bt_jupyter import api, runtime, spec
 from bt_jupyter.errors import BtJupyterError
 
 M = TypeVar("M", bound=BaseModel)
@@ -460,6 +461,24 @@ class Client:
                     out.write(chunk)
         return target
 
+    def outputs(self, project_id: str, job_id: str) -> dict[str, Any]:
+        """The variables the job saved with ``--out`` (``{}`` when it saved none)."""
+        wanted = f"rank-0/{runtime.OUTPUTS_DIR}/{runtime.OUTPUTS_FILE}"
+        found = [
+            f for f in self.checkpoint_files(project_id, job_id) if f.relative_file_name == wanted
+        ]
+        if not found:
+            return {}
+        response = self._http.get(found[0].url, headers={"Authorization": ""})
+        self._check(response)
+        values: dict[str, Any] = pickle.loads(response.content)
+        return values
+
+    def user_metrics(self, project_id: str, job_id: str) -> list[dict[str, Any]]:
+        """What the job recorded with ``log_metrics``, in order."""
+        records = (runtime.parse_metric(line.message) for line in self.all_logs(project_id, job_id))
+        return [r for r in records if r is not None]
+
     def job_artifact_urls(self, project_id: str, job_id: str) -> list[str]:
         path = f"{self._job_path(project_id, job_id)}/download"
         return self._get(path, api.DownloadTrainingJobResponseV1).artifact_presigned_urls
@@ -476,7 +495,7 @@ class Client:
     def upload_artifact(self, data: bytes) -> tuple[api.CreateTrainingJobS3Artifact, int]:
         """Upload a bundle to the local service, keyed by content: returns (artifact,
         bytes sent). An artifact the service already has is not sent again (0 bytes)."""
-        key = f"{hashlib.sha256(data).hexdigest()}.tar.gz"
+        key = f"{hashlib.sha256(data).hexdigest()}.tar"
         artifact = api.CreateTrainingJobS3Artifact(s3_bucket=api.LOCAL_ARTIFACT_BUCKET, s3_key=key)
         path = f"/v1/local/artifacts/{key}"
         try:
@@ -484,7 +503,7 @@ class Client:
             return artifact, 0
         except NotFound:
             pass
-        self.request("PUT", path, content=data, headers={"content-type": "application/gzip"})
+        self.request("PUT", path, content=data, headers={"content-type": "application/x-tar"})
         return artifact, len(data)
 
 

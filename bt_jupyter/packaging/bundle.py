@@ -1,0 +1,198 @@
+"""A cell and what it needs as one deterministic archive: the job's files.
+
+Layout of the archive (what the job's working directory holds)::
+
+    bt_bundle/manifest.json   captured names, requirements, Python, entry point, files
+    bt_bundle/cell.py         the cell (IPython syntax turned into Python)
+    bt_bundle/namespace.pkl   the names that travel by value
+    bt_jupyter/runtime.py     the in-job runtime (``python -m bt_jupyter.runtime``)
+    requirements.txt          pinned requirements
+    <local modules and --include files, at their import paths>
+
+Entries are sorted with fixed times, owners and modes, so the same cell and state give
+the same bytes and the same content hash; an unchanged bundle is never uploaded twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from bt_jupyter.packaging import capture as capture_mod
+from bt_jupyter.packaging import deps, files
+from bt_jupyter.runtime import BUNDLE_DIR
+
+RUNTIME_SOURCE = Path(__file__).resolve().parent.parent / "runtime.py"
+RUNTIME_INIT = '"""The part of bt_jupyter that runs inside a job (see runtime.py)."""\n'
+ENTRY = "python -m bt_jupyter.runtime"
+
+
+@dataclass(frozen=True)
+class PackageOptions:
+    """What the user adds to a cell: ``--pip``, ``--requirements``, ``--include``, ..."""
+
+    pip: tuple[str, ...] = ()
+    requirements_file: Path | None = None
+    include: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    base_image: str | None = None
+    launcher: str | None = None
+    nproc_per_node: int | None = None
+    max_value_bytes: int = capture_mod.DEFAULT_MAX_VALUE_BYTES
+    notebook_dir: Path = field(default_factory=Path.cwd)
+
+
+Data = bytes | memoryview
+
+
+@dataclass(frozen=True)
+class Bundle:
+    files: dict[str, Data]
+    manifest: dict[str, Any]
+
+    @cached_property
+    def archive(self) -> bytes:
+        """The deterministic tar: sorted entries, mtime 0, root-owned, fixed modes.
+
+        Written block by block (header, data, padding) and joined once: one copy of
+        large data, where ``tarfile`` would copy it in 16 KiB pieces.
+        """
+        parts: list[Data] = []
+        for path in sorted(self.files):
+            data = self.files[path]
+            info = tarfile.TarInfo(path)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            info.uname = info.gname = ""
+            parts += [info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"), data]
+            parts.append(b"\0" * (-len(data) % tarfile.BLOCKSIZE))
+        size = sum(len(p) for p in parts) + 2 * tarfile.BLOCKSIZE
+        parts.append(b"\0" * (2 * tarfile.BLOCKSIZE + (-size % tarfile.RECORDSIZE)))
+        return b"".join(parts)
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.archive).hexdigest()
+
+    @property
+    def base_image(self) -> str:
+        return str(self.manifest["base_image"])
+
+    @property
+    def requirements(self) -> list[str]:
+        return list(self.manifest["requirements"])
+
+    @property
+    def start_commands(self) -> list[str]:
+        return [str(self.manifest["entry_point"])]
+
+    def export(self, folder: Path) -> list[Path]:
+        """Write the bundle's files into ``folder`` (for ``truss train push``)."""
+        written = []
+        for path, data in sorted(self.files.items()):
+            target = folder / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            written.append(target)
+        return written
+
+
+def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions) -> Bundle:
+    """Turn a cell and the notebook state it reads into a Bundle (or raise a clear error)."""
+    python_source = _plain_python(source)
+    captured = capture_mod.capture(
+        python_source, namespace, max_value_bytes=options.max_value_bytes
+    )
+    local = files.local_modules(captured.modules)
+    bundle_files: dict[str, Data] = {}
+    listed: list[dict[str, Any]] = []
+    for name, root in local.items():
+        for path, file in files.local_module_files(name, root):
+            bundle_files[path] = file.read_bytes()
+    for path, file in files.included_files(options.include, options.notebook_dir):
+        bundle_files[path] = file.read_bytes()
+    detected = deps.pins_for(captured.modules, skip=local)
+    explicit = (
+        deps.read_requirements_file(options.requirements_file) if options.requirements_file else []
+    )
+    requirements = deps.merge(
+        ("detected", detected),
+        (str(options.requirements_file or "--requirements"), explicit),
+        ("--pip", options.pip),
+    )
+    base_image = options.base_image or deps.default_base_image(requirements)
+    deps.check_image(base_image)
+    entry = ENTRY
+    if options.launcher == "torchrun":
+        entry += " --launcher torchrun"
+        if options.nproc_per_node:
+            entry += f" --nproc-per-node {options.nproc_per_node}"
+    for path, data in sorted(bundle_files.items()):
+        listed.append({"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    manifest: dict[str, Any] = {
+        "format": 1,
+        "python": deps.PYTHON,
+        "entry_point": entry,
+        "base_image": base_image,
+        "captured": [vars(c) for c in captured.names],
+        "imports": captured.imports,
+        "requirements": requirements,
+        "local_modules": sorted(local),
+        "files": listed,
+        "outputs": list(options.outputs),
+        "buffers": len(captured.buffers),
+    }
+    bundle_files.update(
+        {
+            f"{BUNDLE_DIR}/manifest.json": json.dumps(manifest, indent=1, sort_keys=True).encode(),
+            f"{BUNDLE_DIR}/cell.py": python_source.encode(),
+            f"{BUNDLE_DIR}/namespace.pkl": captured.payload,
+            **{f"{BUNDLE_DIR}/buffers/{i}.bin": b for i, b in enumerate(captured.buffers)},
+            "bt_jupyter/__init__.py": RUNTIME_INIT.encode(),
+            "bt_jupyter/runtime.py": RUNTIME_SOURCE.read_bytes(),
+            "requirements.txt": "".join(f"{r}\n" for r in requirements).encode(),
+        }
+    )
+    return Bundle(files=bundle_files, manifest=manifest)
+
+
+def _plain_python(source: str) -> str:
+    """The cell as Python; IPython syntax (``%magic``, ``!cmd``) cannot run in a job."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    python = str(TransformerManager().transform_cell(source))  # type: ignore[no-untyped-call]
+    lines = zip(source.splitlines(), python.splitlines(), strict=False)
+    for number, (before, after) in enumerate(lines, 1):
+        if "get_ipython()" in after and "get_ipython()" not in before:
+            word = before.strip().split()[0] if before.strip() else before
+            hint = "; for `!pip install`, use --pip" if word.startswith("!") else ""
+            raise capture_mod.CaptureError(
+                f"line {number}: `{word}` is IPython syntax, which does not run inside a job; "
+                f"remove it from the cell{hint}"
+            )
+    return python
+
+
+def describe(bundle: Bundle) -> Iterable[str]:
+    """Human-readable lines of the manifest (for ``--dry-run``)."""
+    m = bundle.manifest
+    yield f"bundle {bundle.sha256[:12]}  {len(bundle.archive):,} bytes  Python {m['python']}"
+    yield f"image     {m['base_image']}"
+    yield f"command   {m['entry_point']}"
+    for c in m["captured"]:
+        if c["kind"] == "import":
+            detail = c["source"]
+        elif c["kind"] == "value":
+            detail = f"{c['type']}, {c['size']:,} bytes pickled"
+        else:
+            detail = "defined in the notebook, sent by value"
+        yield f"captured  {c['name']:<20} {c['kind']:<8} {detail}"
+    for r in m["requirements"]:
+        yield f"requires  {r}"
+    for f in m["files"]:
+        yield f"file      {f['path']}  ({f['size']:,} bytes)"

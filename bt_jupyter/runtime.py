@@ -1,0 +1,180 @@
+"""Runs inside the job: ``python -m bt_jupyter.runtime`` executes the packaged cell.
+
+It restores the notebook state the cell needs (imports, then the pickled names), runs
+the cell with tracebacks that point at the cell's own lines, flushes output line by line,
+and saves the variables named by ``--out`` for ``job.outputs()``. It also offers what
+training code calls: :func:`log_metrics` and :func:`checkpoint_dir`.
+
+This module travels inside every bundle, so it imports only the standard library and
+cloudpickle: the job's image needs nothing of bt_jupyter installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import json
+import os
+import pickle
+import sys
+import time
+import traceback
+import types
+import zlib
+from pathlib import Path
+from typing import Any
+
+BUNDLE_DIR = "bt_bundle"
+OUTPUTS_DIR = ".bt_outputs"
+OUTPUTS_FILE = "outputs.pkl"
+METRIC_PREFIX = "[bt-metric] "
+
+
+def log_metrics(step: int | None = None, **values: float) -> None:
+    """Record metrics (loss, lr, ...) for the widget's plots: one log line per call.
+
+    Only the global rank 0 process records, so a DDP job logs each step once.
+    """
+    if os.environ.get("RANK", "0") != "0":
+        return
+    record: dict[str, Any] = {"step": step, "time": time.time()}
+    for name, value in values.items():
+        record[name] = float(value)
+    print(METRIC_PREFIX + json.dumps(record, separators=(",", ":")), flush=True)
+
+
+def parse_metric(message: str) -> dict[str, Any] | None:
+    """The record of a :func:`log_metrics` line, or None for any other line."""
+    if not message.startswith(METRIC_PREFIX):
+        return None
+    try:
+        record = json.loads(message[len(METRIC_PREFIX) :])
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def checkpoint_dir() -> Path:
+    """Where to write checkpoints (``$BT_CHECKPOINT_DIR``); each sub-folder is one checkpoint."""
+    folder = os.environ.get("BT_CHECKPOINT_DIR")
+    if not folder:
+        raise RuntimeError(
+            "checkpointing is off for this job: submit it with --checkpointing "
+            "(CheckpointingConfig(enabled=True)) to get $BT_CHECKPOINT_DIR"
+        )
+    return Path(folder)
+
+
+# --------------------------------------------------------------------------- run the cell
+
+
+def _load_namespace(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    import cloudpickle  # noqa: F401  (the pickle needs it importable)
+
+    buffers = [(bundle / "buffers" / f"{i}.bin").read_bytes() for i in range(manifest["buffers"])]
+    values: dict[str, Any] = pickle.loads((bundle / "namespace.pkl").read_bytes(), buffers=buffers)
+    namespace: dict[str, Any] | None = None
+    for value in values.values():  # notebook functions share one globals dict: use it
+        function = value if isinstance(value, types.FunctionType) else None
+        if isinstance(value, type):
+            function = next(
+                (v for v in vars(value).values() if isinstance(v, types.FunctionType)), None
+            )
+        if function is not None and function.__module__ == "__main__":
+            namespace = function.__globals__
+            break
+    if namespace is None:
+        namespace = {}
+    namespace.update({"__name__": "__main__", "__builtins__": builtins})
+    for statement in manifest["imports"]:
+        exec(statement, namespace)
+    namespace.update(values)
+    return namespace
+
+
+def _save_outputs(names: list[str], namespace: dict[str, Any]) -> None:
+    if (
+        not names
+        or os.environ.get("RANK", "0") != "0"
+        or os.environ.get("BT_NODE_RANK", "0") != "0"
+    ):
+        return
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise NameError(f"--out {', '.join(missing)}: the cell did not define {', '.join(missing)}")
+    import cloudpickle
+
+    folder = checkpoint_dir() / OUTPUTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    data = cloudpickle.dumps({n: namespace[n] for n in names}, protocol=5)
+    tmp = folder / f".{OUTPUTS_FILE}.tmp"
+    tmp.write_bytes(data)
+    tmp.replace(folder / OUTPUTS_FILE)
+    print(f"Saved outputs {', '.join(names)} ({len(data)} bytes)", flush=True)
+
+
+def run_cell(bundle: Path) -> int:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    cell_file = bundle / "cell.py"
+    code = compile(cell_file.read_text(), str(cell_file), "exec")
+    namespace = _load_namespace(bundle, manifest)
+    try:
+        exec(code, namespace)
+        _save_outputs(manifest.get("outputs", []), namespace)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException as exc:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != str(cell_file):
+            tb = tb.tb_next  # start the traceback at the cell, not at this runner
+        traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
+        sys.stderr.flush()
+        return 1
+    return 0
+
+
+def _torchrun(nproc: int | None) -> int:
+    """Re-launch this runtime under torchrun across every node of the job."""
+    gpus = int(os.environ.get("BT_NUM_GPUS") or 0)
+    per_node = nproc or gpus or 1
+    job = os.environ.get("BT_TRAINING_JOB_ID", "")
+    port = os.environ.get("BT_MASTER_PORT") or str(29500 + zlib.crc32(job.encode()) % 1000)
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={os.environ.get('BT_GROUP_SIZE', '1')}",
+        f"--node_rank={os.environ.get('BT_NODE_RANK', '0')}",
+        f"--master_addr={os.environ.get('BT_LEADER_ADDR', '127.0.0.1')}",
+        f"--master_port={port}",
+        f"--nproc_per_node={per_node}",
+        "-m",
+        "bt_jupyter.runtime",
+    ]
+    print(
+        f"torchrun: {per_node} process(es) on node {os.environ.get('BT_NODE_RANK', '0')}",
+        flush=True,
+    )
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bt_jupyter.runtime")
+    parser.add_argument("--launcher", choices=["torchrun"])
+    parser.add_argument("--nproc-per-node", type=int)
+    parser.add_argument("--bundle", type=Path, default=Path(BUNDLE_DIR))
+    args = parser.parse_args(argv)
+    # One write per line (not per print() argument): lines of processes sharing a pipe,
+    # such as torchrun's workers, then never interleave mid-line.
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
+    if args.launcher == "torchrun":
+        return _torchrun(args.nproc_per_node)
+    sys.path.insert(0, str(Path.cwd()))
+    return run_cell(args.bundle.resolve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
