@@ -137,20 +137,19 @@ def _checkpointing_job(
     return job
 
 
+def _loading(reference: spec.LatestCheckpoint | spec.NamedCheckpoint) -> spec.Runtime:
+    return spec.Runtime(
+        load_checkpoint_config=spec.LoadCheckpointConfig(enabled=True, checkpoints=[reference])
+    )
+
+
 def test_load_named_and_latest_checkpoints(client: Client, project: api.TrainingProjectV1) -> None:
     source = _checkpointing_job(client, project, ["checkpoint-1", "checkpoint-2"])
     named = submit(
         client,
         project,
         ['cat "$BT_LOAD_CHECKPOINT_DIR/rank-0/checkpoint-1/weights.txt"'],
-        runtime=spec.Runtime(
-            load_checkpoint_config=spec.LoadCheckpointConfig(
-                enabled=True,
-                checkpoints=[
-                    spec.BasetenCheckpoint.from_named_checkpoint("checkpoint-1", source.id)
-                ],
-            )
-        ),
+        runtime=_loading(spec.BasetenCheckpoint.from_named_checkpoint("checkpoint-1", source.id)),
     )
     assert wait_terminal(client, named).status == S.COMPLETED
     assert "checkpoint-1" in messages(client, named, node="0")
@@ -158,14 +157,7 @@ def test_load_named_and_latest_checkpoints(client: Client, project: api.Training
         client,
         project,
         ['ls "$BT_LOAD_CHECKPOINT_DIR/rank-0"'],
-        runtime=spec.Runtime(
-            load_checkpoint_config=spec.LoadCheckpointConfig(
-                enabled=True,
-                checkpoints=[
-                    spec.BasetenCheckpoint.from_latest_checkpoint(project_name=project.name)
-                ],
-            )
-        ),
+        runtime=_loading(spec.BasetenCheckpoint.from_latest_checkpoint(project_name=project.name)),
     )
     assert wait_terminal(client, latest).status == S.COMPLETED
     assert messages(client, latest, node="0") == ["checkpoint-2"]
@@ -179,14 +171,7 @@ def test_loading_a_missing_checkpoint_is_deploy_failed(
         client,
         project,
         ["echo never"],
-        runtime=spec.Runtime(
-            load_checkpoint_config=spec.LoadCheckpointConfig(
-                enabled=True,
-                checkpoints=[
-                    spec.BasetenCheckpoint.from_named_checkpoint("checkpoint-9", source.id)
-                ],
-            )
-        ),
+        runtime=_loading(spec.BasetenCheckpoint.from_named_checkpoint("checkpoint-9", source.id)),
     )
     done = wait_terminal(client, job)
     assert done.status == S.DEPLOY_FAILED

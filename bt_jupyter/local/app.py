@@ -358,10 +358,7 @@ def build_app(service: Service) -> FastAPI:
 
     @v1.get("/training_projects/{project_id}/jobs/{job_id}/logs")
     async def get_logs(project_id: str, job_id: str, request: Request) -> JSONResponse:
-        query = _validate(
-            api.GetTrainingJobLogsRequestV1, _known(request, api.GetTrainingJobLogsRequestV1)
-        )
-        return await logs(project_id, job_id, query)
+        return await logs(project_id, job_id, _query(request, api.GetTrainingJobLogsRequestV1))
 
     @v1.post("/training_projects/{project_id}/jobs/{job_id}/logs")
     async def post_logs(project_id: str, job_id: str, request: Request) -> JSONResponse:
@@ -401,9 +398,7 @@ def build_app(service: Service) -> FastAPI:
 
     @v1.get("/training_projects/{project_id}/jobs/{job_id}/metrics")
     async def get_metrics(project_id: str, job_id: str, request: Request) -> JSONResponse:
-        query = _validate(
-            api.GetTrainingJobMetricsRequestV1, _known(request, api.GetTrainingJobMetricsRequestV1)
-        )
+        query = _query(request, api.GetTrainingJobMetricsRequestV1)
         return await metrics(project_id, job_id, query)
 
     @v1.post("/training_projects/{project_id}/jobs/{job_id}/metrics")
@@ -667,9 +662,10 @@ def _check_signature(service: Service, request: Request) -> None:
         raise ApiError(403, "FORBIDDEN", "missing or invalid signature on this download URL")
 
 
-def _known(request: Request, model: type[BaseModel]) -> dict[str, str]:
-    """The query parameters ``model`` defines (others are ignored, as HTTP APIs do)."""
-    return {k: v for k, v in request.query_params.items() if k in model.model_fields}
+def _query(request: Request, model: type[M]) -> M:
+    """The query parameters ``model`` defines, validated (others are ignored, as HTTP APIs do)."""
+    known = {k: v for k, v in request.query_params.items() if k in model.model_fields}
+    return _validate(model, known)
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int | None) -> int:
