@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bt_jupyter import api, spec  # noqa: E402
-from bt_jupyter.client import Client  # noqa: E402
+from bt_jupyter.client import ApiClient  # noqa: E402
 from bt_jupyter.local.home import Home  # noqa: E402
 from tests.helpers import bundle, running_service  # noqa: E402
 
@@ -129,7 +129,7 @@ def goal(what: str, measured: str, target: str, met: bool | None) -> bool | None
 @dataclass
 class Bench:
     home: Home
-    client: Client
+    client: ApiClient
     project: api.TrainingProjectV1
 
     def upload(self, files: dict[str, str]) -> list[api.CreateTrainingJobS3Artifact]:
@@ -158,7 +158,7 @@ def bench_service(keep: bool = False) -> Iterator[Bench]:
     home = Home(root)
     try:
         with running_service(home):
-            client = Client.local(root)
+            client = ApiClient.local(root)
             try:
                 project = client.upsert_project(f"bench-{int(time.time())}")
                 bench = Bench(home, client, project)
@@ -202,7 +202,7 @@ def _leftovers(root: Path) -> list[int]:
 
 
 def wait_terminal(
-    client: Client, job: api.TrainingJobV1, timeout: float = 120, every: float = 0.1
+    client: ApiClient, job: api.TrainingJobV1, timeout: float = 120, every: float = 0.1
 ) -> api.TrainingJobV1:
     deadline = time.monotonic() + timeout
     while True:
@@ -214,7 +214,7 @@ def wait_terminal(
         time.sleep(every)
 
 
-def history_times(client: Client, job: api.TrainingJobV1) -> dict[spec.TrainingJobStatus, float]:
+def history_times(client: ApiClient, job: api.TrainingJobV1) -> dict[spec.TrainingJobStatus, float]:
     """Epoch seconds at which the job reached each status (the history endpoint)."""
     return {
         status: datetime.fromisoformat(at).timestamp()

@@ -4,8 +4,11 @@ The concepts live in :mod:`bt_jupyter.spec` (wire-compatible with ``truss_train`
 REST shapes in :mod:`bt_jupyter.api`. See DESIGN.md for how the pieces fit.
 """
 
+from typing import Any
+
 from bt_jupyter._version import __version__
 from bt_jupyter.errors import BtJupyterError, InvalidConfigError
+from bt_jupyter.jobs import Client, Job, JobFailed
 from bt_jupyter.spec import (
     AcceleratorSpec,
     BasetenCheckpoint,
@@ -22,7 +25,19 @@ from bt_jupyter.spec import (
     TrainingProject,
 )
 
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext bt_jupyter``: register %%bt_train and the %bt_* magics."""
+    from bt_jupyter.magics import BtMagics
+
+    ipython.register_magics(BtMagics)
+
+
 __all__ = [
+    "Client",
+    "Job",
+    "JobFailed",
+    "load_ipython_extension",
     "AcceleratorSpec",
     "BasetenCheckpoint",
     "BtJupyterError",

@@ -69,7 +69,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class FollowedLog:
-    """A log line from :meth:`Client.follow_logs`, with the job status when it was read."""
+    """A log line from :meth:`ApiClient.follow_logs`, with the job status when it was read."""
 
     log: api.LogV1
     status: spec.TrainingJobStatus
@@ -86,8 +86,8 @@ def _message(response: httpx.Response) -> tuple[str, str | None]:
     return str(body), None
 
 
-class Client:
-    """``Client(base_url, api_key)``; ``Client.local()`` starts and uses the local service."""
+class ApiClient:
+    """``ApiClient(base_url, api_key)``; ``ApiClient.local()`` starts and uses the local service."""
 
     def __init__(
         self,
@@ -112,7 +112,7 @@ class Client:
         )
 
     @classmethod
-    def local(cls, home: Path | None = None, **kwargs: Any) -> Client:
+    def local(cls, home: Path | None = None, **kwargs: Any) -> ApiClient:
         from bt_jupyter.local.daemon import ensure_running
         from bt_jupyter.local.home import Home
 
@@ -123,7 +123,7 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> ApiClient:
         return self
 
     def __exit__(self, *_: object) -> None:

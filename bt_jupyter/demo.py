@@ -14,7 +14,7 @@ import textwrap
 import time
 
 from bt_jupyter import spec
-from bt_jupyter.client import Client
+from bt_jupyter.client import ApiClient
 
 TRAIN_PY = textwrap.dedent(
     """
@@ -70,7 +70,7 @@ def _bundle() -> bytes:
 def main() -> int:
     print("Starting the embedded local service (Baseten's training API on this machine) ...")
     started = time.monotonic()
-    with Client.local() as client:
+    with ApiClient.local() as client:
         print(f"  ready at {client.base_url} in {time.monotonic() - started:.1f}s")
         project = quickstart_project()
         remote = client.upsert_project(project)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bt_jupyter import api
-from bt_jupyter.client import Client
+from bt_jupyter.client import ApiClient
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from tests.helpers import running_service
@@ -45,12 +45,12 @@ def local_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
 
 
 @pytest.fixture(scope="session")
-def client(local_home: Home) -> Iterator[Client]:
-    with Client.local(local_home.root) as c:
+def client(local_home: Home) -> Iterator[ApiClient]:
+    with ApiClient.local(local_home.root) as c:
         yield c
 
 
 @pytest.fixture
-def project(client: Client, request: pytest.FixtureRequest) -> api.TrainingProjectV1:
+def project(client: ApiClient, request: pytest.FixtureRequest) -> api.TrainingProjectV1:
     """A fresh project per test, named after it."""
     return client.upsert_project(f"t-{request.node.name}-{new_id()}")

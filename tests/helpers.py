@@ -14,7 +14,7 @@ from typing import TypeVar
 import psutil
 
 from bt_jupyter import api, spec
-from bt_jupyter.client import Client
+from bt_jupyter.client import ApiClient
 from bt_jupyter.local import daemon
 from bt_jupyter.local.home import Home
 
@@ -75,7 +75,7 @@ def bundle(files: dict[str, str]) -> bytes:
 
 
 def submit(
-    client: Client,
+    client: ApiClient,
     project: api.TrainingProjectV1,
     commands: list[str],
     files: dict[str, str] | None = None,
@@ -92,7 +92,7 @@ def submit(
 
 
 def wait_terminal(
-    client: Client, job: api.TrainingJobV1, timeout: float = 120
+    client: ApiClient, job: api.TrainingJobV1, timeout: float = 120
 ) -> api.TrainingJobV1:
     def done() -> api.TrainingJobV1 | None:
         current = client.job(job.training_project_id, job.id).training_job
@@ -102,7 +102,7 @@ def wait_terminal(
 
 
 def wait_status(
-    client: Client, job: api.TrainingJobV1, status: spec.TrainingJobStatus, timeout: float = 60
+    client: ApiClient, job: api.TrainingJobV1, status: spec.TrainingJobStatus, timeout: float = 60
 ) -> api.TrainingJobV1:
     def reached() -> api.TrainingJobV1 | None:
         current = client.job(job.training_project_id, job.id).training_job
@@ -113,6 +113,6 @@ def wait_status(
     return wait_for(reached, timeout, f"job {job.id} to reach {status.short}", every=0.05)
 
 
-def messages(client: Client, job: api.TrainingJobV1, node: str | None = "any") -> list[str]:
+def messages(client: ApiClient, job: api.TrainingJobV1, node: str | None = "any") -> list[str]:
     lines = client.all_logs(job.training_project_id, job.id)
     return [line.message for line in lines if node == "any" or line.replica == node]

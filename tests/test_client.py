@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from bt_jupyter import api, spec
-from bt_jupyter.client import AuthError, Client, ConnectionFailed, RetryPolicy
+from bt_jupyter.client import ApiClient, AuthError, ConnectionFailed, RetryPolicy
 from bt_jupyter.local import daemon
 from bt_jupyter.local.home import Home
 from tests.helpers import submit, wait_terminal
@@ -65,10 +65,10 @@ class FaultyTransport(httpx.BaseTransport):
         self.inner.close()
 
 
-def _client(home: Home, transport: httpx.BaseTransport, **kw: object) -> Client:
+def _client(home: Home, transport: httpx.BaseTransport, **kw: object) -> ApiClient:
     info = daemon.status(home)
     assert info is not None
-    return Client(info.url, info.api_key, transport=transport, retry=FAST, **kw)  # type: ignore[arg-type]
+    return ApiClient(info.url, info.api_key, transport=transport, retry=FAST, **kw)  # type: ignore[arg-type]
 
 
 def _is_create(request: httpx.Request) -> bool:
@@ -76,7 +76,7 @@ def _is_create(request: httpx.Request) -> bool:
 
 
 def test_create_survives_every_fault_and_creates_exactly_one_job(
-    local_home: Home, client: Client, project: api.TrainingProjectV1
+    local_home: Home, client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     faults: list[Fault] = [
         drop_after_send,
@@ -97,7 +97,7 @@ def test_create_survives_every_fault_and_creates_exactly_one_job(
 
 
 def test_ambiguous_create_is_not_retried_without_idempotency(
-    local_home: Home, client: Client, project: api.TrainingProjectV1
+    local_home: Home, client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     """Against a service that may ignore Idempotency-Key (Baseten), never risk a second job."""
     transport = FaultyTransport([drop_after_send], _is_create)
@@ -136,14 +136,14 @@ def test_wrong_key_is_one_clear_error_and_not_retried(local_home: Home) -> None:
     assert info is not None
     transport = FaultyTransport([], lambda r: False)
     with (
-        Client(info.url, "not-the-key", transport=transport, retry=FAST) as wrong,
+        ApiClient(info.url, "not-the-key", transport=transport, retry=FAST) as wrong,
         pytest.raises(AuthError, match="missing or wrong API key"),
     ):
         wrong.projects()
     assert len(transport.sent) == 1
 
 
-def _chatty_job(client: Client, project: api.TrainingProjectV1, lines: int) -> api.TrainingJobV1:
+def _chatty_job(client: ApiClient, project: api.TrainingProjectV1, lines: int) -> api.TrainingJobV1:
     job = submit(
         client,
         project,
@@ -154,7 +154,7 @@ def _chatty_job(client: Client, project: api.TrainingProjectV1, lines: int) -> a
 
 
 def test_windowed_history_has_every_line_once_in_order(
-    client: Client, project: api.TrainingProjectV1
+    client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     job = _chatty_job(client, project, 2500)
     lines = [line.message for line in client.all_logs(project.id, job.id) if line.replica == "0"]
@@ -162,7 +162,7 @@ def test_windowed_history_has_every_line_once_in_order(
 
 
 def test_follow_across_dropped_connections_has_no_duplicates_or_gaps(
-    local_home: Home, client: Client, project: api.TrainingProjectV1
+    local_home: Home, client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     job = submit(
         client,
@@ -186,7 +186,7 @@ def test_follow_across_dropped_connections_has_no_duplicates_or_gaps(
 
 
 def test_polling_follow_for_services_without_the_extension(
-    client: Client, project: api.TrainingProjectV1
+    client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     job = submit(
         client,

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from bt_jupyter import api, spec
-from bt_jupyter.client import ApiError, AuthError, Client, NotFound
+from bt_jupyter.client import ApiClient, ApiError, AuthError, NotFound
 from bt_jupyter.local import daemon
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
@@ -155,7 +155,7 @@ def test_every_endpoint_matches_the_spec(
     assert {op.key for op in openapi.operations()} >= NOT_LOCAL, "NOT_LOCAL names unknown ops"
     info = _service(local_home)
     recorder = Recorder()
-    with Client(info.url, info.api_key, transport=recorder, local_extensions=True) as c:
+    with ApiClient(info.url, info.api_key, transport=recorder, local_extensions=True) as c:
         _walk_every_endpoint(c, tmp_path)
 
     problems: list[str] = []
@@ -174,7 +174,7 @@ def test_every_endpoint_matches_the_spec(
     assert not missing, f"spec operations never exercised: {sorted(missing)}"
 
 
-def _walk_every_endpoint(c: Client, tmp_path: Path) -> None:
+def _walk_every_endpoint(c: ApiClient, tmp_path: Path) -> None:
     """Use every endpoint of the spec that the local service implements, checking answers."""
     # projects: upsert (plain and per team), list, get
     name = f"contract-{new_id()}"
@@ -263,7 +263,7 @@ def raw(local_home: Home) -> Iterator[httpx.Client]:
         yield http
 
 
-def _counts(client: Client) -> tuple[int, int]:
+def _counts(client: ApiClient) -> tuple[int, int]:
     return len(client.projects()), len(client.search_jobs())
 
 
@@ -334,7 +334,7 @@ NEVER_UPLOADED = f"{hashlib.sha256(b'never uploaded').hexdigest()}.tar.gz"
     ],
 )
 def test_bad_job_is_refused_and_nothing_is_created(
-    client: Client,
+    client: ApiClient,
     project: api.TrainingProjectV1,
     raw: httpx.Client,
     content: bytes,
@@ -355,7 +355,7 @@ def test_bad_job_is_refused_and_nothing_is_created(
 
 
 def test_the_valid_job_body_of_the_bad_input_cases_is_accepted(
-    client: Client, project: api.TrainingProjectV1, raw: httpx.Client
+    client: ApiClient, project: api.TrainingProjectV1, raw: httpx.Client
 ) -> None:
     """The cases above fail for their one change, not for the body they start from."""
     response = raw.post(
@@ -369,7 +369,7 @@ def test_the_valid_job_body_of_the_bad_input_cases_is_accepted(
 
 
 def test_unknown_project_and_job_ids_are_404_and_create_nothing(
-    client: Client, project: api.TrainingProjectV1, raw: httpx.Client
+    client: ApiClient, project: api.TrainingProjectV1, raw: httpx.Client
 ) -> None:
     job = submit(client, project, ["true"])
     other = client.upsert_project(f"t-other-{new_id()}")
@@ -399,12 +399,12 @@ def test_unknown_project_and_job_ids_are_404_and_create_nothing(
     wait_terminal(client, job, timeout=60)
 
 
-def test_wrong_api_key_is_401_and_not_retried(client: Client, local_home: Home) -> None:
+def test_wrong_api_key_is_401_and_not_retried(client: ApiClient, local_home: Home) -> None:
     info = _service(local_home)
     before = _counts(client)
     recorder = Recorder()
     with (
-        Client(info.url, "not-the-key", transport=recorder) as wrong,
+        ApiClient(info.url, "not-the-key", transport=recorder) as wrong,
         pytest.raises(AuthError) as caught,
     ):
         wrong.upsert_project(f"t-unauthorized-{new_id()}")  # an upsert may be retried
@@ -416,7 +416,7 @@ def test_wrong_api_key_is_401_and_not_retried(client: Client, local_home: Home) 
 
 
 def test_logs_limit_over_1000_is_422(
-    client: Client, project: api.TrainingProjectV1, raw: httpx.Client
+    client: ApiClient, project: api.TrainingProjectV1, raw: httpx.Client
 ) -> None:
     job = submit(client, project, ["echo hello"])
     wait_terminal(client, job, timeout=60)
@@ -437,7 +437,7 @@ CHECKPOINT_FILE_COUNT = 150
 
 
 @pytest.fixture(scope="module")
-def many_checkpoint_files(client: Client) -> Iterator[api.TrainingJobV1]:
+def many_checkpoint_files(client: ApiClient) -> Iterator[api.TrainingJobV1]:
     """A finished job with more checkpoint files than the local page size default (100)."""
     project = client.upsert_project(f"t-checkpoint-pages-{new_id()}")
     job = submit(
@@ -462,7 +462,7 @@ def _files_path(job: api.TrainingJobV1) -> str:
 
 
 def test_checkpoint_file_pages_cover_every_file_once(
-    client: Client, raw: httpx.Client, many_checkpoint_files: api.TrainingJobV1
+    client: ApiClient, raw: httpx.Client, many_checkpoint_files: api.TrainingJobV1
 ) -> None:
     job = many_checkpoint_files
     names: list[str] = []
@@ -503,12 +503,12 @@ def test_checkpoint_files_page_size_has_no_maximum_as_in_the_spec(
 
 
 @pytest.fixture(scope="module")
-def tiny_limit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Home, Client]]:
+def tiny_limit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Home, ApiClient]]:
     """A second service that accepts artifacts of at most 1000 bytes."""
     home = Home(tmp_path_factory.mktemp("bt_tiny_limit"))
     with (
         running_service(home, BT_JUPYTER_MAX_ARTIFACT_BYTES="1000"),
-        Client.local(home.root) as tiny,
+        ApiClient.local(home.root) as tiny,
     ):
         yield home, tiny
 
@@ -517,7 +517,7 @@ def _artifact_files(home: Home) -> list[str]:
     return sorted(p.name for p in home.artifacts.iterdir()) if home.artifacts.is_dir() else []
 
 
-def test_oversize_bundle_is_413_and_leaves_no_file(tiny_limit: tuple[Home, Client]) -> None:
+def test_oversize_bundle_is_413_and_leaves_no_file(tiny_limit: tuple[Home, ApiClient]) -> None:
     home, tiny = tiny_limit
     with pytest.raises(ApiError) as caught:
         tiny.upload_artifact(os.urandom(5000))
@@ -546,7 +546,7 @@ def test_oversize_bundle_is_413_and_leaves_no_file(tiny_limit: tuple[Home, Clien
     assert _artifact_files(home) == [artifact.s3_key]
 
 
-def test_oversize_message_names_the_size_and_the_limit(tiny_limit: tuple[Home, Client]) -> None:
+def test_oversize_message_names_the_size_and_the_limit(tiny_limit: tuple[Home, ApiClient]) -> None:
     _, tiny = tiny_limit
     with pytest.raises(ApiError) as caught:
         tiny.upload_artifact(os.urandom(5000))

@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from bt_jupyter import api, spec
-from bt_jupyter.client import Client
+from bt_jupyter.client import ApiClient
 from bt_jupyter.local.home import Home
 from tests.helpers import messages, submit, wait_for, wait_status, wait_terminal
 
@@ -17,7 +17,7 @@ S = spec.TrainingJobStatus
 
 
 def test_single_node_job_completes_with_baseten_env(
-    client: Client, project: api.TrainingProjectV1
+    client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     job = submit(
         client,
@@ -43,7 +43,7 @@ def test_single_node_job_completes_with_baseten_env(
     assert history == [S.CREATED, S.DEPLOYING, S.RUNNING, S.COMPLETED]
 
 
-def test_two_nodes_all_reduce_over_gloo(client: Client, project: api.TrainingProjectV1) -> None:
+def test_two_nodes_all_reduce_over_gloo(client: ApiClient, project: api.TrainingProjectV1) -> None:
     """Each node joins torch.distributed from the BT_* variables and all-reduces a tensor."""
     script = """
         import os, torch, torch.distributed as dist
@@ -75,7 +75,7 @@ def test_two_nodes_all_reduce_over_gloo(client: Client, project: api.TrainingPro
 
 
 def test_failing_node_fails_the_job_and_stops_the_others(
-    client: Client, project: api.TrainingProjectV1, local_home: Home
+    client: ApiClient, project: api.TrainingProjectV1, local_home: Home
 ) -> None:
     job = submit(
         client,
@@ -93,7 +93,7 @@ def test_failing_node_fails_the_job_and_stops_the_others(
 
 
 def test_job_killed_from_outside_names_the_signal(
-    client: Client, project: api.TrainingProjectV1, local_home: Home
+    client: ApiClient, project: api.TrainingProjectV1, local_home: Home
 ) -> None:
     job = submit(client, project, ["echo pid=$$", "exec sleep 120"])
     line = wait_for(
@@ -111,7 +111,7 @@ def test_job_killed_from_outside_names_the_signal(
 
 
 def test_stop_lets_the_job_write_a_final_checkpoint(
-    client: Client, project: api.TrainingProjectV1, local_home: Home
+    client: ApiClient, project: api.TrainingProjectV1, local_home: Home
 ) -> None:
     script = """
         import os, pathlib, signal, sys, time
@@ -149,7 +149,7 @@ def test_stop_lets_the_job_write_a_final_checkpoint(
 
 
 def test_stop_before_start_and_stop_is_idempotent(
-    client: Client, project: api.TrainingProjectV1
+    client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     job = submit(client, project, ["sleep 60"])
     client.stop_job(project.id, job.id)
@@ -158,7 +158,7 @@ def test_stop_before_start_and_stop_is_idempotent(
 
 
 def test_checkpoints_are_listed_while_the_job_runs(
-    client: Client, project: api.TrainingProjectV1
+    client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     job = submit(
         client,
@@ -217,7 +217,7 @@ def _no_numpy_warning(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_metrics_report_cpu_and_memory_per_node(
-    client: Client, project: api.TrainingProjectV1
+    client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     busy = """
         import time
@@ -252,7 +252,7 @@ def test_metrics_report_cpu_and_memory_per_node(
     wait_terminal(client, job)
 
 
-def test_min_level_filters_logs(client: Client, project: api.TrainingProjectV1) -> None:
+def test_min_level_filters_logs(client: ApiClient, project: api.TrainingProjectV1) -> None:
     job = submit(
         client,
         project,

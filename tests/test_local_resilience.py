@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 
 from bt_jupyter import spec
-from bt_jupyter.client import Client
+from bt_jupyter.client import ApiClient
 from bt_jupyter.local import daemon
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import Store
@@ -30,13 +30,13 @@ def test_service_killed_and_restarted_while_a_job_runs(tmp_path: Path) -> None:
             print(f"line {i}", flush=True)
             time.sleep(0.05)
     """
-    with running_service(home) as first, Client.local(home.root) as client:
+    with running_service(home) as first, ApiClient.local(home.root) as client:
         project = client.upsert_project("restart")
         job = submit(client, project, ["python count.py"], files={"count.py": script})
         wait_for(lambda: "line 5" in messages(client, job), 30, "the job to print")
         os.kill(first.pid, signal.SIGKILL)
         wait_for(lambda: not psutil.pid_exists(first.pid) or _zombie(first.pid), 10, "the kill")
-        with Client.local(home.root) as again:  # starts a new service on demand
+        with ApiClient.local(home.root) as again:  # starts a new service on demand
             assert daemon.status(home) is not None
             assert daemon.status(home).pid != first.pid  # type: ignore[union-attr]
             done = wait_terminal(again, job, timeout=60)
@@ -49,7 +49,7 @@ def test_jobs_that_end_while_the_service_is_down_keep_their_real_outcome(
     tmp_path: Path,
 ) -> None:
     home = Home(tmp_path)
-    with running_service(home) as first, Client.local(home.root) as client:
+    with running_service(home) as first, ApiClient.local(home.root) as client:
         project = client.upsert_project("down")
         ok = submit(client, project, ["echo go", "sleep 1", "echo done"])
         bad = submit(client, project, ["echo go", "sleep 1", "exit 7"])
@@ -63,7 +63,7 @@ def test_jobs_that_end_while_the_service_is_down_keep_their_real_outcome(
             30,
             "both jobs to end while no service runs",
         )
-        with Client.local(home.root) as again:
+        with ApiClient.local(home.root) as again:
             assert again.job(project.id, ok.id).training_job.status == S.COMPLETED
             failed = again.job(project.id, bad.id).training_job
             assert failed.status == S.FAILED
@@ -73,7 +73,7 @@ def test_jobs_that_end_while_the_service_is_down_keep_their_real_outcome(
 
 def test_a_dead_runner_fails_its_job_and_leaves_no_processes(tmp_path: Path) -> None:
     home = Home(tmp_path)
-    with running_service(home), Client.local(home.root) as client:
+    with running_service(home), ApiClient.local(home.root) as client:
         project = client.upsert_project("runner-death")
         job = submit(client, project, ["echo started", "sleep 120"])
         wait_for(lambda: "started" in messages(client, job), 30, "the job to start")
@@ -93,7 +93,7 @@ def test_a_dead_runner_fails_its_job_and_leaves_no_processes(tmp_path: Path) -> 
 
 def test_stop_grace_then_sigkill_for_a_job_that_ignores_sigterm(tmp_path: Path) -> None:
     home = Home(tmp_path)
-    with running_service(home, BT_JUPYTER_STOP_GRACE_S="1"), Client.local(home.root) as client:
+    with running_service(home, BT_JUPYTER_STOP_GRACE_S="1"), ApiClient.local(home.root) as client:
         project = client.upsert_project("stubborn")
         job = submit(
             client, project, ["trap '' TERM", "echo ignoring", "while true; do sleep 0.1; done"]
@@ -112,7 +112,7 @@ def test_stop_grace_then_sigkill_for_a_job_that_ignores_sigterm(tmp_path: Path) 
 
 def test_require_gpu_setting_makes_a_gpu_job_deploy_failed(tmp_path: Path) -> None:
     home = Home(tmp_path)
-    with running_service(home, BT_JUPYTER_REQUIRE_GPU="1"), Client.local(home.root) as client:
+    with running_service(home, BT_JUPYTER_REQUIRE_GPU="1"), ApiClient.local(home.root) as client:
         project = client.upsert_project("needs-gpu")
         job = submit(client, project, ["echo never"], compute=spec.Compute(accelerator="A100:8"))
         done = wait_terminal(client, job)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from bt_jupyter import api, spec
-from bt_jupyter.client import Client
+from bt_jupyter.client import ApiClient
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.secrets import SecretStore
 from tests.helpers import messages, submit, wait_terminal
@@ -29,7 +29,7 @@ def _set_secret(home: Home, name: str, value: str) -> subprocess.CompletedProces
 
 
 def test_secret_reference_resolves_and_is_redacted_everywhere(
-    client: Client, project: api.TrainingProjectV1, local_home: Home
+    client: ApiClient, project: api.TrainingProjectV1, local_home: Home
 ) -> None:
     done = _set_secret(local_home, "hf_token", SECRET_VALUE)
     assert SECRET_VALUE not in done.stdout + done.stderr
@@ -57,7 +57,7 @@ def test_secret_reference_resolves_and_is_redacted_everywhere(
 
 
 def test_missing_secret_is_deploy_failed_naming_it(
-    client: Client, project: api.TrainingProjectV1
+    client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     job = submit(
         client,
@@ -81,7 +81,7 @@ def test_secret_names_are_checked() -> None:
 
 
 def test_project_cache_persists_across_jobs_and_legacy_hf_mount(
-    client: Client, project: api.TrainingProjectV1
+    client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     cache = spec.CacheConfig(enabled=True, enable_legacy_hf_cache=True)
     first = submit(
@@ -113,14 +113,16 @@ def test_project_cache_persists_across_jobs_and_legacy_hf_mount(
     assert [f.path for f in summary.file_summaries] == ["note.txt"]
 
 
-def test_no_cache_means_no_cache_variables(client: Client, project: api.TrainingProjectV1) -> None:
+def test_no_cache_means_no_cache_variables(
+    client: ApiClient, project: api.TrainingProjectV1
+) -> None:
     job = submit(client, project, ['echo "cache=[${BT_PROJECT_CACHE_DIR:-}]"'])
     assert wait_terminal(client, job).status == S.COMPLETED
     assert "cache=[]" in messages(client, job)
 
 
 def _checkpointing_job(
-    client: Client, project: api.TrainingProjectV1, names: list[str]
+    client: ApiClient, project: api.TrainingProjectV1, names: list[str]
 ) -> api.TrainingJobV1:
     commands = [
         f'mkdir -p "$BT_CHECKPOINT_DIR/{n}" && echo "{n}" > "$BT_CHECKPOINT_DIR/{n}/weights.txt"'
@@ -143,7 +145,9 @@ def _loading(reference: spec.LatestCheckpoint | spec.NamedCheckpoint) -> spec.Ru
     )
 
 
-def test_load_named_and_latest_checkpoints(client: Client, project: api.TrainingProjectV1) -> None:
+def test_load_named_and_latest_checkpoints(
+    client: ApiClient, project: api.TrainingProjectV1
+) -> None:
     source = _checkpointing_job(client, project, ["checkpoint-1", "checkpoint-2"])
     named = submit(
         client,
@@ -164,7 +168,7 @@ def test_load_named_and_latest_checkpoints(client: Client, project: api.Training
 
 
 def test_loading_a_missing_checkpoint_is_deploy_failed(
-    client: Client, project: api.TrainingProjectV1
+    client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     source = _checkpointing_job(client, project, ["checkpoint-1"])
     job = submit(
@@ -179,7 +183,7 @@ def test_loading_a_missing_checkpoint_is_deploy_failed(
 
 
 def test_requirements_already_satisfied_use_this_interpreter(
-    client: Client, project: api.TrainingProjectV1
+    client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     import httpx
 
@@ -194,7 +198,7 @@ def test_requirements_already_satisfied_use_this_interpreter(
 
 
 def test_unsatisfied_requirements_build_a_cached_virtualenv(
-    client: Client, project: api.TrainingProjectV1
+    client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     files = {"requirements.txt": "tomli-w==1.0.0\n"}
     command = [
@@ -214,7 +218,7 @@ def test_unsatisfied_requirements_build_a_cached_virtualenv(
 
 
 def test_a_requirement_that_cannot_install_is_deploy_failed(
-    client: Client, project: api.TrainingProjectV1
+    client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     job = submit(
         client,
@@ -230,7 +234,7 @@ def test_a_requirement_that_cannot_install_is_deploy_failed(
 
 
 def test_gpu_request_runs_on_cpu_and_says_so_first(
-    client: Client, project: api.TrainingProjectV1
+    client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     job = submit(
         client, project, ['echo "gpus=$BT_NUM_GPUS"'], compute=spec.Compute(accelerator="H100:2")

@@ -15,7 +15,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from bt_jupyter import api, spec
-from bt_jupyter.client import Client
+from bt_jupyter.client import ApiClient
 from bt_jupyter.local.store import new_id
 from bt_jupyter.packaging import (
     Bundle,
@@ -65,7 +65,7 @@ def _run(shell: InteractiveShell, code: str) -> None:
 
 
 def _submit(
-    client: Client, project: api.TrainingProjectV1, bundle: Bundle, **runtime: Any
+    client: ApiClient, project: api.TrainingProjectV1, bundle: Bundle, **runtime: Any
 ) -> api.TrainingJobV1:
     artifact, _ = client.upload_artifact(bundle.archive)
     compute = runtime.pop("compute", spec.Compute())
@@ -364,7 +364,7 @@ def test_export_is_a_truss_train_project_the_real_loader_accepts(
 def test_round_trip_with_a_notebook_module_class_and_a_local_helper(
     shell: InteractiveShell,
     notebook_dir: Path,
-    client: Client,
+    client: ApiClient,
     project: api.TrainingProjectV1,
 ) -> None:
     helper = _helper_module(notebook_dir)
@@ -412,7 +412,7 @@ print("prediction", prediction)
 
 
 def test_tracebacks_point_at_the_cell(
-    shell: InteractiveShell, client: Client, project: api.TrainingProjectV1
+    shell: InteractiveShell, client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     _run(shell, "limit = 3")
     cell = (
@@ -431,7 +431,7 @@ def test_tracebacks_point_at_the_cell(
 
 
 def test_resubmitting_an_unchanged_bundle_uploads_nothing(
-    shell: InteractiveShell, client: Client
+    shell: InteractiveShell, client: ApiClient
 ) -> None:
     _run(shell, "import numpy as np\nx = np.ones(10_000)")
     first = package_cell("y = x.sum()", shell.user_ns, PackageOptions())
@@ -442,7 +442,7 @@ def test_resubmitting_an_unchanged_bundle_uploads_nothing(
 
 
 def test_torchrun_launcher_spans_nodes_and_processes(
-    shell: InteractiveShell, client: Client, project: api.TrainingProjectV1
+    shell: InteractiveShell, client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
     cell = """
 import os, torch, torch.distributed as dist

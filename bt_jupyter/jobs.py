@@ -1,0 +1,253 @@
+"""The Python API people and magics use: ``Client`` (a backend) and ``Job`` handles.
+
+``Client.local()`` talks to the embedded local service (started on demand);
+``Client.baseten()`` to Baseten's cloud with an API key from the argument,
+``$BASETEN_API_KEY`` or the ``~/.trussrc`` that Baseten's truss CLI writes. Both speak
+the same REST API through :class:`bt_jupyter.client.ApiClient`.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bt_jupyter import api, spec
+from bt_jupyter.client import ApiClient, FollowedLog
+from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.packaging import Bundle
+from bt_jupyter.packaging.files import included_files
+
+BASETEN_API_URL = "https://api.baseten.co"
+S = spec.TrainingJobStatus
+
+
+class JobFailed(BtJupyterError):
+    """The job ended FAILED or DEPLOY_FAILED; the message is the job's error message."""
+
+
+class NoSuchJob(BtJupyterError):
+    pass
+
+
+class MissingApiKey(BtJupyterError):
+    pass
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    value: str
+    source: str  # where it came from, for %bt_config (never the key itself)
+
+
+def find_api_key(api_key: str | None = None, remote: str | None = None) -> ApiKey:
+    """The Baseten API key: the argument, ``$BASETEN_API_KEY``, then ``~/.trussrc``."""
+    if api_key:
+        return ApiKey(api_key, "the api_key argument")
+    if os.environ.get("BASETEN_API_KEY"):
+        return ApiKey(os.environ["BASETEN_API_KEY"], "$BASETEN_API_KEY")
+    trussrc = Path(os.environ.get("TRUSSRC_PATH", Path.home() / ".trussrc"))
+    config = configparser.ConfigParser()
+    if trussrc.is_file():
+        config.read(trussrc)
+    names = [remote] if remote else config.sections()
+    for name in names:
+        if name in config and config[name].get("remote_provider", "baseten") == "baseten":
+            key = config[name].get("api_key")
+            if key:
+                return ApiKey(key, f"{trussrc} [{name}]")
+    where = f"profile [{remote}] of {trussrc}" if remote else f"$BASETEN_API_KEY or {trussrc}"
+    raise MissingApiKey(
+        f"no Baseten API key in {where}: pass api_key=..., set BASETEN_API_KEY, or run "
+        "`truss login`"
+    )
+
+
+class Client:
+    """A backend to train on: ``Client.local()`` (the default) or ``Client.baseten()``."""
+
+    def __init__(self, api_client: ApiClient, backend: str, key_source: str) -> None:
+        self.api, self.backend, self.key_source = api_client, backend, key_source
+
+    @classmethod
+    def local(cls, home: Path | None = None) -> Client:
+        api_client = ApiClient.local(home)
+        return cls(api_client, "local", "the local service's key file")
+
+    @classmethod
+    def baseten(
+        cls, api_key: str | None = None, remote: str | None = None, base_url: str | None = None
+    ) -> Client:
+        key = find_api_key(api_key, remote)
+        return cls(ApiClient(base_url or BASETEN_API_URL, key.value), "baseten", key.source)
+
+    @property
+    def url(self) -> str:
+        return self.api.base_url
+
+    def _project_id(self, name: str) -> str | None:
+        return next((p.id for p in self.api.projects() if p.name == name), None)
+
+    def submit(self, project: spec.TrainingProject, bundle: Bundle | None = None) -> Job:
+        """Create ``project.job`` with the bundle's files (uploaded once per content)."""
+        project = spec.as_training_project(project)
+        remote = self.api.upsert_project(project)
+        artifacts = []
+        if bundle is not None:
+            if self.backend != "local":
+                raise BtJupyterError(
+                    "uploading job files to Baseten's cloud is not available in this version; "
+                    "use the local backend, or export the job with %bt_export and push it "
+                    "with `truss train push`"
+                )
+            artifacts.append(self.api.upload_artifact(bundle.archive)[0])
+        created = self.api.create_job(remote.id, project.job, artifacts)
+        return Job(self, created)
+
+    def push(self, project: Any, source_dir: Path | str | None = None) -> Job:
+        """Like ``truss_train.push``: the project's job with ``source_dir`` as its files."""
+        folder = Path(source_dir or Path.cwd())
+        files = {path: file.read_bytes() for path, file in included_files(["."], folder)}
+        bundle = Bundle(files={p.removeprefix("./"): d for p, d in files.items()}, manifest={})
+        return self.submit(spec.as_training_project(project), bundle)
+
+    def jobs(
+        self, project: str | None = None, status: spec.TrainingJobStatus | str | None = None
+    ) -> list[Job]:
+        """Jobs, newest first; of one project (by name) and/or in one status."""
+        project_id = None
+        if project is not None:
+            project_id = self._project_id(project)
+            if project_id is None:
+                return []
+        statuses = [S.parse(status)] if status else None
+        return [
+            Job(self, j) for j in self.api.search_jobs(project_id=project_id, statuses=statuses)
+        ]
+
+    def job(self, job_id: str) -> Job:
+        """Re-attach to a job by id (after a kernel restart, from another notebook, ...)."""
+        found = self.api.search_jobs(job_id=job_id)
+        if not found:
+            raise NoSuchJob(f"no job {job_id!r} on the {self.backend} backend ({self.url})")
+        return Job(self, found[0])
+
+
+class Job:
+    """A handle on one training job; cheap to keep, refreshed on demand."""
+
+    def __init__(self, client: Client, wire: api.TrainingJobV1) -> None:
+        self.client, self._wire = client, wire
+
+    def __repr__(self) -> str:
+        error = f", error={self.error_message!r}" if self.error_message else ""
+        return (
+            f"<Job {self.id} {self.name or ''} [{self.status.short}] project={self.project}{error}>"
+        )
+
+    @property
+    def id(self) -> str:
+        return self._wire.id
+
+    @property
+    def name(self) -> str | None:
+        return self._wire.name
+
+    @property
+    def project(self) -> str:
+        return self._wire.training_project.name
+
+    @property
+    def project_id(self) -> str:
+        return self._wire.training_project_id
+
+    @property
+    def status(self) -> spec.TrainingJobStatus:
+        return self._wire.status
+
+    @property
+    def error_message(self) -> str | None:
+        return self._wire.error_message
+
+    @property
+    def created_at(self) -> datetime:
+        return self._wire.created_at
+
+    @property
+    def node_count(self) -> int:
+        return self._wire.node_count
+
+    @property
+    def instance_type(self) -> api.InstanceTypeV1:
+        return self._wire.instance_type
+
+    @property
+    def _rest(self) -> ApiClient:
+        return self.client.api
+
+    def refresh(self) -> Job:
+        self._wire = self._rest.job(self.project_id, self.id).training_job
+        return self
+
+    def wait(self, timeout: float | None = None, poll: float = 0.5) -> Job:
+        """Block until the job ends; raise :class:`JobFailed` if it failed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.refresh().status.is_terminal:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} is still {self.status.short} after {timeout}s")
+            time.sleep(poll)
+        if self.status.is_failure:
+            raise JobFailed(f"job {self.id} {self.status.short}: {self.error_message}")
+        return self
+
+    def logs(self, node: int | None = None) -> list[api.LogV1]:
+        """Every log line so far (of one node, or all)."""
+        lines = self._rest.all_logs(self.project_id, self.id)
+        return [line for line in lines if node is None or line.replica == str(node)]
+
+    def follow(self) -> Iterator[FollowedLog]:
+        """Every log line, live, until the job ends."""
+        return self._rest.stream_logs(self.project_id, self.id)
+
+    def history(self) -> list[tuple[spec.TrainingJobStatus, str]]:
+        if not self._rest.local_extensions:
+            return [(self.status, self._wire.updated_at.isoformat())]
+        return self._rest.history(self.project_id, self.id)
+
+    def metrics(self) -> api.GetTrainingJobMetricsResponseV1:
+        return self._rest.metrics(self.project_id, self.id)
+
+    def user_metrics(self) -> list[dict[str, Any]]:
+        """What the job recorded with ``bt_jupyter.runtime.log_metrics``."""
+        return self._rest.user_metrics(self.project_id, self.id)
+
+    def checkpoints(self) -> list[api.TrainingJobCheckpointV1]:
+        return self._rest.checkpoints(self.project_id, self.id)
+
+    def outputs(self) -> dict[str, Any]:
+        """The variables the job saved with ``--out``."""
+        return self._rest.outputs(self.project_id, self.id)
+
+    def stop(self) -> Job:
+        self._wire = self._rest.stop_job(self.project_id, self.id)
+        return self
+
+    def recreate(self) -> Job:
+        return Job(self.client, self._rest.recreate_job(self.project_id, self.id))
+
+    def summary(self) -> str:
+        """A few lines for terminals and nbconvert runs."""
+        compute = f"{self.node_count} x {self.instance_type.name}"
+        lines = [f"Job {self.id} ({self.name or 'unnamed'}) in {self.project}: {self.status.short}"]
+        lines.append(f"  backend {self.client.backend}, compute {compute}")
+        if self.error_message:
+            lines.append(f"  error: {self.error_message}")
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(self.summary())

@@ -1,0 +1,196 @@
+"""%%bt_train and the %bt_* magics in a real IPython shell, against the real local service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import CapturedIO, capture_output
+
+from bt_jupyter import Job
+from bt_jupyter.client import ApiClient
+from bt_jupyter.local.home import Home
+from bt_jupyter.local.store import new_id
+from bt_jupyter.magics import BtMagics
+
+
+@pytest.fixture
+def ip(local_home: Home, monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveShell]:
+    monkeypatch.setenv("BT_JUPYTER_HOME", str(local_home.root))
+    shell = InteractiveShell.instance()
+    shell.reset(new_session=False)
+    shell.run_line_magic("load_ext", "bt_jupyter")
+    shell.run_line_magic("bt_project", f"magics-{new_id()}")
+    yield shell
+    shell.reset(new_session=False)
+
+
+def _magics(ip: InteractiveShell) -> BtMagics:
+    found = ip.magics_manager.registry["BtMagics"]
+    assert isinstance(found, BtMagics)
+    return found
+
+
+def _cell(ip: InteractiveShell, line: str, body: str) -> tuple[object, CapturedIO]:
+    with capture_output() as out:
+        result = ip.run_cell(f"%%bt_train {line}\n{body}")
+    return result, out
+
+
+def _job_count(client: ApiClient) -> int:
+    return sum(len(client.jobs(p.id)) for p in client.projects())
+
+
+@pytest.mark.parametrize(
+    ("line", "body", "message"),
+    [
+        ("--gpu H101:8", "x = 1", "unknown accelerator 'H101'; valid: T4, L4, A10G"),
+        ("--nodes 0", "x = 1", "Compute.node_count: must be >= 1, got 0"),
+        ("--memory 2GB", "x = 1", "'2GB' is not a memory quantity"),
+        ("--env NOVALUE", "x = 1", "--env NOVALUE: write it as NAME=VALUE"),
+        ("--gpus H100", "x = 1", "%%bt_train: unrecognized arguments: --gpus H100"),
+        ("--launcher mpirun", "x = 1", "argument --launcher: invalid choice: 'mpirun'"),
+        ("--no-checkpointing --out x", "x = 1", "--out needs checkpointing"),
+        ("", "y = handle.read()", "cannot send `handle` (_io.TextIOWrapper)"),
+        ("", "y = (", "the cell is not valid Python: line 1"),
+        ("--pip 'numpy=2'", "x = 1", "--pip: 'numpy=2' is not a requirement"),
+    ],
+)
+def test_usage_errors_are_one_line_and_submit_nothing(
+    ip: InteractiveShell, client: ApiClient, line: str, body: str, message: str
+) -> None:
+    ip.run_cell("handle = open(__import__('os').devnull)")
+    before = _job_count(client)
+    try:
+        result, out = _cell(ip, line, body)
+    finally:
+        ip.user_ns["handle"].close()
+    assert type(result.error_in_exec).__name__ == "UsageError"  # type: ignore[attr-defined]
+    assert message in str(result.error_in_exec)  # type: ignore[attr-defined]
+    assert "Traceback" not in out.stdout + out.stderr
+    assert _job_count(client) == before
+    assert ip.run_cell("1 + 1").result == 2  # the notebook keeps working
+
+
+def test_dry_run_shows_the_job_and_manifest_and_submits_nothing(
+    ip: InteractiveShell, client: ApiClient
+) -> None:
+    ip.run_cell("lr = 0.01")
+    before = _job_count(client)
+    result, out = _cell(ip, "--gpu H100:8 --nodes 2 --spot --env SEED=1 --dry-run", "print(lr)")
+    assert result.success  # type: ignore[attr-defined]
+    assert '"accelerator": "H100"' in out.stdout
+    assert '"node_count": 2' in out.stdout
+    assert '"availability_model": "spot"' in out.stdout
+    assert "python -m bt_jupyter.runtime" in out.stdout
+    assert "captured  lr" in out.stdout
+    assert out.stdout.rstrip().endswith("dry run: nothing was submitted")
+    assert _job_count(client) == before
+
+
+def test_wait_streams_text_and_binds_outputs(ip: InteractiveShell) -> None:
+    ip.run_cell("import numpy as np\ndata = np.arange(5.0)")
+    result, out = _cell(
+        ip,
+        "--name magic-wait --wait --out total,doubled -o run",
+        "total = float(data.sum())\ndoubled = [2 * v for v in data.tolist()]\nprint('sum', total)",
+    )
+    assert result.success, out.stdout + out.stderr  # type: ignore[attr-defined]
+    assert ip.user_ns["total"] == 10.0
+    assert ip.user_ns["doubled"] == [0.0, 2.0, 4.0, 6.0, 8.0]
+    lines = out.stdout.splitlines()
+    assert "[node 0] sum 10.0" in lines
+    assert lines[-1] == "Bound doubled, total from the job's outputs"
+    assert "[status] COMPLETED" in lines
+    job = ip.user_ns["run"]
+    assert isinstance(job, Job)
+    assert job.name == "magic-wait"
+
+
+def test_a_failing_job_with_wait_is_one_error_line(ip: InteractiveShell) -> None:
+    result, out = _cell(ip, "--wait", "x = 1 / 0")
+    error = str(result.error_in_exec)  # type: ignore[attr-defined]
+    assert "FAILED: node 0 exited with code 1: ZeroDivisionError: division by zero" in error
+    assert 'bt_bundle/cell.py", line 1, in <module>' in out.stdout
+
+
+def test_line_magics(ip: InteractiveShell, tmp_path: Path) -> None:
+    _cell(ip, "-o first", "import time\nprint('started', flush=True)\ntime.sleep(60)")
+    job = ip.user_ns["first"]
+    with capture_output() as out:
+        ip.run_line_magic("bt_jobs", "")
+    assert job.id in out.stdout
+    assert ip.run_line_magic("bt_job", job.id).id == job.id
+
+    def logs() -> str:
+        with capture_output() as captured:
+            ip.run_line_magic("bt_logs", f"{job.id} --tail 1 --node 0")
+        return captured.stdout
+
+    from tests.helpers import wait_for
+
+    assert wait_for(lambda: "started" in logs(), 30, "the job to log") is True
+    assert logs().strip() == "[node 0] started"
+    with capture_output() as out:
+        ip.run_line_magic("bt_stop", job.id)
+    assert f"stopping job {job.id}" in out.stdout
+    assert job.wait(timeout=60) is job
+    assert job.status.short == "STOPPED"
+    with capture_output() as out:
+        ip.run_line_magic("bt_checkpoints", job.id)
+    assert out.stdout.strip() == "no checkpoints yet"
+    with capture_output() as out:
+        ip.run_line_magic("bt_export", f"{job.id} {tmp_path / 'export'}")
+    assert (tmp_path / "export" / "config.py").is_file()
+    assert "truss train push" in out.stdout
+
+
+def test_config_never_shows_the_key(ip: InteractiveShell, local_home: Home) -> None:
+    with capture_output() as out:
+        ip.run_line_magic("bt_config", "")
+    assert "backend: local" in out.stdout
+    assert "api key: from the local service's key file" in out.stdout
+    assert local_home.api_key() not in out.stdout
+
+
+def test_config_defaults_are_traitlets(ip: InteractiveShell) -> None:
+    ip.run_line_magic("config", "BtMagics.default_project = 'configured'")
+    assert _magics(ip).default_project == "configured"
+    with capture_output() as out:
+        ip.run_line_magic("bt_project", "")
+    assert out.stdout.strip() == "project: configured"
+
+
+def test_secret_is_set_with_a_hidden_prompt_and_never_leaks(
+    ip: InteractiveShell, local_home: Home, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    canary = f"canary-{new_id(20)}"
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": canary)
+    with capture_output() as out:
+        ip.run_line_magic("bt_secret", "set magic_canary")
+    assert canary not in out.stdout
+    result, out = _cell(
+        ip,
+        "--secret magic_canary:TOKEN --wait -o job",
+        "import os\nprint('token', os.environ['TOKEN'])\nprint('length', len(os.environ['TOKEN']))",
+    )
+    assert result.success  # type: ignore[attr-defined]
+    assert f"[node 0] length {len(canary)}" in out.stdout
+    assert "[node 0] token ***" in out.stdout
+    job = ip.user_ns["job"]
+    ip.run_line_magic("bt_export", f"{job.id} {tmp_path / 'export'}")
+    places = {
+        "cell output": out.stdout + out.stderr,
+        "bundle": _magics(ip)._submitted[job.id][1].archive.decode("latin-1"),
+        "database": local_home.db.read_bytes().decode("latin-1"),
+        "export": "".join(
+            p.read_bytes().decode("latin-1")
+            for p in (tmp_path / "export").rglob("*")
+            if p.is_file()
+        ),
+        "history": "".join(str(c) for c in ip.user_ns.get("In", [])),
+    }
+    for where, text in places.items():
+        assert canary not in text, f"the secret leaked into the {where}"
