@@ -28,9 +28,11 @@ from bt_jupyter.spec import (
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext bt_jupyter``: register %%bt_train and the %bt_* magics."""
+    from bt_jupyter import widgets
     from bt_jupyter.magics import BtMagics
 
     ipython.register_magics(BtMagics)
+    widgets.register(ipython)
 
 
 __all__ = [

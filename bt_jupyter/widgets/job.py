@@ -1,0 +1,208 @@
+"""The live job widget: lifecycle, logs, metrics, checkpoints, Stop/Refresh/Recreate.
+
+Kernel side of an anywidget (front end in ``job.js``). Long jobs must freeze neither the
+browser nor the kernel, so the synced state is bounded (the newest log lines, a
+downsampled metric series) and a background thread publishes it at most five times a
+second, each publish one comm message (``hold_sync``). The thread keeps going after the
+cell has finished and ends when the job does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import traitlets
+
+from bt_jupyter import runtime
+from bt_jupyter.jobs import Job
+
+TICK_SECONDS = 0.2
+TAIL_LINES = 300
+METRIC_POINTS = 500
+REFRESH_SECONDS = 1.0
+#: Estimated on-demand price per GPU-hour (USD), for the header's cost estimate.
+GPU_HOUR_PRICES: dict[str, float] = {
+    "T4": 0.63,
+    "L4": 0.85,
+    "A10G": 1.21,
+    "A100": 4.00,
+    "H100": 6.50,
+    "H100_40GB": 4.65,
+    "H200": 7.50,
+    "B200": 9.98,
+}
+_HERE = Path(__file__).parent
+
+
+def cost_per_hour(job: Job, prices: dict[str, float] | None = None) -> float:
+    """Estimated cost per hour of the job's GPUs; 0 on the local backend."""
+    if job.client.backend == "local" or not job.instance_type.gpu_type:
+        return 0.0
+    price = (prices or GPU_HOUR_PRICES).get(job.instance_type.gpu_type, 0.0)
+    return price * job.instance_type.gpu_count * job.node_count
+
+
+class JobWidget(anywidget.AnyWidget):
+    _esm = _HERE / "job.js"
+    _css = _HERE / "job.css"
+
+    header: traitlets.Dict[str, Any] = traitlets.Dict().tag(sync=True)
+    status = traitlets.Unicode("").tag(sync=True)
+    history: traitlets.List[dict[str, str]] = traitlets.List().tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    log_tail: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
+    log_count = traitlets.Int(0).tag(sync=True)
+    metrics: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
+    checkpoints: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
+
+    def __init__(self, job: Job, prices: dict[str, float] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.prices = prices
+        self.watcher: JobWatcher | None = None
+        self.on_msg(self._on_message)
+        self.watch(job)
+
+    def watch(self, job: Job) -> None:
+        """Show ``job`` (a new one after Recreate), replacing what is shown."""
+        if self.watcher is not None:
+            self.watcher.close()
+        self.job = job
+        self.header = {
+            "id": job.id,
+            "name": job.name or "",
+            "project": job.project,
+            "backend": job.client.backend,
+            "compute": f"{job.node_count} x {job.instance_type.name}",
+            "base_image": "",
+            "created": job.created_at.isoformat(),
+            "cost_per_hour": cost_per_hour(job, self.prices),
+        }
+        self.log_tail, self.log_count, self.metrics, self.checkpoints = [], 0, [], []
+        self.watcher = JobWatcher(job, self)
+        self.watcher.start()
+
+    def _on_message(self, _: Any, content: dict[str, Any], buffers: list[bytes]) -> None:
+        kind = content.get("type")
+        if kind == "stop":
+            self.job.stop()
+        elif kind == "recreate":
+            self.watch(self.job.recreate())
+            return
+        elif kind == "download":
+            text = "\n".join(
+                f"{line.timestamp} {line.replica if line.replica is not None else '-'} "
+                f"{line.message}"
+                for line in self.job.logs()
+            )
+            self.send({"type": "log_file", "name": f"{self.job.id}.log", "text": text})
+        if self.watcher is not None:
+            self.watcher.refresh_now.set()
+
+
+class JobWatcher:
+    """Follows one job and publishes the widget's state from background threads."""
+
+    def __init__(self, job: Job, widget: JobWidget) -> None:
+        self.job, self.widget = job, widget
+        self.tail: deque[dict[str, Any]] = deque(maxlen=TAIL_LINES)
+        self.records: list[dict[str, Any]] = []
+        self.count = 0
+        self.lock = threading.Lock()
+        self.dirty = threading.Event()
+        self.refresh_now = threading.Event()
+        self.followed = threading.Event()
+        self.closed = threading.Event()
+        self.messages = 0  # comm messages published, for the benchmarks
+        self._threads = [
+            threading.Thread(target=self._follow, name=f"bt-follow-{job.id}", daemon=True),
+            threading.Thread(target=self._publish, name=f"bt-publish-{job.id}", daemon=True),
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def close(self) -> None:
+        self.closed.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _follow(self) -> None:
+        try:
+            for followed in self.job.follow():
+                if self.closed.is_set():
+                    return
+                log = followed.log
+                record = runtime.parse_metric(log.message)
+                with self.lock:
+                    self.count += 1
+                    self.tail.append(
+                        {
+                            "seq": self.count,
+                            "node": log.replica,
+                            "level": log.level.value if log.level else None,
+                            "message": log.message,
+                        }
+                    )
+                    if record is not None:
+                        self.records.append(record)
+                self.dirty.set()
+        finally:
+            self.followed.set()
+            self.refresh_now.set()
+
+    def _publish(self) -> None:
+        next_refresh = 0.0
+        while not self.closed.is_set():
+            now = time.monotonic()
+            refresh = self.refresh_now.is_set() or now >= next_refresh
+            if self.dirty.is_set() or refresh:
+                self._send(refresh)
+                if refresh:
+                    self.refresh_now.clear()
+                    next_refresh = now + REFRESH_SECONDS
+            if self.followed.is_set() and self.job.status.is_terminal and not self.dirty.is_set():
+                self._send(refresh=True)
+                return
+            self.closed.wait(TICK_SECONDS)
+
+    def _send(self, refresh: bool) -> None:
+        self.dirty.clear()
+        state: dict[str, Any] = {}
+        if refresh:
+            job = self.job.refresh()
+            state["status"] = job.status.value
+            state["error"] = job.error_message or ""
+            state["history"] = [{"status": s.value, "at": at} for s, at in job.history()]
+            state["checkpoints"] = [
+                {
+                    "name": c.checkpoint_id,
+                    "type": c.checkpoint_type,
+                    "size": c.size_bytes,
+                    "created": c.created_at.isoformat(),
+                }
+                for c in job.checkpoints()
+            ]
+        with self.lock:
+            state["log_tail"] = list(self.tail)
+            state["log_count"] = self.count
+            state["metrics"] = _downsample(self.records, METRIC_POINTS)
+        with self.widget.hold_sync():
+            for name, value in state.items():
+                if getattr(self.widget, name) != value:
+                    setattr(self.widget, name, value)
+        self.messages += 1
+
+
+def _downsample(records: list[dict[str, Any]], points: int) -> list[dict[str, Any]]:
+    if len(records) <= points:
+        return list(records)
+    stride = len(records) / points
+    return [records[int(i * stride)] for i in range(points - 1)] + [records[-1]]
