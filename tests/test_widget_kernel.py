@@ -42,6 +42,9 @@ def test_notebook_widget_reaches_completed_with_its_logs(
             "job.wait(timeout=120)\n"
             "widget = shown[job.id]\n"
             "widget.watcher.join(timeout=30)\n"
+            # nbclient keeps only comm messages sent while a cell runs; the watcher may
+            # have published its last update between cells
+            "widget.send_state()\n"
             "print(widget.status, widget.log_count, len(widget.metrics))",
         ]
     )

@@ -579,16 +579,26 @@ def build_app(service: Service) -> FastAPI:
 
         The cursor is the store's append order, so reconnecting with the last cursor
         gives no duplicates and no gaps. ``done`` is true once the job is terminal and
-        every line has been returned.
+        every line has been returned. With ``tail=N`` (a view that shows recent lines,
+        such as the widget) only the newest N lines come back, plus the older ones that
+        start with ``keep_prefix``, and ``skipped`` counts the rest.
         """
         _, job = service.job(project_id, job_id)
         cursor = _int_param(request, "cursor", 0, 0, None)
         limit = _int_param(request, "limit", 1000, 1, 5000)
+        tail = _int_param(request, "tail", 0, 0, 5000)
+        keep_prefix = request.query_params.get("keep_prefix", "")
         timeout = _int_param(request, "timeout", 20, 0, 60)
         deadline = time.monotonic() + timeout
+        skipped = 0
         while True:
             terminal = service.job(project_id, job_id)[1].status.is_terminal
-            rows = await run(service.store.logs_after, job.id, cursor, limit)
+            if tail:
+                rows, skipped = await run(
+                    service.store.logs_tail_after, job.id, cursor, tail, keep_prefix
+                )
+            else:
+                rows = await run(service.store.logs_after, job.id, cursor, limit)
             if rows or terminal or time.monotonic() >= deadline or await request.is_disconnected():
                 break
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
@@ -596,10 +606,21 @@ def build_app(service: Service) -> FastAPI:
         current = service.job(project_id, job_id)[1]
         return JSONResponse(
             {
-                "logs": [{**_log_wire(r).model_dump(mode="json"), "cursor": r.id} for r in rows],
+                "logs": [  # plain dicts: this path carries every line of every job
+                    {
+                        "timestamp": str(r.ts_ns),
+                        "message": r.message,
+                        "replica": str(r.node) if r.node is not None else None,
+                        "request_id": None,
+                        "level": r.level,
+                        "cursor": r.id,
+                    }
+                    for r in rows
+                ],
                 "cursor": next_cursor,
+                "skipped": skipped,
                 "status": current.status.value,
-                "done": terminal and len(rows) < limit,
+                "done": terminal and (bool(tail) or len(rows) < limit),
             }
         )
 

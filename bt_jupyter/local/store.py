@@ -400,6 +400,34 @@ class Store:
         )
         return [_log(r) for r in rows]
 
+    def logs_tail_after(
+        self, job_id: str, after_id: int, tail: int, keep_prefix: str = ""
+    ) -> tuple[list[LogRow], int]:
+        """For a follower that shows only recent lines: after ``after_id``, the newest
+        ``tail`` lines plus older lines starting with ``keep_prefix`` (metrics), and how
+        many lines were skipped."""
+        db = self._db()
+        total = db.execute(
+            "SELECT COUNT(*) FROM logs WHERE job_id = ? AND id > ?", (job_id, after_id)
+        ).fetchone()[0]
+        if total <= tail:
+            return self.logs_after(job_id, after_id, tail), 0
+        newest = db.execute(
+            "SELECT * FROM logs WHERE job_id = ? AND id > ? ORDER BY id DESC LIMIT ?",
+            (job_id, after_id, tail),
+        ).fetchall()
+        first_kept = newest[-1]["id"]
+        kept = []
+        if keep_prefix:
+            pattern = keep_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            kept = db.execute(
+                "SELECT * FROM logs WHERE job_id = ? AND id > ? AND id < ?"
+                " AND message LIKE ? ESCAPE '\\' ORDER BY id",
+                (job_id, after_id, first_kept, pattern + "%"),
+            ).fetchall()
+        rows = [_log(r) for r in [*kept, *reversed(newest)]]
+        return rows, total - len(rows)
+
     def log_count(self, job_id: str) -> int:
         row = self._db().execute("SELECT COUNT(*) FROM logs WHERE job_id = ?", (job_id,)).fetchone()
         return int(row[0])

@@ -12,13 +12,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anywidget
 import traitlets
 
-from bt_jupyter import runtime
+from bt_jupyter import api, runtime
 from bt_jupyter.jobs import Job
 
 TICK_SECONDS = 0.2
@@ -134,25 +135,39 @@ class JobWatcher:
         for thread in self._threads:
             thread.join(timeout)
 
+    def _batches(self) -> Iterator[tuple[list[api.LogV1], int]]:
+        """(new lines, lines skipped before them): only the newest lines and every
+        metric line from the local service, so a flood of output never lags the view."""
+        job = self.job
+        if job.client.api.local_extensions:
+            for batch in job.client.api.follow_batches(
+                job.project_id, job.id, tail=TAIL_LINES, keep_prefix=runtime.METRIC_PREFIX
+            ):
+                yield list(batch.logs), batch.skipped
+        else:
+            for followed in job.follow():
+                yield [followed.log], 0
+
     def _follow(self) -> None:
         try:
-            for followed in self.job.follow():
+            for lines, skipped in self._batches():
                 if self.closed.is_set():
                     return
-                log = followed.log
-                record = runtime.parse_metric(log.message)
                 with self.lock:
-                    self.count += 1
-                    self.tail.append(
-                        {
-                            "seq": self.count,
-                            "node": log.replica,
-                            "level": log.level.value if log.level else None,
-                            "message": log.message,
-                        }
-                    )
-                    if record is not None:
-                        self.records.append(record)
+                    self.count += skipped
+                    for log in lines:
+                        self.count += 1
+                        self.tail.append(
+                            {
+                                "seq": self.count,
+                                "node": log.replica,
+                                "level": log.level.value if log.level else None,
+                                "message": log.message,
+                            }
+                        )
+                        record = runtime.parse_metric(log.message)
+                        if record is not None:
+                            self.records.append(record)
                 self.dirty.set()
         finally:
             self.followed.set()
