@@ -107,7 +107,7 @@ class Client:
                 )
             artifacts.append(self.api.upload_artifact(bundle.archive)[0])
         created = self.api.create_job(remote.id, project.job, artifacts)
-        return Job(self, created)
+        return Job(self, created, base_image=project.job.image.base_image)
 
     def push(self, project: Any, source_dir: Path | str | None = None) -> Job:
         """Like ``truss_train.push``: the project's job with ``source_dir`` as its files."""
@@ -141,8 +141,12 @@ class Client:
 class Job:
     """A handle on one training job; cheap to keep, refreshed on demand."""
 
-    def __init__(self, client: Client, wire: api.TrainingJobV1) -> None:
+    def __init__(
+        self, client: Client, wire: api.TrainingJobV1, base_image: str | None = None
+    ) -> None:
         self.client, self._wire = client, wire
+        #: Known when the job was submitted from here (Baseten's job API does not return it).
+        self.base_image = base_image
 
     def __repr__(self) -> str:
         error = f", error={self.error_message!r}" if self.error_message else ""
@@ -238,7 +242,7 @@ class Job:
         return self
 
     def recreate(self) -> Job:
-        return Job(self.client, self._rest.recreate_job(self.project_id, self.id))
+        return Job(self.client, self._rest.recreate_job(self.project_id, self.id), self.base_image)
 
     def summary(self) -> str:
         """A few lines for terminals and nbconvert runs."""

@@ -101,6 +101,7 @@ function render({ model, el: root }) {
   const nodeSelect = el("select", { class: "btj-node" });
   const followBox = el("input", { type: "checkbox", checked: "" });
   const plotBox = el("div");
+  const resources = el("div", { class: "btj-muted", "data-testid": "resources" });
   const ckptBox = el("div");
 
   const stop = el("button", { class: "btj-stop", "data-testid": "stop" }, "Stop");
@@ -124,7 +125,7 @@ function render({ model, el: root }) {
 
   root.append(header, stepper, error, buttons,
     el("details", { open: "" }, el("summary", {}, "Logs"), controls, logBox),
-    el("details", { open: "" }, el("summary", {}, "Metrics"), plotBox),
+    el("details", { open: "" }, el("summary", {}, "Metrics"), resources, plotBox),
     el("details", { open: "" }, el("summary", {}, "Checkpoints"), ckptBox));
 
   function drawHeader() {
@@ -136,7 +137,9 @@ function render({ model, el: root }) {
       el("div", { class: "btj-title" }, el("b", {}, h.name || h.id), " ",
         el("span", { class: `btj-badge btj-${short(status).toLowerCase()}`, "data-testid": "status" }, short(status))),
       el("div", { class: "btj-muted" },
-        `${h.id} · project ${h.project} · ${h.backend} · ${h.compute} · ${h.base_image} · created ${fmtTime(h.created)} · elapsed ${elapsed(h, status, history)}${cost}`),
+        [h.id, `project ${h.project}`, h.backend, h.compute, h.base_image,
+          `created ${fmtTime(h.created)}`, `elapsed ${elapsed(h, status, history)}`]
+          .filter(Boolean).join(" · ") + cost),
     );
     const reached = new Map(history.map((x) => [short(x.status), x.at]));
     const final = short(status);
@@ -185,6 +188,11 @@ function render({ model, el: root }) {
   model.on("change:log_tail", takeLogs);
   model.on("change:metrics", () => plotBox.replaceChildren(plot(model.get("metrics"))));
   model.on("change:checkpoints", drawCheckpoints);
+  model.on("change:resources", () => {
+    resources.textContent = model.get("resources").map((r) =>
+      `node ${r.node}: CPU ${(100 * r.cpu).toFixed(0)}% · ${(r.memory_bytes / 1e9).toFixed(2)} GB` +
+      (r.gpu === null ? "" : ` · GPU ${(100 * r.gpu).toFixed(0)}%`)).join("   ");
+  });
   model.on("msg:custom", (msg) => {
     if (msg.type === "log_file") {
       const url = URL.createObjectURL(new Blob([msg.text], { type: "text/plain" }));

@@ -60,6 +60,8 @@ class JobWidget(anywidget.AnyWidget):
     log_count = traitlets.Int(0).tag(sync=True)
     metrics: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
     checkpoints: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
+    #: Latest CPU / memory / GPU use per node (from the job's metrics).
+    resources: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
 
     def __init__(self, job: Job, prices: dict[str, float] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -79,7 +81,7 @@ class JobWidget(anywidget.AnyWidget):
             "project": job.project,
             "backend": job.client.backend,
             "compute": f"{job.node_count} x {job.instance_type.name}",
-            "base_image": "",
+            "base_image": job.base_image or "",
             "created": job.created_at.isoformat(),
             "cost_per_hour": cost_per_hour(job, self.prices),
         }
@@ -205,6 +207,7 @@ class JobWatcher:
                 }
                 for c in job.checkpoints()
             ]
+            state["resources"] = _resources(job.metrics())
         with self.lock:
             state["log_tail"] = list(self.tail)
             state["log_count"] = self.count
@@ -214,6 +217,26 @@ class JobWatcher:
                 if getattr(self.widget, name) != value:
                     setattr(self.widget, name, value)
         self.messages += 1
+
+
+def _resources(metrics: api.GetTrainingJobMetricsResponseV1) -> list[dict[str, Any]]:
+    found = []
+    for node in metrics.per_node_metrics:
+        m = node.metrics
+        if not m.cpu_usage:
+            continue
+        gpus = [series[-1].value for series in m.gpu_utilization.values() if series]
+        found.append(
+            {
+                "node": node.node_id,
+                "cpu": m.cpu_usage[-1].value,
+                "memory_bytes": m.cpu_memory_usage_bytes[-1].value
+                if m.cpu_memory_usage_bytes
+                else 0,
+                "gpu": sum(gpus) / len(gpus) if gpus else None,
+            }
+        )
+    return found
 
 
 def _downsample(records: list[dict[str, Any]], points: int) -> list[dict[str, Any]]:
