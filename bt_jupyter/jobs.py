@@ -90,6 +90,15 @@ class Client:
     def url(self) -> str:
         return self.api.base_url
 
+    def close(self) -> None:
+        self.api.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def _project_id(self, name: str) -> str | None:
         return next((p.id for p in self.api.projects() if p.name == name), None)
 

@@ -72,3 +72,84 @@ def test_notebook_widget_reaches_completed_with_its_logs(
     assert state["header"]["name"] == "widget-run"  # type: ignore[index]
     assert state["header"]["compute"] == "1 x CPU:1"  # type: ignore[index]
     assert len(json.dumps(state)) < 1_000_000
+
+
+def _run(nb: nbformat.NotebookNode, folder: Path) -> nbformat.NotebookNode:
+    client = NotebookClient(
+        nb,
+        timeout=180,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(folder)}},
+    )
+    client.execute()
+    return nb
+
+
+@pytest.mark.timeout(240)
+def test_after_a_kernel_restart_bt_job_renders_the_whole_widget_again(
+    local_home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BT_JUPYTER_HOME", str(local_home.root))
+    first = _run(
+        _notebook(
+            [
+                "%load_ext bt_jupyter",
+                "%%bt_train -o job --name before-restart --wait\nprint('hello from the job')",
+                "print(job.id)",
+            ]
+        ),
+        tmp_path,
+    )
+    job_id = first.cells[2].outputs[0]["text"].strip()
+    second = _run(  # a new kernel: nothing of the first one is left
+        _notebook(
+            [
+                f"%load_ext bt_jupyter\n%bt_job {job_id}",
+                "from bt_jupyter.widgets import shown\n"
+                f"widget = shown[{job_id!r}]\n"
+                "widget.watcher.join(timeout=30)\n"
+                "widget.send_state()",
+            ]
+        ),
+        tmp_path,
+    )
+    (state,) = _widget_states(second)
+    assert state["status"] == "TRAINING_JOB_COMPLETED"
+    assert state["header"]["name"] == "before-restart"  # type: ignore[index]
+    messages = [line["message"] for line in state["log_tail"]]  # type: ignore[union-attr]
+    assert "hello from the job" in messages
+    assert len(state["history"]) == 4  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(240)
+def test_secret_canary_stays_out_of_the_saved_notebook_and_widget_state(
+    local_home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BT_JUPYTER_HOME", str(local_home.root))
+    from bt_jupyter.local.secrets import SecretStore
+    from bt_jupyter.local.store import new_id
+
+    canary = f"canary-{new_id(24)}"
+    SecretStore(local_home).set("nb_canary", canary)
+    nb = _run(
+        _notebook(
+            [
+                "%load_ext bt_jupyter",
+                "%%bt_train -o job --secret nb_canary:TOKEN\n"
+                "import os\nprint('token', os.environ['TOKEN'], len(os.environ['TOKEN']))",
+                "from bt_jupyter.widgets import shown\n"
+                "job.wait(timeout=120)\n"
+                "widget = shown[job.id]\n"
+                "widget.watcher.join(timeout=30)\n"
+                "widget.send_state()",
+            ]
+        ),
+        tmp_path,
+    )
+    (state,) = _widget_states(nb)
+    messages = [line["message"] for line in state["log_tail"]]  # type: ignore[union-attr]
+    assert f"token *** {len(canary)}" in messages
+    saved = tmp_path / "saved.ipynb"
+    nbformat.write(nb, saved)
+    assert canary not in saved.read_text()
