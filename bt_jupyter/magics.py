@@ -22,6 +22,7 @@ from bt_jupyter.errors import BtJupyterError
 from bt_jupyter.jobs import Client, Job
 from bt_jupyter.packaging import Bundle, PackageOptions, describe, package_cell
 from bt_jupyter.packaging.export import export_project
+from bt_jupyter.widgets import in_kernel
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,9 +103,9 @@ class BtMagics(Magics):
     default_backend = Unicode("local", help="local or baseten").tag(config=True)
     default_project = Unicode("notebook", help="project of jobs without --project").tag(config=True)
     max_value_mb = Float(100.0, help="largest notebook value sent to a job (MB)").tag(config=True)
-    show_widget = Bool(True, help="show the live widget (text when no widget frontend)").tag(
-        config=True
-    )
+    follow_in_terminal = Bool(
+        True, help="without a widget frontend, follow a job's logs as text until it ends"
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -189,7 +190,8 @@ class BtMagics(Magics):
         self._submitted[job.id] = (project, bundle)
         if args.bind:
             self._ns[args.bind] = job
-        if args.wait:
+        if args.wait or (self.follow_in_terminal and not in_kernel()):
+            # a terminal has no widget: follow the job as text (Ctrl-C detaches)
             self._wait(job, list(options.outputs))
         else:
             self._show(job)
@@ -230,12 +232,18 @@ class BtMagics(Magics):
         """Stream status changes and log lines as text, then bind ``--out`` variables."""
         print(f"Job {job.id} submitted to project {job.project!r} ({job.client.backend})")
         status = None
-        for followed in job.follow():
-            if followed.status != status:
-                status = followed.status
-                print(f"[status] {status.short}")
-            node = followed.log.replica
-            print(f"[{'node ' + node if node is not None else 'runner'}] {followed.log.message}")
+        try:
+            for followed in job.follow():
+                if followed.status != status:
+                    status = followed.status
+                    print(f"[status] {status.short}")
+                node = followed.log.replica
+                print(
+                    f"[{'node ' + node if node is not None else 'runner'}] {followed.log.message}"
+                )
+        except KeyboardInterrupt:
+            print(f"Detached; job {job.id} keeps running (%bt_job {job.id}, %bt_stop {job.id})")
+            return
         job.refresh()
         print(
             f"[status] {job.status.short}" + (f": {job.error_message}" if job.error_message else "")

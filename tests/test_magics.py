@@ -23,7 +23,9 @@ def ip(local_home: Home, monkeypatch: pytest.MonkeyPatch) -> Iterator[Interactiv
     shell.reset(new_session=False)
     shell.run_line_magic("load_ext", "bt_jupyter")
     shell.run_line_magic("bt_project", f"magics-{new_id()}")
+    shell.run_line_magic("config", "BtMagics.follow_in_terminal = False")
     yield shell
+    shell.run_line_magic("config", "BtMagics.follow_in_terminal = True")
     shell.reset(new_session=False)
 
 
@@ -107,6 +109,18 @@ def test_wait_streams_text_and_binds_outputs(ip: InteractiveShell) -> None:
     job = ip.user_ns["run"]
     assert isinstance(job, Job)
     assert job.name == "magic-wait"
+
+
+def test_a_terminal_follows_the_job_as_text(ip: InteractiveShell) -> None:
+    ip.run_line_magic("config", "BtMagics.follow_in_terminal = True")
+    result, out = _cell(ip, "", "print('from the job')")
+    assert result.success  # type: ignore[attr-defined]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("Job ")
+    assert "submitted to project" in lines[0]
+    assert "[status] RUNNING" in lines or "[status] DEPLOYING" in lines
+    assert "[node 0] from the job" in lines
+    assert lines[-1] == "[status] COMPLETED"
 
 
 def test_a_failing_job_with_wait_is_one_error_line(ip: InteractiveShell) -> None:
