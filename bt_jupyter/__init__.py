@@ -8,7 +8,7 @@ from typing import Any
 
 from bt_jupyter._version import __version__
 from bt_jupyter.errors import BtJupyterError, InvalidConfigError
-from bt_jupyter.jobs import Client, Job, JobFailed
+from bt_jupyter.jobs import Client, Deployment, Job, JobFailed
 from bt_jupyter.spec import (
     AcceleratorSpec,
     BasetenCheckpoint,
@@ -37,6 +37,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 __all__ = [
     "Client",
+    "Deployment",
     "Job",
     "JobFailed",
     "load_ipython_extension",

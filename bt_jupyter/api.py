@@ -348,6 +348,37 @@ class LocalFollowLogsResponseV1(_Response):
     skipped: int = 0
 
 
+# --------------------------------------------------------------------------- local deployments
+
+
+class LocalCreateDeploymentRequestV1(_Request):
+    """``POST /v1/local/deployments``: serve a checkpoint of a job on this machine."""
+
+    job_id: str
+    checkpoint: str = "latest"
+    name: str | None = None
+    #: A bundle whose cell defines ``class Model`` (``%%bt_model``); None serves a
+    #: Hugging Face checkpoint with OpenAI-compatible completions.
+    model_artifact: CreateTrainingJobS3Artifact | None = None
+    port: int | None = Field(default=None, ge=1024, le=65535)
+
+
+class LocalDeploymentV1(_Response):
+    id: str
+    name: str
+    job_id: str
+    checkpoint: str
+    kind: str
+    status: str
+    url: str
+    error_message: str | None = None
+    created_at: datetime
+
+
+class LocalListDeploymentsResponseV1(_Response):
+    deployments: list[LocalDeploymentV1]
+
+
 # --------------------------------------------------------------------------- metrics
 
 

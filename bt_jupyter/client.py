@@ -523,6 +523,39 @@ class ApiClient:
     def blob_credentials(self) -> api.GetBlobCredentialsResponseV1:
         return self._get("/v1/blobs/credentials/train", api.GetBlobCredentialsResponseV1)
 
+    # ------------------------------------------------------------------ deployments (local)
+
+    def create_deployment(
+        self,
+        job_id: str,
+        checkpoint: str = "latest",
+        name: str | None = None,
+        model_artifact: api.CreateTrainingJobS3Artifact | None = None,
+        port: int | None = None,
+    ) -> api.LocalDeploymentV1:
+        body = api.LocalCreateDeploymentRequestV1(
+            job_id=job_id,
+            checkpoint=checkpoint,
+            name=name,
+            model_artifact=model_artifact,
+            port=port,
+        )
+        return self._post("/v1/local/deployments", body, api.LocalDeploymentV1)
+
+    def deployments(self) -> list[api.LocalDeploymentV1]:
+        return self._get("/v1/local/deployments", api.LocalListDeploymentsResponseV1).deployments
+
+    def deployment(self, deployment_id: str) -> api.LocalDeploymentV1:
+        return self._get(f"/v1/local/deployments/{deployment_id}", api.LocalDeploymentV1)
+
+    def stop_deployment(self, deployment_id: str) -> api.LocalDeploymentV1:
+        path = f"/v1/local/deployments/{deployment_id}/stop"
+        return self._post(path, None, api.LocalDeploymentV1, retry_ambiguous=True)
+
+    def deployment_logs(self, deployment_id: str) -> list[api.LogV1]:
+        path = f"/v1/local/deployments/{deployment_id}/logs"
+        return self._get(path, api.GetLogsResponseV1).logs
+
     # ------------------------------------------------------------------ artifacts (local)
 
     def upload_artifact(self, data: bytes) -> tuple[api.CreateTrainingJobS3Artifact, int]:

@@ -253,6 +253,24 @@ class Job:
     def recreate(self) -> Job:
         return Job(self.client, self._rest.recreate_job(self.project_id, self.id), self.base_image)
 
+    def deploy(
+        self,
+        checkpoint: str = "latest",
+        name: str | None = None,
+        model: Bundle | None = None,
+        port: int | None = None,
+    ) -> Deployment:
+        """Serve a checkpoint: a Hugging Face folder with OpenAI-compatible completions,
+        or any checkpoint through a ``class Model`` bundle (``%%bt_model``)."""
+        if not self._rest.local_extensions:
+            raise BtJupyterError(
+                "deploying to Baseten's cloud is not available in this version; deploy on "
+                "the local backend, or use `truss train deploy_checkpoints`"
+            )
+        artifact = self._rest.upload_artifact(model.archive)[0] if model is not None else None
+        wire = self._rest.create_deployment(self.id, checkpoint, name, artifact, port)
+        return Deployment(self.client, wire)
+
     def summary(self) -> str:
         """A few lines for terminals and nbconvert runs."""
         compute = f"{self.node_count} x {self.instance_type.name}"
@@ -264,3 +282,100 @@ class Job:
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(self.summary())
+
+
+class DeploymentFailed(BtJupyterError):
+    pass
+
+
+class Deployment:
+    """A checkpoint being served: ``.predict()``, ``.chat()``, ``.complete()``, ``.stop()``."""
+
+    def __init__(self, client: Client, wire: api.LocalDeploymentV1) -> None:
+        self.client, self._wire = client, wire
+
+    def __repr__(self) -> str:
+        return f"<Deployment {self.id} {self.name} [{self.status}] {self.url}>"
+
+    @property
+    def id(self) -> str:
+        return self._wire.id
+
+    @property
+    def name(self) -> str:
+        return self._wire.name
+
+    @property
+    def status(self) -> str:
+        return self._wire.status
+
+    @property
+    def url(self) -> str:
+        return self._wire.url
+
+    @property
+    def checkpoint(self) -> str:
+        return self._wire.checkpoint
+
+    @property
+    def error_message(self) -> str | None:
+        return self._wire.error_message
+
+    def refresh(self) -> Deployment:
+        self._wire = self.client.api.deployment(self.id)
+        return self
+
+    def wait(self, timeout: float = 300, poll: float = 0.2) -> Deployment:
+        """Block until ACTIVE; raise with the reason if it FAILED or was STOPPED."""
+        deadline = time.monotonic() + timeout
+        while self.refresh().status == "DEPLOYING":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"deployment {self.id} is still DEPLOYING after {timeout}s")
+            time.sleep(poll)
+        if self.status != "ACTIVE":
+            raise DeploymentFailed(f"deployment {self.id} {self.status}: {self.error_message}")
+        return self
+
+    def _call(self, path: str, body: dict[str, Any]) -> Any:
+        if self.refresh().status != "ACTIVE":
+            raise DeploymentFailed(
+                f"deployment {self.id} is {self.status}"
+                + (f" ({self.error_message})" if self.error_message else "")
+                + "; deploy the checkpoint again to use it"
+            )
+        import httpx
+
+        response = httpx.post(f"{self.url}{path}", json=body, timeout=300)
+        if response.status_code >= 400:
+            raise DeploymentFailed(f"{path}: HTTP {response.status_code}: {response.text}")
+        return response.json()
+
+    def predict(self, request: Any) -> Any:
+        """``POST /predict`` of a ``%%bt_model`` deployment."""
+        return self._call("/predict", request)
+
+    def complete(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0) -> str:
+        answer = self._call(
+            "/v1/completions",
+            {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature},
+        )
+        return str(answer["choices"][0]["text"])
+
+    def chat(
+        self, messages: str | list[dict[str, str]], max_tokens: int = 32, temperature: float = 0.0
+    ) -> str:
+        """OpenAI-style chat; a string is one user message."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        answer = self._call(
+            "/v1/chat/completions",
+            {"messages": messages, "max_tokens": max_tokens, "temperature": temperature},
+        )
+        return str(answer["choices"][0]["message"]["content"])
+
+    def logs(self) -> list[api.LogV1]:
+        return self.client.api.deployment_logs(self.id)
+
+    def stop(self) -> Deployment:
+        self._wire = self.client.api.stop_deployment(self.id)
+        return self

@@ -68,8 +68,11 @@ def checkpoint_dir() -> Path:
 # --------------------------------------------------------------------------- run the cell
 
 
-def _load_namespace(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def load_cell_namespace(bundle: Path) -> dict[str, Any]:
+    """The notebook state a packaged cell needs: its imports, then its pickled names."""
     import cloudpickle  # noqa: F401  (the pickle needs it importable)
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
 
     buffers = [(bundle / "buffers" / f"{i}.bin").read_bytes() for i in range(manifest["buffers"])]
     values: dict[str, Any] = pickle.loads((bundle / "namespace.pkl").read_bytes(), buffers=buffers)
@@ -117,7 +120,7 @@ def run_cell(bundle: Path) -> int:
     manifest = json.loads((bundle / "manifest.json").read_text())
     cell_file = bundle / "cell.py"
     code = compile(cell_file.read_text(), str(cell_file), "exec")
-    namespace = _load_namespace(bundle, manifest)
+    namespace = load_cell_namespace(bundle)
     try:
         exec(code, namespace)
         _save_outputs(manifest.get("outputs", []), namespace)

@@ -28,11 +28,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bt_jupyter import api, spec
 from bt_jupyter._version import __version__
 from bt_jupyter.errors import InvalidConfigError
-from bt_jupyter.local import checkpoints
+from bt_jupyter.local import checkpoints, deploy
 from bt_jupyter.local.dispatch import Dispatcher
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.settings import Settings
-from bt_jupyter.local.store import JobRow, LogRow, ProjectRow, Store, new_id
+from bt_jupyter.local.store import DeploymentRow, JobRow, LogRow, ProjectRow, Store, new_id
 
 M = TypeVar("M", bound=BaseModel)
 S = spec.TrainingJobStatus
@@ -635,6 +635,80 @@ def build_app(service: Service) -> FastAPI:
         return JSONResponse(
             {"history": [{"status": s.value, "at": _time(at).isoformat()} for s, at in history]}
         )
+
+    # ------------------------------------------------------------------ deployments
+
+    def deployment_wire(row: DeploymentRow) -> api.LocalDeploymentV1:
+        return api.LocalDeploymentV1(
+            id=row.id,
+            name=row.name,
+            job_id=row.job_id,
+            checkpoint=row.checkpoint,
+            kind=row.kind,
+            status=row.status,
+            url=f"http://127.0.0.1:{row.port}",
+            error_message=row.error_message,
+            created_at=_time(row.created_at),
+        )
+
+    def find_deployment(deployment_id: str) -> DeploymentRow:
+        row = service.store.deployment(deployment_id)
+        if row is None:
+            raise _not_found("deployment", deployment_id)
+        return deploy.settle(service.store, row)
+
+    @local.post("/deployments", dependencies=[Depends(authenticated)])
+    async def create_deployment(request: Request) -> JSONResponse:
+        body = await _parse(request, api.LocalCreateDeploymentRequestV1)
+        job = service.store.job(body.job_id)
+        if job is None:
+            raise _not_found("training job", body.job_id)
+        bundle = None
+        if body.model_artifact is not None:
+            bundle = _artifact_path(service, body.model_artifact.s3_key)
+            if not bundle.is_file():
+                raise ApiError(
+                    400,
+                    "ARTIFACT_NOT_FOUND",
+                    f"model bundle {body.model_artifact.s3_key} was not uploaded",
+                )
+        try:
+            row = await run(
+                deploy.start,
+                service.home,
+                service.store,
+                job,
+                body.checkpoint,
+                body.name,
+                bundle,
+                body.port,
+            )
+        except deploy.DeployRefused as exc:
+            raise ApiError(exc.status, "DEPLOY_REFUSED", str(exc)) from None
+        return _ok(deployment_wire(row))
+
+    @local.get("/deployments", dependencies=[Depends(authenticated)])
+    async def list_deployments() -> JSONResponse:
+        rows = [deploy.settle(service.store, r) for r in service.store.deployments()]
+        return _ok(
+            api.LocalListDeploymentsResponseV1(deployments=[deployment_wire(r) for r in rows])
+        )
+
+    @local.get("/deployments/{deployment_id}", dependencies=[Depends(authenticated)])
+    async def get_deployment(deployment_id: str) -> JSONResponse:
+        return _ok(deployment_wire(find_deployment(deployment_id)))
+
+    @local.post("/deployments/{deployment_id}/stop", dependencies=[Depends(authenticated)])
+    async def stop_deployment(deployment_id: str) -> JSONResponse:
+        row = find_deployment(deployment_id)
+        deploy.stop(service.store, row)
+        return _ok(deployment_wire(find_deployment(deployment_id)))
+
+    @local.get("/deployments/{deployment_id}/logs", dependencies=[Depends(authenticated)])
+    async def deployment_logs(deployment_id: str) -> JSONResponse:
+        row = find_deployment(deployment_id)
+        rows = await run(service.store.logs_after, row.id, 0, 5000)
+        return _ok(api.GetLogsResponseV1(logs=[_log_wire(r) for r in rows]))
 
     app.include_router(v1)
     app.include_router(local)

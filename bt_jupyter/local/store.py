@@ -77,6 +77,19 @@ CREATE TABLE IF NOT EXISTS metrics (
     storage_bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS metrics_by_job ON metrics (job_id, at);
+CREATE TABLE IF NOT EXISTS deployments (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    checkpoint TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    pid INTEGER,
+    error_message TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     job_id TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -137,6 +150,21 @@ class MetricRow:
     memory_bytes: int
     gpus: dict[str, dict[str, float]]
     storage_bytes: int
+
+
+@dataclass(frozen=True)
+class DeploymentRow:
+    id: str
+    name: str
+    job_id: str
+    checkpoint: str
+    kind: str  # "hf" (transformers checkpoint) or "model" (a %%bt_model class)
+    status: str  # DEPLOYING, ACTIVE, FAILED, STOPPED
+    port: int
+    pid: int | None
+    error_message: str | None
+    created_at: float
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -495,6 +523,44 @@ class Store:
                 ),
             )
 
+    # ------------------------------------------------------------------ deployments
+
+    def create_deployment(
+        self, name: str, job_id: str, checkpoint: str, kind: str, port: int
+    ) -> DeploymentRow:
+        now, deployment_id = time.time(), new_id()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO deployments (id, name, job_id, checkpoint, kind, status, port,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'DEPLOYING', ?, ?, ?)",
+                (deployment_id, name, job_id, checkpoint, kind, port, now, now),
+            )
+        found = self.deployment(deployment_id)
+        assert found is not None
+        return found
+
+    def deployment(self, deployment_id: str) -> DeploymentRow | None:
+        row = (
+            self._db()
+            .execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,))
+            .fetchone()
+        )
+        return _deployment(row) if row else None
+
+    def deployments(self) -> list[DeploymentRow]:
+        rows = self._db().execute("SELECT * FROM deployments ORDER BY created_at DESC")
+        return [_deployment(r) for r in rows]
+
+    def update_deployment(self, deployment_id: str, **fields: Any) -> None:
+        """Set status, pid or error_message; a final status (FAILED, STOPPED) stays final."""
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE deployments SET {assignments}, updated_at = ? WHERE id = ?"
+                " AND status NOT IN ('FAILED', 'STOPPED')",
+                (*fields.values(), time.time(), deployment_id),
+            )
+
     def checkpoints(self, job_id: str) -> list[CheckpointRow]:
         rows = self._db().execute(
             "SELECT * FROM checkpoints WHERE job_id = ? ORDER BY created_at, name", (job_id,)
@@ -513,6 +579,10 @@ class Store:
             )
             for r in rows
         ]
+
+
+def _deployment(row: sqlite3.Row) -> DeploymentRow:
+    return DeploymentRow(**{k: row[k] for k in row.keys()})  # noqa: SIM118 (sqlite3.Row)
 
 
 def _delete_job_rows(db: sqlite3.Connection, job_id: str) -> None:
