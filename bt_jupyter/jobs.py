@@ -376,6 +376,11 @@ class Deployment:
     def logs(self) -> list[api.LogV1]:
         return self.client.api.deployment_logs(self.id)
 
-    def stop(self) -> Deployment:
+    def stop(self, timeout: float = 30) -> Deployment:
+        """Stop serving and wait (up to ``timeout`` s) until the process has ended."""
         self._wire = self.client.api.stop_deployment(self.id)
+        deadline = time.monotonic() + timeout
+        while self.status in ("DEPLOYING", "ACTIVE") and time.monotonic() < deadline:
+            time.sleep(0.1)
+            self.refresh()
         return self

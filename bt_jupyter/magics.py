@@ -19,7 +19,7 @@ from traitlets import Bool, Float, Unicode
 
 from bt_jupyter import spec
 from bt_jupyter.errors import BtJupyterError
-from bt_jupyter.jobs import Client, Job
+from bt_jupyter.jobs import Client, Deployment, Job
 from bt_jupyter.packaging import Bundle, PackageOptions, describe, package_cell
 from bt_jupyter.packaging.export import export_project
 from bt_jupyter.widgets import in_kernel
@@ -111,6 +111,7 @@ class BtMagics(Magics):
         super().__init__(shell=shell, **kwargs)
         self._clients: dict[str, Client] = {}
         self._submitted: dict[str, tuple[spec.TrainingProject, Bundle]] = {}
+        self._model_bundle: Bundle | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -335,6 +336,44 @@ class BtMagics(Magics):
             print(
                 f"{c.checkpoint_id:30} {c.size_bytes:>14,} bytes  {c.checkpoint_type:5} {created}"
             )
+
+    @cell_magic
+    def bt_model(self, line: str, cell: str) -> None:
+        """``%%bt_model``: a Truss-style ``class Model`` (load, predict) for deployments."""
+        parser = _Parser(prog="%%bt_model", add_help=False)
+        parser.add_argument("--pip", action="append", default=[])
+        args = _parse(parser, line)
+        try:
+            bundle = package_cell(cell, self._ns, PackageOptions(pip=tuple(args.pip)))
+        except BtJupyterError as exc:
+            raise UsageError(str(exc)) from None
+        if "class Model" not in cell:
+            raise UsageError("%%bt_model: the cell must define `class Model` with load and predict")
+        self._model_bundle = bundle
+        print("model class ready: deploy a checkpoint with %bt_deploy JOB_ID [CHECKPOINT] --model")
+
+    @line_magic
+    def bt_deploy(self, line: str) -> Deployment:
+        """``%bt_deploy JOB_ID [CHECKPOINT] [--name N] [--model]``: serve a checkpoint."""
+        parser = _Parser(prog="%bt_deploy", add_help=False)
+        parser.add_argument("job_id")
+        parser.add_argument("checkpoint", nargs="?", default="latest")
+        parser.add_argument("--name")
+        parser.add_argument("--model", action="store_true", help="use the last %%bt_model class")
+        args = _parse(parser, line)
+        if args.model and self._model_bundle is None:
+            raise UsageError("--model: run a %%bt_model cell first")
+        job = self._job(args.job_id)
+        try:
+            deployment = job.deploy(
+                args.checkpoint, args.name, self._model_bundle if args.model else None
+            )
+            print(f"deploying {deployment.checkpoint} of job {job.id} as {deployment.name} ...")
+            deployment.wait()
+        except BtJupyterError as exc:
+            raise UsageError(str(exc)) from None
+        print(f"{deployment.name} is ACTIVE at {deployment.url}")
+        return deployment
 
     @line_magic
     def bt_secret(self, line: str) -> None:

@@ -53,7 +53,13 @@ class HuggingFaceModel:
     tokenizer: Any
 
     def __init__(self, path: Path, log: LogSink) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError:
+            raise LoadFailed(
+                "serving a Hugging Face checkpoint needs transformers: "
+                "pip install 'bt_jupyter[serve]'"
+            ) from None
 
         adapter = path / "adapter_config.json"
         if adapter.is_file():

@@ -1,0 +1,72 @@
+"""Every notebook in notebooks/ runs top to bottom in a real kernel (nbclient)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from bt_jupyter.local.home import Home
+from bt_jupyter.local.secrets import SecretStore
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def run_notebook(name: str, home: Home, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Execute ``notebooks/<name>`` and return all its text output."""
+    monkeypatch.setenv("BT_JUPYTER_HOME", str(home.root))
+    monkeypatch.setenv("BT_NOTEBOOK_BACKEND", "local")
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(
+        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()
+    return "\n".join(out.get("text", "") for cell in nb.cells for out in cell.get("outputs", []))
+
+
+def test_every_notebook_has_a_test() -> None:
+    tested = {"quickstart.ipynb", "multinode.ipynb", "cloud.ipynb"}
+    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == tested
+
+
+@pytest.mark.timeout(240)
+def test_quickstart_trains_deploys_and_chats_within_three_minutes(
+    local_home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = time.monotonic()
+    out = run_notebook("quickstart.ipynb", local_home, monkeypatch)
+    assert time.monotonic() - started < 180
+    assert "status: COMPLETED" in out
+    assert "lifecycle: CREATED -> DEPLOYING -> RUNNING -> COMPLETED" in out
+    assert "checkpoints: ['checkpoint-100', 'checkpoint-200']" in out
+    loss = float(out.split("final loss: ")[1].split()[0])
+    assert loss < 1.0  # it learned the corpus
+    assert "is ACTIVE at http://127.0.0.1:" in out
+    assert "completion: '" in out
+    assert "chat: '" in out
+    assert "deployment STOPPED" in out
+
+
+@pytest.mark.timeout(240)
+def test_multinode_ddp_then_resume_from_the_latest_checkpoint(
+    local_home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = run_notebook("multinode.ipynb", local_home, monkeypatch)
+    weights = out.split("weights: ")[1].splitlines()[0]
+    assert "checkpoints: ['checkpoint-100']" in out
+    assert f"resumed from: ['checkpoint-100', {weights}]" in out
+
+
+@pytest.mark.timeout(240)
+def test_cloud_notebook_runs_against_the_local_service(
+    local_home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    SecretStore(local_home).set("hf_access_token", "hf_notebook_test_value")
+    out = run_notebook("cloud.ipynb", local_home, monkeypatch)
+    assert "backend: local" in out
+    assert "status: COMPLETED" in out
+    assert "checkpoints: ['checkpoint-5']" in out
+    assert "losses: [1.0, 0.5, 0.3333333333333333, 0.25, 0.2]" in out
+    assert "hf_notebook_test_value" not in out
