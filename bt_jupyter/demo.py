@@ -1,105 +1,48 @@
-"""``make demo``: the main job, end to end, on the embedded local service.
+"""``make demo``: run notebooks/quickstart.ipynb headless on the embedded local service.
 
-Submits a small PyTorch training job (a tiny model fit on generated data, checkpoints
-on) through the same client that talks to Baseten, follows its logs live, then prints
-its lifecycle, final status and checkpoints. What is not built yet is said at the end.
+It trains a tiny transformer as a job, follows it to the end, deploys its latest
+checkpoint and asks the deployed model for a completion and a chat answer; every
+cell's output is printed as it runs.
 """
 
 from __future__ import annotations
 
-import io
 import sys
-import tarfile
-import textwrap
 import time
+from pathlib import Path
 
-from bt_jupyter import spec
-from bt_jupyter.client import ApiClient
+import nbformat
+from nbclient import NotebookClient
 
-TRAIN_PY = textwrap.dedent(
-    """
-    import os, pathlib, time
-    import torch
-
-    torch.manual_seed(0)
-    x = torch.linspace(-2, 2, 256).unsqueeze(1)
-    y = torch.sin(2 * x) + 0.1 * torch.randn_like(x)
-    model = torch.nn.Sequential(torch.nn.Linear(1, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    ckpt_root = pathlib.Path(os.environ["BT_CHECKPOINT_DIR"])
-    for step in range(1, 201):
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        opt.zero_grad(); loss.backward(); opt.step()
-        if step % 25 == 0:
-            print(f"step {step:3d}  loss {loss.item():.4f}", flush=True)
-        if step % 100 == 0:
-            out = ckpt_root / f"checkpoint-{step}"
-            out.mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), out / "model.pt")
-            print(f"saved {out.name}", flush=True)
-    """
-)
-
-
-def quickstart_project() -> spec.TrainingProject:
-    """The job the quickstart notebook submits: one CPU node, checkpoints on."""
-    return spec.TrainingProject(
-        name="quickstart",
-        job=spec.TrainingJob(
-            name="tiny-sine",
-            image=spec.Image(base_image="pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"),
-            compute=spec.Compute(cpu_count=2, memory="4Gi"),
-            runtime=spec.Runtime(
-                start_commands=["python train.py"],
-                checkpointing_config=spec.CheckpointingConfig(enabled=True),
-            ),
-        ),
-    )
-
-
-def _bundle() -> bytes:
-    data = TRAIN_PY.encode()
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        info = tarfile.TarInfo("train.py")
-        info.size, info.mtime, info.mode = len(data), 0, 0o644
-        tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
 
 
 def main() -> int:
-    print("Starting the embedded local service (Baseten's training API on this machine) ...")
+    if not NOTEBOOK.is_file():
+        print(f"{NOTEBOOK} not found: run `make demo` from a checkout of the repository")
+        return 2
+    nb = nbformat.read(NOTEBOOK, as_version=4)  # type: ignore[no-untyped-call]
     started = time.monotonic()
-    with ApiClient.local() as client:
-        print(f"  ready at {client.base_url} in {time.monotonic() - started:.1f}s")
-        project = quickstart_project()
-        remote = client.upsert_project(project)
-        artifact, sent = client.upload_artifact(_bundle())
-        print(f"Uploaded the job's files ({sent} bytes; 0 means already there)")
-        job = client.create_job(remote.id, project.job, [artifact])
-        print(
-            f"Submitted job {job.id} ({project.job.compute.describe()}) in project {remote.name!r}"
-        )
-        print("--- logs ---")
-        for followed in client.stream_logs(remote.id, job.id):
-            node = f"[node {followed.log.replica}]" if followed.log.replica else "[runner]"
-            print(f"{node:9} {followed.log.message}")
-        print("--- lifecycle ---")
-        for status, at in client.history(remote.id, job.id):
-            print(f"  {at}  {status.short}")
-        final = client.job(remote.id, job.id).training_job
-        print(
-            f"Final status: {final.status.short}"
-            + (f" ({final.error_message})" if final.error_message else "")
-        )
-        print("Checkpoints:")
-        for ckpt in client.checkpoints(remote.id, job.id):
-            print(f"  {ckpt.checkpoint_id}  {ckpt.size_bytes} bytes  {ckpt.checkpoint_type}")
-    print(
-        "\nNot built yet: %%bt_train (packaging a notebook cell), the live widget, and "
-        "deploying a checkpoint. This demo ran the job through the client and the local service."
+    print(f"Running {NOTEBOOK.name} on the embedded local service (no account, no GPU) ...")
+
+    def show(**hook: object) -> None:
+        cell = hook["cell"]
+        assert isinstance(cell, nbformat.NotebookNode)
+        for output in cell.get("outputs", []):
+            text = output.get("text") or output.get("data", {}).get("text/plain", "")
+            if text:
+                print(text.rstrip())
+
+    client = NotebookClient(
+        nb,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+        on_cell_executed=show,
     )
-    return 0 if final.status == spec.TrainingJobStatus.COMPLETED else 1
+    client.execute()
+    print(f"Done in {time.monotonic() - started:.0f}s. Open it live with `make lab`.")
+    return 0
 
 
 if __name__ == "__main__":

@@ -25,14 +25,8 @@ def test_demo_runs_the_main_job_on_the_local_service(tmp_path: Path) -> None:
         daemon.stop(Home(tmp_path))
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
-    assert "[node 0]  step 200  loss" in out
-    assert "Final status: COMPLETED" in out
-    assert "checkpoint-100" in out
-    assert "checkpoint-200" in out
-    lifecycle = out.split("--- lifecycle ---")[1].split("Final status")[0]
-    assert [line.split()[-1] for line in lifecycle.strip().splitlines()] == [
-        "CREATED",
-        "DEPLOYING",
-        "RUNNING",
-        "COMPLETED",
-    ]
+    assert "status: COMPLETED" in out
+    assert "lifecycle: CREATED -> DEPLOYING -> RUNNING -> COMPLETED" in out
+    assert "checkpoints: ['checkpoint-100', 'checkpoint-200']" in out
+    assert "completion: '" in out
+    assert "deployment STOPPED" in out

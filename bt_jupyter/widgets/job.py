@@ -70,6 +70,10 @@ class JobWidget(anywidget.AnyWidget):
         self.on_msg(self._on_message)
         self.watch(job)
 
+    def __repr__(self) -> str:
+        """The text a frontend without widgets shows (nbconvert, papermill, a terminal)."""
+        return self.job.summary()
+
     def watch(self, job: Job) -> None:
         """Show ``job`` (a new one after Recreate), replacing what is shown."""
         if self.watcher is not None:
