@@ -203,3 +203,30 @@ def test_deploy_errors_are_clear_and_start_nothing(bt: Client, trained: Job) -> 
         with pytest.raises(ApiError, match=f"port {port} is in use"):
             trained.deploy("checkpoint-120", port=port)
     assert len(bt.api.deployments()) == before
+
+
+@pytest.mark.timeout(300)
+def test_the_widget_deploys_tries_and_stops_a_checkpoint(trained: Job) -> None:
+    from bt_jupyter.widgets.job import JobWidget
+    from tests.helpers import wait_for
+
+    widget = JobWidget(trained)
+    sent: list[dict[str, object]] = []
+    widget.send = sent.append  # type: ignore[method-assign]
+    widget._on_message(widget, {"type": "deploy", "checkpoint": "checkpoint-120"}, [])
+
+    def deployment(status: str) -> dict[str, object] | None:
+        rows = [d for d in widget.deployments if d["status"] == status]
+        return rows[0] if rows else None
+
+    row = wait_for(lambda: deployment("ACTIVE"), 120, "the widget's deployment to be ACTIVE")
+    assert row["checkpoint"] == "checkpoint-120"
+    assert row["kind"] == "hf"
+    widget._on_message(widget, {"type": "try", "id": row["id"], "input": "the cat"}, [])
+    answer = wait_for(lambda: [m for m in sent if m["type"] == "try_result"], 60, "an answer")
+    assert answer[0]["id"] == row["id"]
+    assert str(answer[0]["text"]).strip().startswith("sat")
+    widget._on_message(widget, {"type": "stop_deployment", "id": row["id"]}, [])
+    wait_for(lambda: deployment("STOPPED"), 60, "the deployment to stop")
+    assert widget.watcher is not None
+    widget.watcher.close()

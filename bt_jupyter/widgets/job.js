@@ -103,6 +103,7 @@ function render({ model, el: root }) {
   const plotBox = el("div");
   const resources = el("div", { class: "btj-muted", "data-testid": "resources" });
   const ckptBox = el("div");
+  const deployBox = el("div");
 
   const stop = el("button", { class: "btj-stop", "data-testid": "stop" }, "Stop");
   const refresh = el("button", {}, "Refresh");
@@ -126,7 +127,7 @@ function render({ model, el: root }) {
   root.append(header, stepper, error, buttons,
     el("details", { open: "" }, el("summary", {}, "Logs"), controls, logBox),
     el("details", { open: "" }, el("summary", {}, "Metrics"), resources, plotBox),
-    el("details", { open: "" }, el("summary", {}, "Checkpoints"), ckptBox));
+    el("details", { open: "" }, el("summary", {}, "Checkpoints"), ckptBox, deployBox));
 
   function drawHeader() {
     const h = model.get("header");
@@ -172,13 +173,37 @@ function render({ model, el: root }) {
     logInfo.textContent = ` ${model.get("log_count").toLocaleString()} lines (showing the last ${shown.length})`;
   }
 
+  const deploy = (checkpoint) => model.send({ type: "deploy", checkpoint });
+
   function drawCheckpoints() {
     const rows = model.get("checkpoints");
     if (!rows.length) { ckptBox.replaceChildren(el("div", { class: "btj-muted" }, "No checkpoints yet")); return; }
-    ckptBox.replaceChildren(el("table", { class: "btj-table" },
-      el("tr", {}, el("th", {}, "name"), el("th", {}, "type"), el("th", {}, "size"), el("th", {}, "created")),
-      ...rows.map((c) => el("tr", {}, el("td", {}, c.name), el("td", {}, c.type),
-        el("td", {}, `${(c.size / 1e6).toFixed(2)} MB`), el("td", {}, fmtTime(c.created))))));
+    ckptBox.replaceChildren(
+      el("button", { "data-testid": "deploy-latest", onclick: () => deploy("latest") }, "Deploy latest"),
+      el("table", { class: "btj-table" },
+        el("tr", {}, el("th", {}, "name"), el("th", {}, "type"), el("th", {}, "size"), el("th", {}, "created"), el("th", {}, "")),
+        ...rows.map((c) => el("tr", {}, el("td", {}, c.name), el("td", {}, c.type),
+          el("td", {}, `${(c.size / 1e6).toFixed(2)} MB`), el("td", {}, fmtTime(c.created)),
+          el("td", {}, el("button", { onclick: () => deploy(c.name) }, "Deploy"))))));
+  }
+
+  const answers = new Map();
+  function drawDeployments() {
+    const rows = model.get("deployments");
+    deployBox.replaceChildren(...rows.map((d) => {
+      const input = el("input", { class: "btj-search", placeholder: d.kind === "model" ? '{"x": 1}' : "prompt" });
+      const answer = el("pre", { class: "btj-answer", "data-testid": `answer-${d.id}` }, answers.get(d.id) || "");
+      const live = d.status === "ACTIVE";
+      return el("div", { class: "btj-deployment", "data-testid": "deployment" },
+        el("div", {}, el("b", {}, d.name), " ",
+          el("span", { class: `btj-badge btj-${d.status.toLowerCase()}` }, d.status), " ",
+          el("span", { class: "btj-muted" }, `${d.checkpoint} · ${d.url}`)),
+        d.error ? el("div", { class: "btj-error" }, d.error) : "",
+        live ? el("div", { class: "btj-controls" }, input,
+          el("button", { onclick: () => model.send({ type: "try", id: d.id, input: input.value }) }, "Send"),
+          el("button", { onclick: () => model.send({ type: "stop_deployment", id: d.id }) }, "Stop deployment")) : "",
+        answer);
+    }));
   }
 
   model.on("change:header", drawHeader);
@@ -193,7 +218,10 @@ function render({ model, el: root }) {
       `node ${r.node}: CPU ${(100 * r.cpu).toFixed(0)}% · ${(r.memory_bytes / 1e9).toFixed(2)} GB` +
       (r.gpu === null ? "" : ` · GPU ${(100 * r.gpu).toFixed(0)}%`)).join("   ");
   });
+  model.on("change:deployments", drawDeployments);
   model.on("msg:custom", (msg) => {
+    if (msg.type === "try_result") { answers.set(msg.id, msg.text); drawDeployments(); }
+    if (msg.type === "error") { error.textContent = msg.message; }
     if (msg.type === "log_file") {
       const url = URL.createObjectURL(new Blob([msg.text], { type: "text/plain" }));
       const a = el("a", { href: url, download: msg.name });
@@ -201,7 +229,7 @@ function render({ model, el: root }) {
       URL.revokeObjectURL(url);
     }
   });
-  drawHeader(); takeLogs(); drawCheckpoints();
+  drawHeader(); takeLogs(); drawCheckpoints(); drawDeployments();
   plotBox.replaceChildren(plot(model.get("metrics")));
   const timer = setInterval(drawHeader, 1000);
   return () => clearInterval(timer);

@@ -9,6 +9,7 @@ cell has finished and ends when the job does.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
@@ -20,7 +21,7 @@ import anywidget
 import traitlets
 
 from bt_jupyter import api, runtime
-from bt_jupyter.jobs import Job
+from bt_jupyter.jobs import Deployment, Job
 
 TICK_SECONDS = 0.2
 TAIL_LINES = 300
@@ -60,6 +61,8 @@ class JobWidget(anywidget.AnyWidget):
     log_count = traitlets.Int(0).tag(sync=True)
     metrics: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
     checkpoints: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
+    #: Deployments started from this widget: id, name, checkpoint, kind, status, url, error.
+    deployments: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
     #: Latest CPU / memory / GPU use per node (from the job's metrics).
     resources: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
 
@@ -67,6 +70,7 @@ class JobWidget(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self.prices = prices
         self.watcher: JobWatcher | None = None
+        self.live: dict[str, Deployment] = {}
         self.on_msg(self._on_message)
         self.watch(job)
 
@@ -107,8 +111,57 @@ class JobWidget(anywidget.AnyWidget):
                 for line in self.job.logs()
             )
             self.send({"type": "log_file", "name": f"{self.job.id}.log", "text": text})
+        elif kind == "deploy":
+            self._background(self._deploy, str(content.get("checkpoint") or "latest"))
+        elif kind == "try":
+            self._background(self._try, str(content["id"]), str(content.get("input", "")))
+        elif kind == "stop_deployment":
+            self._background(self._stop_deployment, str(content["id"]))
         if self.watcher is not None:
             self.watcher.refresh_now.set()
+
+    def _background(self, work: Any, *args: Any) -> None:
+        """Deploying and calling a model take seconds: never in the kernel's message loop."""
+
+        def run() -> None:
+            try:
+                work(*args)
+            except Exception as exc:  # shown in the widget, like any deployment error
+                self.send({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def _show_deployment(self, deployment: Deployment) -> None:
+        row = {
+            "id": deployment.id,
+            "name": deployment.name,
+            "checkpoint": deployment.checkpoint,
+            "kind": deployment._wire.kind,
+            "status": deployment.status,
+            "url": deployment.url,
+            "error": deployment.error_message or "",
+        }
+        self.deployments = [d for d in self.deployments if d["id"] != deployment.id] + [row]
+
+    def _deploy(self, checkpoint: str) -> None:
+        deployment = self.job.deploy(checkpoint)
+        self.live[deployment.id] = deployment
+        self._show_deployment(deployment)
+        try:
+            deployment.wait()
+        finally:
+            self._show_deployment(deployment.refresh())
+
+    def _try(self, deployment_id: str, text: str) -> None:
+        deployment = self.live[deployment_id]
+        if deployment._wire.kind == "model":
+            answer = json.dumps(deployment.predict(json.loads(text or "{}")))
+        else:
+            answer = deployment.complete(text, max_tokens=32)
+        self.send({"type": "try_result", "id": deployment_id, "text": answer})
+
+    def _stop_deployment(self, deployment_id: str) -> None:
+        self._show_deployment(self.live[deployment_id].stop())
 
 
 class JobWatcher:
