@@ -208,3 +208,48 @@ def test_secret_is_set_with_a_hidden_prompt_and_never_leaks(
     }
     for where, text in places.items():
         assert canary not in text, f"the secret leaked into the {where}"
+
+
+def test_load_checkpoint_option_fills_the_config(ip: InteractiveShell) -> None:
+    for value, expected in [
+        ("latest", '"typ": "baseten_latest_checkpoint"'),
+        ("abc1234", '"job_id": "abc1234"'),
+        ("abc1234:checkpoint-20", '"checkpoint_name": "checkpoint-20"'),
+    ]:
+        result, out = _cell(ip, f"--load-checkpoint {value} --dry-run", "x = 1")
+        assert result.success  # type: ignore[attr-defined]
+        assert '"load_checkpoint_config": {\n        "enabled": true' in out.stdout
+        assert expected in out.stdout
+
+
+@pytest.mark.timeout(300)
+def test_bt_model_and_bt_deploy(ip: InteractiveShell) -> None:
+    result, _ = _cell(
+        ip,
+        "--wait -o job",
+        "from bt_jupyter.runtime import checkpoint_dir\n"
+        "(checkpoint_dir() / 'ckpt-1').mkdir()\n"
+        "(checkpoint_dir() / 'ckpt-1' / 'scale.txt').write_text('3')",
+    )
+    assert result.success  # type: ignore[attr-defined]
+    job = ip.user_ns["job"]
+    with capture_output() as out:
+        ip.run_cell(
+            "%%bt_model\n"
+            "class Model:\n"
+            "    def __init__(self, checkpoint_dir):\n"
+            "        self.path = checkpoint_dir / 'scale.txt'\n"
+            "    def load(self):\n"
+            "        self.scale = int(self.path.read_text())\n"
+            "    def predict(self, request):\n"
+            "        return {'y': self.scale * request['x']}\n"
+        )
+    assert "model class ready" in out.stdout
+    with capture_output() as out:
+        deployment = ip.run_line_magic("bt_deploy", f"{job.id} ckpt-1 --model --name scaler")
+    assert f"scaler is ACTIVE at {deployment.url}" in out.stdout
+    assert deployment.predict({"x": 5}) == {"y": 15}
+    deployment.stop()
+    with capture_output() as out:
+        ip.run_cell(f"%bt_deploy {job.id}")
+    assert "ckpt-1 is not a Hugging Face model folder" in out.stderr + out.stdout
