@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from bt_jupyter import api, spec
 from bt_jupyter.client import ApiClient, FollowedLog
@@ -218,10 +218,21 @@ class Job:
             raise JobFailed(f"job {self.id} {self.status.short}: {self.error_message}")
         return self
 
-    def logs(self, node: int | None = None) -> list[api.LogV1]:
-        """Every log line so far (of one node, or all)."""
+    @overload
+    def logs(self, follow: Literal[False] = False, node: int | None = None) -> list[api.LogV1]: ...
+
+    @overload
+    def logs(self, follow: Literal[True], node: int | None = None) -> Iterator[api.LogV1]: ...
+
+    def logs(
+        self, follow: bool = False, node: int | None = None
+    ) -> list[api.LogV1] | Iterator[api.LogV1]:
+        """Every log line so far (of one node, or all); ``follow=True``: live, to the end."""
+        wanted = None if node is None else str(node)
+        if follow:
+            return (f.log for f in self.follow() if wanted is None or f.log.replica == wanted)
         lines = self._rest.all_logs(self.project_id, self.id)
-        return [line for line in lines if node is None or line.replica == str(node)]
+        return [line for line in lines if wanted is None or line.replica == wanted]
 
     def follow(self) -> Iterator[FollowedLog]:
         """Every log line, live, until the job ends."""

@@ -94,3 +94,20 @@ def test_baseten_key_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     trussrc.unlink()
     with pytest.raises(MissingApiKey, match="set BASETEN_API_KEY, or run `truss login`"):
         find_api_key()
+
+
+def test_logs_follow_live_for_one_node(bt: Client) -> None:
+    project = spec.TrainingProject(
+        name=f"follow-{new_id()}",
+        job=spec.TrainingJob(
+            image=spec.Image(base_image="python:3.11-slim"),
+            compute=spec.Compute(node_count=2),
+            runtime=spec.Runtime(
+                start_commands=['for i in 1 2 3; do echo "n$BT_NODE_RANK $i"; sleep 0.1; done']
+            ),
+        ),
+    )
+    job = bt.submit(project)
+    followed = [line.message for line in job.logs(follow=True, node=1)]
+    assert followed == ["n1 1", "n1 2", "n1 3"]
+    assert job.refresh().status == S.COMPLETED
