@@ -34,7 +34,9 @@ def test_notebook_widget_reaches_completed_with_its_logs(
         [
             "%load_ext bt_jupyter\n%bt_project kernel-widget",
             "%%bt_train -o job --name widget-run\n"
-            "from bt_jupyter.runtime import log_metrics\n"
+            "from bt_jupyter.runtime import checkpoint_dir, log_metrics\n"
+            "(checkpoint_dir() / 'checkpoint-20').mkdir()\n"
+            "(checkpoint_dir() / 'checkpoint-20' / 'w.bin').write_bytes(b'0' * 64)\n"
             "for step in range(20):\n"
             "    print(f'step {step}')\n"
             "    log_metrics(step=step, loss=1 / (step + 1))",
@@ -70,6 +72,9 @@ def test_notebook_widget_reaches_completed_with_its_logs(
         "TRAINING_JOB_COMPLETED",
     ]
     assert state["header"]["name"] == "widget-run"  # type: ignore[index]
+    assert [(c["name"], c["nodes"]) for c in state["checkpoints"]] == [  # type: ignore[union-attr]
+        ("checkpoint-20", [0])
+    ]
     assert state["header"]["compute"] == "1 x CPU:1"  # type: ignore[index]
     assert len(json.dumps(state)) < 1_000_000
 

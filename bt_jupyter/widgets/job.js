@@ -181,8 +181,8 @@ function render({ model, el: root }) {
     ckptBox.replaceChildren(
       el("button", { "data-testid": "deploy-latest", onclick: () => deploy("latest") }, "Deploy latest"),
       el("table", { class: "btj-table" },
-        el("tr", {}, el("th", {}, "name"), el("th", {}, "type"), el("th", {}, "size"), el("th", {}, "created"), el("th", {}, "")),
-        ...rows.map((c) => el("tr", {}, el("td", {}, c.name), el("td", {}, c.type),
+        el("tr", {}, el("th", {}, "name"), el("th", {}, "node"), el("th", {}, "type"), el("th", {}, "size"), el("th", {}, "created"), el("th", {}, "")),
+        ...rows.map((c) => el("tr", {}, el("td", {}, c.name), el("td", {}, (c.nodes || []).join(", ")), el("td", {}, c.type),
           el("td", {}, `${(c.size / 1e6).toFixed(2)} MB`), el("td", {}, fmtTime(c.created)),
           el("td", {}, el("button", { onclick: () => deploy(c.name) }, "Deploy"))))));
   }

@@ -178,6 +178,8 @@ class JobWatcher:
         self.followed = threading.Event()
         self.closed = threading.Event()
         self.messages = 0  # comm messages published, for the benchmarks
+        self._rank_names: set[str] = set()
+        self._rank_cache: dict[str, list[int]] = {}
         self._threads = [
             threading.Thread(target=self._follow, name=f"bt-follow-{job.id}", daemon=True),
             threading.Thread(target=self._publish, name=f"bt-publish-{job.id}", daemon=True),
@@ -247,6 +249,18 @@ class JobWatcher:
                 return
             self.closed.wait(TICK_SECONDS)
 
+    def _ranks(self, names: set[str]) -> dict[str, list[int]]:
+        """Which nodes wrote each checkpoint (from its files; fetched when the set changes)."""
+        if names != self._rank_names:
+            ranks: dict[str, set[int]] = {}
+            for f in self.job.client.api.checkpoint_files(self.job.project_id, self.job.id):
+                parts = f.relative_file_name.split("/")
+                if len(parts) > 1:
+                    ranks.setdefault(parts[1], set()).add(f.node_rank)
+            self._rank_cache = {name: sorted(r) for name, r in ranks.items()}
+            self._rank_names = names
+        return self._rank_cache
+
     def _send(self, refresh: bool) -> None:
         self.dirty.clear()
         state: dict[str, Any] = {}
@@ -255,14 +269,17 @@ class JobWatcher:
             state["status"] = job.status.value
             state["error"] = job.error_message or ""
             state["history"] = [{"status": s.value, "at": at} for s, at in job.history()]
+            found = job.checkpoints()
+            ranks = self._ranks({c.checkpoint_id for c in found})
             state["checkpoints"] = [
                 {
                     "name": c.checkpoint_id,
+                    "nodes": ranks.get(c.checkpoint_id, []),
                     "type": c.checkpoint_type,
                     "size": c.size_bytes,
                     "created": c.created_at.isoformat(),
                 }
-                for c in job.checkpoints()
+                for c in found
             ]
             state["resources"] = _resources(job.metrics())
         with self.lock:
