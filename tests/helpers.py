@@ -38,7 +38,20 @@ def running_service(home: Home, **env: str) -> Iterator[daemon.ServiceInfo]:
         yield info
     finally:
         daemon.stop(home)
+        _stop_deployments(home)
         wait_for(lambda: not _standby_runners(home), 15, "standby runner to exit")
+
+
+def _stop_deployments(home: Home) -> None:
+    """Serving processes outlive the service (like jobs): end those a test left running."""
+    from bt_jupyter.local.store import Store
+
+    for deployment in Store(home.db).deployments():
+        if deployment.pid and deployment.status in ("DEPLOYING", "ACTIVE"):
+            try:
+                psutil.Process(deployment.pid).terminate()
+            except psutil.Error:
+                continue
 
 
 def _standby_runners(home: Home) -> list[psutil.Process]:
