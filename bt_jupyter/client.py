@@ -433,22 +433,32 @@ class ApiClient:
                 return
 
     def poll_logs(
-        self, project_id: str, job_id: str, *, interval: float = 1.0, linger: float = 3.0
+        self,
+        project_id: str,
+        job_id: str,
+        *,
+        interval: float = 1.0,
+        fastest: float = 0.25,
+        slowest: float = 4.0,
+        linger: float = 3.0,
     ) -> Iterator[FollowedLog]:
         """Follow by polling windows (for services without the follow extension).
 
-        Polls about every ``interval`` seconds, and keeps polling for ``linger``
-        seconds after the job ends so trailing lines are not lost.
+        Polls about every ``interval`` seconds: faster (down to ``fastest``) while lines
+        arrive, slower (up to ``slowest``) while none do, and for ``linger`` seconds after
+        the job ends so trailing lines are not lost. Each line is yielded once.
         """
         start: int | None = None
         seen: set[LogKey] = set()
         ended_at: float | None = None
         while True:
             status = self.job(project_id, job_id).training_job.status
+            fresh = 0
             for line in self.all_logs(project_id, job_id, start_epoch_millis=start):
                 if _key(line) in seen:
                     continue
                 seen.add(_key(line))
+                fresh += 1
                 start = int(line.timestamp) // 1_000_000
                 yield FollowedLog(line, status)
             if status.is_terminal:
@@ -457,7 +467,8 @@ class ApiClient:
                     return
             if start is not None:
                 seen = {k for k in seen if int(k[0]) // 1_000_000 >= start}
-            time.sleep(interval)
+            interval = max(fastest, interval / 2) if fresh else min(slowest, interval * 1.5)
+            time.sleep(min(interval, linger) if status.is_terminal else interval)
 
     # ------------------------------------------------------------------ metrics, checkpoints
 

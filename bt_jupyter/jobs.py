@@ -84,7 +84,8 @@ class Client:
         cls, api_key: str | None = None, remote: str | None = None, base_url: str | None = None
     ) -> Client:
         key = find_api_key(api_key, remote)
-        return cls(ApiClient(base_url or BASETEN_API_URL, key.value), "baseten", key.source)
+        url = base_url or os.environ.get("BT_JUPYTER_BASETEN_URL") or BASETEN_API_URL
+        return cls(ApiClient(url, key.value), "baseten", key.source)
 
     @property
     def url(self) -> str:
@@ -108,13 +109,12 @@ class Client:
         remote = self.api.upsert_project(project)
         artifacts = []
         if bundle is not None:
-            if self.backend != "local":
-                raise BtJupyterError(
-                    "uploading job files to Baseten's cloud is not available in this version; "
-                    "use the local backend, or export the job with %bt_export and push it "
-                    "with `truss train push`"
-                )
-            artifacts.append(self.api.upload_artifact(bundle.archive)[0])
+            if self.api.local_extensions:
+                artifacts.append(self.api.upload_artifact(bundle.archive)[0])
+            else:
+                from bt_jupyter.cloud.upload import upload_bundle
+
+                artifacts.append(upload_bundle(self.api, bundle.archive)[0])
         created = self.api.create_job(remote.id, project.job, artifacts)
         return Job(self, created, base_image=project.job.image.base_image)
 

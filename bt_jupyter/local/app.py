@@ -31,7 +31,7 @@ from bt_jupyter.errors import InvalidConfigError
 from bt_jupyter.local import checkpoints, deploy
 from bt_jupyter.local.dispatch import Dispatcher
 from bt_jupyter.local.home import Home
-from bt_jupyter.local.settings import Settings
+from bt_jupyter.local.settings import Settings, s3_client
 from bt_jupyter.local.store import DeploymentRow, JobRow, LogRow, ProjectRow, Store, new_id
 
 M = TypeVar("M", bound=BaseModel)
@@ -247,10 +247,7 @@ def build_app(service: Service) -> FastAPI:
         project = service.project(project_id)
         body = await _parse(request, api.CreateTrainingJobRequestV1)
         for artifact in body.training_job.runtime.artifacts:
-            if (
-                artifact.s3_bucket != api.LOCAL_ARTIFACT_BUCKET
-                or not _artifact_path(service, artifact.s3_key).is_file()
-            ):
+            if not await run(_artifact_exists, service, artifact):
                 raise ApiError(
                     400,
                     "ARTIFACT_NOT_FOUND",
@@ -493,7 +490,9 @@ def build_app(service: Service) -> FastAPI:
 
     @v1.get("/blobs/credentials/train")
     async def blob_credentials() -> JSONResponse:
-        """Locally the "bucket" is the service's artifact store; the keys are throwaway."""
+        """A bucket and key to upload a bundle to, with throwaway credentials: the
+        service's S3-compatible bucket in baseten mode, else its own artifact store."""
+        bucket = service.settings.s3_bucket or api.LOCAL_ARTIFACT_BUCKET
         return _ok(
             api.GetBlobCredentialsResponseV1(
                 creds=api.AWSCredentialsV1(
@@ -501,8 +500,8 @@ def build_app(service: Service) -> FastAPI:
                     aws_secret_access_key=new_id(32),
                     aws_session_token=new_id(32),
                 ),
-                s3_key=f"{new_id(16)}.tar.gz",
-                s3_bucket=api.LOCAL_ARTIFACT_BUCKET,
+                s3_key=f"training/{new_id(16)}/bundle.tar",
+                s3_bucket=bucket,
             )
         )
 
@@ -731,6 +730,20 @@ def _artifact_path(service: Service, key: str) -> Path:
     if not key or "/" in key or key.startswith(".") or len(key) > 200:
         raise ApiError(400, "INVALID_KEY", f"artifact key {key!r} is not a plain file name")
     return service.home.artifacts / key
+
+
+def _artifact_exists(service: Service, artifact: api.CreateTrainingJobS3Artifact) -> bool:
+    if artifact.s3_bucket == api.LOCAL_ARTIFACT_BUCKET:
+        return _artifact_path(service, artifact.s3_key).is_file()
+    if not service.settings.s3_bucket or artifact.s3_bucket != service.settings.s3_bucket:
+        return False
+    try:
+        s3_client(service.settings).head_object(  # type: ignore[attr-defined]
+            Bucket=artifact.s3_bucket, Key=artifact.s3_key
+        )
+    except Exception:
+        return False
+    return True
 
 
 def _too_large(size: int, limit: int) -> str:

@@ -33,7 +33,7 @@ from bt_jupyter import api
 from bt_jupyter.local import checkpoints, envs, gpus
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.secrets import SecretStore
-from bt_jupyter.local.settings import Settings
+from bt_jupyter.local.settings import Settings, s3_client
 from bt_jupyter.local.store import CheckpointRow, JobRow, MetricRow, Store
 from bt_jupyter.spec import TrainingJobStatus
 
@@ -221,8 +221,16 @@ class Runner:
         work.mkdir(parents=True, exist_ok=True)
         for artifact in artifacts:
             bucket, key = artifact.get("s3_bucket"), artifact.get("s3_key", "")
-            path = self.home.artifacts / key
-            if bucket != api.LOCAL_ARTIFACT_BUCKET or "/" in key or not path.is_file():
+            if bucket == api.LOCAL_ARTIFACT_BUCKET and "/" not in key:
+                path = self.home.artifacts / key
+            elif bucket and bucket == self.settings.s3_bucket:
+                path = self.dir / "artifact.tar"
+                s3 = s3_client(self.settings)
+                s3.download_file(bucket, key, str(path))  # type: ignore[attr-defined]
+                self.log.add(f"Downloaded s3://{bucket}/{key}")
+            else:
+                path = self.dir / "no-such-artifact"
+            if not path.is_file():
                 raise DeployFailed(
                     f"artifact s3://{bucket}/{key} is not on this machine; upload it with "
                     "PUT /v1/local/artifacts (the client does this for you)"

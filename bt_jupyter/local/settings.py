@@ -6,6 +6,19 @@ import os
 from dataclasses import dataclass
 
 
+def s3_client(settings: Settings) -> object:
+    """A boto3 S3 client for the service's S3-compatible endpoint (baseten mode)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        region_name="us-east-1",
+    )
+
+
 def _float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     return float(raw) if raw else default
@@ -19,6 +32,10 @@ class Settings:
     require_gpu: bool = False
     #: Largest artifact (bundle) the service accepts.
     max_artifact_bytes: int = 5 * 1024**3
+    #: "baseten" mode: artifacts come from this S3-compatible endpoint and bucket, as
+    #: Baseten's jobs do (blob credentials point there). Empty: the local artifact store.
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -26,4 +43,6 @@ class Settings:
             stop_grace=_float("BT_JUPYTER_STOP_GRACE_S", cls.stop_grace),
             require_gpu=os.environ.get("BT_JUPYTER_REQUIRE_GPU", "") not in ("", "0", "false"),
             max_artifact_bytes=int(_float("BT_JUPYTER_MAX_ARTIFACT_BYTES", cls.max_artifact_bytes)),
+            s3_endpoint=os.environ.get("BT_JUPYTER_SERVICE_S3_ENDPOINT", ""),
+            s3_bucket=os.environ.get("BT_JUPYTER_SERVICE_S3_BUCKET", ""),
         )
