@@ -219,3 +219,29 @@ def test_tail_follow_keeps_the_newest_lines_and_every_metric(
     steps = [runtime.parse_metric(m)["step"] for m in lines if runtime.parse_metric(m)]  # type: ignore[index]
     assert steps == list(range(0, 3000, 100))
     assert lines[-10:] == [*(f"line {i}" for i in range(2991, 3000)), "Job COMPLETED"]
+
+
+def slow(request: httpx.Request, send: Callable[[], httpx.Response]) -> httpx.Response:
+    import time
+
+    time.sleep(0.3)
+    return send()
+
+
+def test_polling_follow_survives_drops_502_and_delays_like_against_baseten(
+    local_home: Home, client: ApiClient, project: api.TrainingProjectV1
+) -> None:
+    job = submit(
+        client,
+        project,
+        ["python -c \"import time\nfor i in range(200):\n    print(f'p {i}'); time.sleep(0.005)\""],
+    )
+    faults: list[Fault] = [drop_after_send, bad_gateway_after_send, slow, too_many_requests] * 20
+    transport = FaultyTransport(faults, lambda r: r.url.path.endswith("/logs"))
+    with _client(local_home, transport) as faulty:
+        lines = [
+            f.log.message for f in faulty.poll_logs(project.id, job.id, interval=0.2, linger=0.5)
+        ]
+    assert [m for m in lines if m.startswith("p ")] == [f"p {i}" for i in range(200)]
+    assert lines[-1] == "Job COMPLETED"
+    assert len(transport.faults) < 80  # faults really were injected
