@@ -11,7 +11,7 @@ from __future__ import annotations
 import configparser
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -156,6 +156,9 @@ class Job:
         self.client, self._wire = client, wire
         #: Known when the job was submitted from here (Baseten's job API does not return it).
         self.base_image = base_image
+        #: Called (with this job) when ``wait()`` returns or raises: views of the job use
+        #: it to show their final state from the caller's thread (and cell).
+        self.on_finished: list[Callable[[Job], None]] = []
 
     def __repr__(self) -> str:
         error = f", error={self.error_message!r}" if self.error_message else ""
@@ -214,6 +217,8 @@ class Job:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id} is still {self.status.short} after {timeout}s")
             time.sleep(poll)
+        for callback in self.on_finished:
+            callback(self)
         if self.status.is_failure:
             raise JobFailed(f"job {self.id} {self.status.short}: {self.error_message}")
         return self

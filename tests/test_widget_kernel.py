@@ -158,3 +158,31 @@ def test_secret_canary_stays_out_of_the_saved_notebook_and_widget_state(
     saved = tmp_path / "saved.ipynb"
     nbformat.write(nb, saved)
     assert canary not in saved.read_text()
+
+
+@pytest.mark.timeout(240)
+def test_a_headless_run_saves_the_final_widget_and_its_text(
+    local_home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nbconvert / papermill: no widget frontend, yet the saved notebook holds the job's
+    statuses and log lines as text, and the widget's final state."""
+    monkeypatch.setenv("BT_JUPYTER_HOME", str(local_home.root))
+    nb = _run(
+        _notebook(
+            [
+                "%load_ext bt_jupyter",
+                "%%bt_train -o job --name headless\nfor i in range(3):\n    print(f'line {i}')",
+                "job.wait(timeout=120)\nprint('waited')",
+            ]
+        ),
+        tmp_path,
+    )
+    (display,) = [o for o in nb.cells[1].outputs if o["output_type"] == "display_data"]
+    text = display["data"]["text/plain"]
+    assert "Job " in text
+    assert "(headless)" in text
+    assert "[status] RUNNING at" in text
+    assert "[node 0] line 2" in text
+    assert text.splitlines()[-1] == "[status] COMPLETED"
+    (state,) = _widget_states(nb)
+    assert state["status"] == "TRAINING_JOB_COMPLETED"

@@ -28,7 +28,8 @@ def display_job(job: Job) -> None:
         from bt_jupyter.widgets.job import JobWidget
 
         widget = shown[job.id] = JobWidget(job)
-        display(widget)  # type: ignore[no-untyped-call]
+        handle = display(widget, display_id=True)  # type: ignore[no-untyped-call]
+        job.on_finished.append(lambda _: widget.show_final(handle))
     else:
         print(job.summary())
 

@@ -27,6 +27,7 @@ TICK_SECONDS = 0.2
 TAIL_LINES = 300
 METRIC_POINTS = 500
 REFRESH_SECONDS = 1.0
+TEXT_LOG_LINES = 20
 #: Estimated on-demand price per GPU-hour (USD), for the header's cost estimate.
 GPU_HOUR_PRICES: dict[str, float] = {
     "T4": 0.63,
@@ -75,8 +76,28 @@ class JobWidget(anywidget.AnyWidget):
         self.watch(job)
 
     def __repr__(self) -> str:
-        """The text a frontend without widgets shows (nbconvert, papermill, a terminal)."""
-        return self.job.summary()
+        """The text a frontend without widgets shows (nbconvert, papermill): the job, the
+        statuses it reached, its last log lines, then its final status."""
+        lines = [self.job.summary()]
+        lines += [
+            f"[status] {h['status'].removeprefix('TRAINING_JOB_')} at {h['at']}"
+            for h in self.history
+        ]
+        for line in list(self.log_tail)[-TEXT_LOG_LINES:]:
+            node = f"node {line['node']}" if line["node"] is not None else "runner"
+            lines.append(f"[{node}] {line['message']}")
+        if self.status:
+            lines.append(f"[status] {self.status.removeprefix('TRAINING_JOB_')}")
+        return "\n".join(lines)
+
+    def show_final(self, handle: Any) -> None:
+        """Publish the finished job's full state and text from the caller's cell, so
+        notebooks run without a widget frontend (nbconvert, papermill) save it too."""
+        if self.watcher is not None:
+            self.watcher.join(timeout=30)
+        self.send_state()
+        if handle is not None:
+            handle.update(self)
 
     def watch(self, job: Job) -> None:
         """Show ``job`` (a new one after Recreate), replacing what is shown."""
