@@ -25,6 +25,18 @@ def _widget_states(nb: nbformat.NotebookNode) -> list[dict[str, object]]:
     return [m["state"] for m in state.values() if m["model_name"] == "AnyModel"]
 
 
+def _run(nb: nbformat.NotebookNode, folder: Path) -> nbformat.NotebookNode:
+    client = NotebookClient(
+        nb,
+        timeout=180,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(folder)}},
+    )
+    client.execute()
+    return nb
+
+
 @pytest.mark.timeout(240)
 def test_notebook_widget_reaches_completed_with_its_logs(
     local_home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -50,13 +62,7 @@ def test_notebook_widget_reaches_completed_with_its_logs(
             "print(widget.status, widget.log_count, len(widget.metrics))",
         ]
     )
-    NotebookClient(
-        nb,
-        timeout=180,
-        kernel_name="python3",
-        store_widget_state=True,
-        resources={"metadata": {"path": str(tmp_path)}},
-    ).execute()
+    _run(nb, tmp_path)
     printed = nb.cells[2].outputs[0]["text"].split()
     assert printed[0] == "TRAINING_JOB_COMPLETED"
     assert int(printed[1]) >= 41
@@ -77,18 +83,6 @@ def test_notebook_widget_reaches_completed_with_its_logs(
     ]
     assert state["header"]["compute"] == "1 x CPU:1"  # type: ignore[index]
     assert len(json.dumps(state)) < 1_000_000
-
-
-def _run(nb: nbformat.NotebookNode, folder: Path) -> nbformat.NotebookNode:
-    client = NotebookClient(
-        nb,
-        timeout=180,
-        kernel_name="python3",
-        store_widget_state=True,
-        resources={"metadata": {"path": str(folder)}},
-    )
-    client.execute()
-    return nb
 
 
 @pytest.mark.timeout(240)
