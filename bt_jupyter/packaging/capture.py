@@ -24,12 +24,10 @@ import pickletools
 import socket
 import sqlite3
 import symtable
-import sys
 import threading
 import types
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -430,12 +428,3 @@ def pickled_modules(payload: bytes) -> set[str]:
             recent.append(None)
         del recent[:-4]
     return modules - {"builtins", "__main__", "copyreg", "_codecs"}
-
-
-def module_files(modules: Iterable[str]) -> Iterator[tuple[str, Path]]:
-    """(module name, file) of each loaded module, for finding local code."""
-    for name in modules:
-        module = sys.modules.get(name)
-        file = getattr(module, "__file__", None)
-        if file:
-            yield name, Path(file)
