@@ -103,10 +103,13 @@ class Client:
     def _project_id(self, name: str) -> str | None:
         return next((p.id for p in self.api.projects() if p.name == name), None)
 
-    def submit(self, project: spec.TrainingProject, bundle: Bundle | None = None) -> Job:
-        """Create ``project.job`` with the bundle's files (uploaded once per content)."""
+    def submit(
+        self, project: spec.TrainingProject, bundle: Bundle | None = None, team: str | None = None
+    ) -> Job:
+        """Create ``project.job`` with the bundle's files (uploaded once per content), in
+        the project of that name (of ``team`` when given)."""
         project = spec.as_training_project(project)
-        remote = self.api.upsert_project(project)
+        remote = self.api.upsert_project(project, team_id=team)
         artifacts = []
         if bundle is not None:
             if self.api.local_extensions:

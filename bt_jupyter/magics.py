@@ -33,6 +33,7 @@ class _Parser(argparse.ArgumentParser):
 def _train_parser() -> _Parser:
     p = _Parser(prog="%%bt_train", add_help=False)
     p.add_argument("-p", "--project")
+    p.add_argument("--team", help="the team (id) whose project the job goes in")
     p.add_argument("-n", "--name")
     p.add_argument("-g", "--gpu", help="accelerator per node, e.g. H100:8")
     p.add_argument("--nodes", type=int, default=1)
@@ -185,7 +186,7 @@ class BtMagics(Magics):
             print("dry run: nothing was submitted")
             return
         try:
-            job = self.client(args.backend).submit(project, bundle)
+            job = self.client(args.backend).submit(project, bundle, team=args.team)
         except BtJupyterError as exc:
             raise UsageError(str(exc)) from None
         self._submitted[job.id] = (project, bundle)

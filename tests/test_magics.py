@@ -253,3 +253,10 @@ def test_bt_model_and_bt_deploy(ip: InteractiveShell) -> None:
     with capture_output() as out:
         ip.run_cell(f"%bt_deploy {job.id}")
     assert "ckpt-1 is not a Hugging Face model folder" in out.stderr + out.stdout
+
+
+def test_team_projects(ip: InteractiveShell, client: ApiClient) -> None:
+    result, _ = _cell(ip, "--team research -p team-proj --wait -o job", "x = 1")
+    assert result.success  # type: ignore[attr-defined]
+    project = client.project(ip.user_ns["job"].project_id)
+    assert (project.name, project.team_name) == ("team-proj", "research")
