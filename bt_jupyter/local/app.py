@@ -591,7 +591,9 @@ def build_app(service: Service) -> FastAPI:
         deadline = time.monotonic() + timeout
         skipped = 0
         while True:
-            terminal = service.job(project_id, job_id)[1].status.is_terminal
+            # one row read per poll (this loop runs every 20 ms for every follower)
+            current = await run(service.store.job, job.id) or job
+            terminal = current.status.is_terminal
             if tail:
                 rows, skipped = await run(
                     service.store.logs_tail_after, job.id, cursor, tail, keep_prefix
@@ -602,7 +604,6 @@ def build_app(service: Service) -> FastAPI:
                 break
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
         next_cursor = rows[-1].id if rows else cursor
-        current = service.job(project_id, job_id)[1]
         return JSONResponse(
             {
                 "logs": [  # plain dicts: this path carries every line of every job
