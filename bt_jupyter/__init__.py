@@ -7,8 +7,9 @@ REST shapes in :mod:`bt_jupyter.api`. See DESIGN.md for how the pieces fit.
 from typing import Any
 
 from bt_jupyter._version import __version__
+from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import BtJupyterError, InvalidConfigError
-from bt_jupyter.jobs import Client, Deployment, Job, JobFailed
+from bt_jupyter.jobs import Client, Job, JobFailed
 from bt_jupyter.spec import (
     AcceleratorSpec,
     BasetenCheckpoint,
@@ -33,6 +34,12 @@ def load_ipython_extension(ipython: Any) -> None:
 
     ipython.register_magics(BtMagics)
     widgets.register(ipython)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The Jupyter server extension (``bt_jupyter.server``): named here, imported only by
+    the server, so a kernel importing ``bt_jupyter`` never loads tornado/jupyter_server."""
+    return [{"module": "bt_jupyter.server"}]
 
 
 __all__ = [

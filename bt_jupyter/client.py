@@ -10,9 +10,11 @@ service honours, and against a service that does not, an ambiguous create is not
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import random
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from bt_jupyter.errors import BtJupyterError
 
 M = TypeVar("M", bound=BaseModel)
 LogKey = tuple[str, str, str | None]
+MODEL_URL_ENV = "BT_JUPYTER_BASETEN_MODEL_URL"
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -46,6 +49,14 @@ class AuthError(ApiError):
 
 class NotFound(ApiError):
     pass
+
+
+class GraphQLError(ApiError):
+    """Baseten's GraphQL endpoint answered 200 with ``errors``; the first one's text."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        BtJupyterError.__init__(self, message)
+        self.status, self.message, self.code = 200, message, code
 
 
 class ConnectionFailed(BtJupyterError):
@@ -95,6 +106,23 @@ def _message(response: httpx.Response) -> tuple[str, str | None]:
     return str(body), None
 
 
+def _graphql_url(base_url: str) -> str:
+    parts = urllib.parse.urlsplit(base_url)
+    host = "app." + parts.netloc[4:] if parts.netloc.startswith("api.") else parts.netloc
+    return urllib.parse.urlunsplit((parts.scheme, host, "/graphql/", "", ""))
+
+
+def model_url(base_url: str, model_id: str) -> str:
+    """Where a model's deployments answer: ``https://model-{id}.api.baseten.co``, or the
+    ``$BT_JUPYTER_BASETEN_MODEL_URL`` template (``{model_id}`` in it) for stand-ins."""
+    template = os.environ.get(MODEL_URL_ENV)
+    if template:
+        return template.format(model_id=model_id).rstrip("/")
+    parts = urllib.parse.urlsplit(base_url)
+    host = f"model-{model_id}.{parts.netloc}"
+    return urllib.parse.urlunsplit((parts.scheme, host, "", "", ""))
+
+
 class ApiClient:
     """``ApiClient(base_url, api_key)``; ``ApiClient.local()`` starts and uses the local service."""
 
@@ -107,10 +135,16 @@ class ApiClient:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         local_extensions: bool = False,
+        graphql_url: str | None = None,
     ) -> None:
         """``local_extensions``: the service is bt_jupyter's local one, which honours
-        Idempotency-Key on creates and serves ``/v1/local/`` (log follow, history, uploads)."""
+        Idempotency-Key on creates and serves ``/v1/local/`` (log follow, history, uploads).
+        ``graphql_url``: Baseten's GraphQL endpoint, by default the app host's ``/graphql/``
+        (``api.baseten.co`` -> ``app.baseten.co``)."""
         self.base_url = base_url.rstrip("/")
+        self.graphql_url = graphql_url or _graphql_url(self.base_url)
+        # GraphQL and model endpoints take the key the way Baseten's CLI sends it
+        self._key_header = {"Authorization": f"Api-Key {api_key}"}
         self.retry = retry or RetryPolicy()
         self.local_extensions = local_extensions
         self._http = httpx.Client(
@@ -566,6 +600,50 @@ class ApiClient:
     def deployment_logs(self, deployment_id: str) -> list[api.LogV1]:
         path = f"/v1/local/deployments/{deployment_id}/logs"
         return self._get(path, api.GetLogsResponseV1).logs
+
+    # ------------------------------------------------------------------ Baseten models
+
+    def graphql(
+        self, query: str, variables: dict[str, Any] | None = None, *, mutation: bool = False
+    ) -> dict[str, Any]:
+        """``data`` of a GraphQL operation; errors in the body raise :class:`GraphQLError`.
+        A mutation that may have reached the server is not sent again."""
+        payload: dict[str, Any] = {"query": query}
+        if variables is not None:
+            payload["variables"] = variables
+        response = self.request(
+            "POST",
+            self.graphql_url,
+            json=payload,
+            headers=self._key_header,
+            retry_ambiguous=not mutation,
+        )
+        body = response.json()
+        if body.get("errors"):
+            first = body["errors"][0]
+            extensions = first.get("extensions") or {}
+            message = extensions.get("description") or first.get("message") or str(first)
+            raise GraphQLError(str(message), extensions.get("code"))
+        return dict(body["data"])
+
+    def model_deployment(self, model_id: str, deployment_id: str) -> api.ModelDeploymentV1:
+        path = f"/v1/models/{model_id}/deployments/{deployment_id}"
+        return self._get(path, api.ModelDeploymentV1)
+
+    def deactivate_model_deployment(self, model_id: str, deployment_id: str) -> None:
+        path = f"/v1/models/{model_id}/deployments/{deployment_id}/deactivate"
+        self.request("POST", path, json={}, retry_ambiguous=True)
+
+    def model_deployment_logs(self, model_id: str, deployment_id: str) -> list[api.LogV1]:
+        """Oldest first (the API answers newest first, as Baseten's CLI notes)."""
+        path = f"/v1/models/{model_id}/deployments/{deployment_id}/logs"
+        response = self.request("POST", path, json={}, retry_ambiguous=True)
+        return api.GetLogsResponseV1.model_validate(response.json()).logs[::-1]
+
+    def invoke_model(self, model_id: str, deployment_id: str, path: str, body: Any) -> Any:
+        """``POST`` a model deployment's endpoint (``/predict``, ``/sync/v1/...``)."""
+        url = f"{model_url(self.base_url, model_id)}/deployment/{deployment_id}{path}"
+        return self.request("POST", url, json=body, headers=self._key_header, timeout=300).json()
 
     # ------------------------------------------------------------------ artifacts (local)
 

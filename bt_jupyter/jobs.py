@@ -19,6 +19,7 @@ from typing import Any, Literal, overload
 
 from bt_jupyter import api, spec
 from bt_jupyter.client import ApiClient, FollowedLog
+from bt_jupyter.deployments import CloudDeployment, Deployment, LocalDeployment
 from bt_jupyter.errors import BtJupyterError
 from bt_jupyter.packaging import Bundle
 from bt_jupyter.packaging.files import included_files
@@ -109,6 +110,10 @@ class Client:
         """Create ``project.job`` with the bundle's files (uploaded once per content), in
         the project of that name (of ``team`` when given)."""
         project = spec.as_training_project(project)
+        if team is not None and not self.api.local_extensions:
+            from bt_jupyter.cloud.teams import team_id
+
+            team = team_id(self.api, team)  # Baseten's path takes the id; people know names
         remote = self.api.upsert_project(project, team_id=team)
         artifacts = []
         if bundle is not None:
@@ -278,17 +283,39 @@ class Job:
         name: str | None = None,
         model: Bundle | None = None,
         port: int | None = None,
+        *,
+        gpu: str | None = None,
+        hf_secret: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> Deployment:
-        """Serve a checkpoint: a Hugging Face folder with OpenAI-compatible completions,
-        or any checkpoint through a ``class Model`` bundle (``%%bt_model``)."""
-        if not self._rest.local_extensions:
+        """Serve a checkpoint. Locally: a Hugging Face folder with OpenAI-compatible
+        completions, or any checkpoint through a ``class Model`` bundle (``%%bt_model``).
+        On Baseten: a LoRA or full checkpoint on vLLM, on the ``gpu`` given or the one the
+        job trained on, with ``hf_secret`` (a Baseten secret's name) as ``HF_TOKEN``."""
+        if self._rest.local_extensions:
+            if gpu or hf_secret or env:
+                raise BtJupyterError(
+                    "gpu=, hf_secret= and env= choose Baseten's serving; the local backend "
+                    "serves on this machine without them"
+                )
+            artifact = self._rest.upload_artifact(model.archive)[0] if model else None
+            wire = self._rest.create_deployment(self.id, checkpoint, name, artifact, port)
+            return LocalDeployment(self.client, wire)
+        if model is not None or port is not None:
             raise BtJupyterError(
-                "deploying to Baseten's cloud is not available in this version; deploy on "
-                "the local backend, or use `truss train deploy_checkpoints`"
+                "Baseten deploys checkpoints on vLLM: model= and port= are for the local "
+                "backend (package a class Model with `truss push` for custom serving)"
             )
-        artifact = self._rest.upload_artifact(model.archive)[0] if model is not None else None
-        wire = self._rest.create_deployment(self.id, checkpoint, name, artifact, port)
-        return Deployment(self.client, wire)
+        from bt_jupyter.cloud import deploy as cloud_deploy
+
+        plan = cloud_deploy.plan(self._rest, self._wire, checkpoint, name, gpu, hf_secret, env)
+        created = cloud_deploy.create(self._rest, plan.request)
+        if created.model_version is None:
+            raise BtJupyterError(f"Baseten created no model version for {plan.model_name}")
+        served = plan.checkpoint.checkpoint_id if plan.lora_rank is not None else None
+        return CloudDeployment(
+            self.client, created.model_version, plan.checkpoint.checkpoint_id, served
+        )
 
     def summary(self) -> str:
         """A few lines for terminals and nbconvert runs."""
@@ -301,105 +328,3 @@ class Job:
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(self.summary())
-
-
-class DeploymentFailed(BtJupyterError):
-    pass
-
-
-class Deployment:
-    """A checkpoint being served: ``.predict()``, ``.chat()``, ``.complete()``, ``.stop()``."""
-
-    def __init__(self, client: Client, wire: api.LocalDeploymentV1) -> None:
-        self.client, self._wire = client, wire
-
-    def __repr__(self) -> str:
-        return f"<Deployment {self.id} {self.name} [{self.status}] {self.url}>"
-
-    @property
-    def id(self) -> str:
-        return self._wire.id
-
-    @property
-    def name(self) -> str:
-        return self._wire.name
-
-    @property
-    def status(self) -> str:
-        return self._wire.status
-
-    @property
-    def url(self) -> str:
-        return self._wire.url
-
-    @property
-    def checkpoint(self) -> str:
-        return self._wire.checkpoint
-
-    @property
-    def error_message(self) -> str | None:
-        return self._wire.error_message
-
-    def refresh(self) -> Deployment:
-        self._wire = self.client.api.deployment(self.id)
-        return self
-
-    def wait(self, timeout: float = 300, poll: float = 0.2) -> Deployment:
-        """Block until ACTIVE; raise with the reason if it FAILED or was STOPPED."""
-        deadline = time.monotonic() + timeout
-        while self.refresh().status == "DEPLOYING":
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"deployment {self.id} is still DEPLOYING after {timeout}s")
-            time.sleep(poll)
-        if self.status != "ACTIVE":
-            raise DeploymentFailed(f"deployment {self.id} {self.status}: {self.error_message}")
-        return self
-
-    def _call(self, path: str, body: dict[str, Any]) -> Any:
-        if self.refresh().status != "ACTIVE":
-            raise DeploymentFailed(
-                f"deployment {self.id} is {self.status}"
-                + (f" ({self.error_message})" if self.error_message else "")
-                + "; deploy the checkpoint again to use it"
-            )
-        import httpx
-
-        response = httpx.post(f"{self.url}{path}", json=body, timeout=300)
-        if response.status_code >= 400:
-            raise DeploymentFailed(f"{path}: HTTP {response.status_code}: {response.text}")
-        return response.json()
-
-    def predict(self, request: Any) -> Any:
-        """``POST /predict`` of a ``%%bt_model`` deployment."""
-        return self._call("/predict", request)
-
-    def complete(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0) -> str:
-        answer = self._call(
-            "/v1/completions",
-            {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature},
-        )
-        return str(answer["choices"][0]["text"])
-
-    def chat(
-        self, messages: str | list[dict[str, str]], max_tokens: int = 32, temperature: float = 0.0
-    ) -> str:
-        """OpenAI-style chat; a string is one user message."""
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": messages}]
-        answer = self._call(
-            "/v1/chat/completions",
-            {"messages": messages, "max_tokens": max_tokens, "temperature": temperature},
-        )
-        return str(answer["choices"][0]["message"]["content"])
-
-    def logs(self) -> list[api.LogV1]:
-        return self.client.api.deployment_logs(self.id)
-
-    def stop(self, timeout: float = 30) -> Deployment:
-        """Stop serving and wait (up to ``timeout`` s) until the process has ended."""
-        self._wire = self.client.api.stop_deployment(self.id)
-        deadline = time.monotonic() + timeout
-        while self.status in ("DEPLOYING", "ACTIVE") and time.monotonic() < deadline:
-            time.sleep(0.1)
-            self.refresh()
-        return self

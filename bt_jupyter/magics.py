@@ -18,8 +18,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Bool, Float, Unicode
 
 from bt_jupyter import spec
+from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import BtJupyterError
-from bt_jupyter.jobs import Client, Deployment, Job
+from bt_jupyter.jobs import Client, Job
 from bt_jupyter.packaging import Bundle, PackageOptions, describe, package_cell
 from bt_jupyter.packaging.export import export_project
 from bt_jupyter.widgets import in_kernel
@@ -33,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 def _train_parser() -> _Parser:
     p = _Parser(prog="%%bt_train", add_help=False)
     p.add_argument("-p", "--project")
-    p.add_argument("--team", help="the team (id) whose project the job goes in")
+    p.add_argument("--team", help="the team (name or id) whose project the job goes in")
     p.add_argument("-n", "--name")
     p.add_argument("-g", "--gpu", help="accelerator per node, e.g. H100:8")
     p.add_argument("--nodes", type=int, default=1)
@@ -355,22 +356,30 @@ class BtMagics(Magics):
 
     @line_magic
     def bt_deploy(self, line: str) -> Deployment:
-        """``%bt_deploy JOB_ID [CHECKPOINT] [--name N] [--model]``: serve a checkpoint."""
+        """``%bt_deploy JOB_ID [CHECKPOINT] [--name N] [--model] [--gpu G] [--hf-secret S]``:
+        serve a checkpoint (``--gpu`` and ``--hf-secret`` are for Baseten's vLLM serving)."""
         parser = _Parser(prog="%bt_deploy", add_help=False)
         parser.add_argument("job_id")
         parser.add_argument("checkpoint", nargs="?", default="latest")
         parser.add_argument("--name")
         parser.add_argument("--model", action="store_true", help="use the last %%bt_model class")
+        parser.add_argument("--gpu", help="Baseten: GPU to serve on, e.g. H100:1")
+        parser.add_argument("--hf-secret", help="Baseten: the secret to pass as HF_TOKEN")
         args = _parse(parser, line)
         if args.model and self._model_bundle is None:
             raise UsageError("--model: run a %%bt_model cell first")
         job = self._job(args.job_id)
         try:
             deployment = job.deploy(
-                args.checkpoint, args.name, self._model_bundle if args.model else None
+                args.checkpoint,
+                args.name,
+                self._model_bundle if args.model else None,
+                gpu=args.gpu,
+                hf_secret=args.hf_secret,
             )
             print(f"deploying {deployment.checkpoint} of job {job.id} as {deployment.name} ...")
-            deployment.wait()
+            # a vLLM build on Baseten takes minutes, a local process seconds
+            deployment.wait(timeout=1800 if deployment.kind == "vllm" else 300)
         except BtJupyterError as exc:
             raise UsageError(str(exc)) from None
         print(f"{deployment.name} is ACTIVE at {deployment.url}")

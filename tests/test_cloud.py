@@ -8,6 +8,7 @@ every exchange on a spec path is checked against Baseten's OpenAPI spec.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -20,18 +21,27 @@ import httpx
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from bt_jupyter import Client, spec
-from bt_jupyter.client import ApiClient, AuthError
+from bt_jupyter import Client, Job, spec
+from bt_jupyter.client import ApiClient, AuthError, GraphQLError
+from bt_jupyter.cloud import deploy as cloud_deploy
+from bt_jupyter.cloud.deploy import DeployError
+from bt_jupyter.cloud.teams import UnknownTeam
 from bt_jupyter.cloud.upload import upload_bundle
+from bt_jupyter.deployments import CloudDeployment, DeploymentFailed
+from bt_jupyter.errors import BtJupyterError, InvalidConfigError
+from bt_jupyter.local.daemon import ServiceInfo
 from bt_jupyter.local.home import Home
+from bt_jupyter.local.secrets import SecretStore
 from bt_jupyter.local.store import new_id
 from bt_jupyter.packaging import PackageOptions, package_cell
-from tests.helpers import running_service, wait_for
+from tests.helpers import bundle, running_service, wait_for
 from tests.openapi import OpenAPI
+from tests.test_deploy import LORA, TINY_GPT
 from tests.test_local_contract import Recorder, _contract_problems
 
 boto3 = pytest.importorskip("boto3")
 BUCKET = "bt-training-artifacts"
+TEAMS = "Personal=personal,Research Lab=team42"
 
 
 def _free_port() -> int:
@@ -75,8 +85,25 @@ def cloud_home(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> It
         home,
         BT_JUPYTER_SERVICE_S3_ENDPOINT=s3_endpoint,
         BT_JUPYTER_SERVICE_S3_BUCKET=BUCKET,
+        BT_JUPYTER_SERVICE_TEAMS=TEAMS,
     ):
         yield home
+
+
+def _cloud_env(home: Home, s3_endpoint: str, records: Path, mp: pytest.MonkeyPatch) -> ServiceInfo:
+    """The environment of a notebook pointed at the stand-in instead of api.baseten.co."""
+    from bt_jupyter.local import daemon
+
+    info = daemon.status(home)
+    assert info is not None
+    mp.setenv("BASETEN_API_KEY", info.api_key)
+    mp.setenv("BT_JUPYTER_BASETEN_URL", info.url)
+    mp.setenv("BT_JUPYTER_S3_ENDPOINT_URL", s3_endpoint)
+    mp.setenv(
+        "BT_JUPYTER_BASETEN_MODEL_URL", f"{info.url}/v1/local/model_gateway/model-{{model_id}}"
+    )
+    mp.setenv("BT_JUPYTER_HOME", str(records))  # the client's upload records
+    return info
 
 
 @pytest.fixture
@@ -84,14 +111,7 @@ def cloud(
     cloud_home: Home, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Client, Recorder]]:
     """``Client.baseten()`` aimed at the stand-in, recording every exchange."""
-    from bt_jupyter.local import daemon
-
-    info = daemon.status(cloud_home)
-    assert info is not None
-    monkeypatch.setenv("BASETEN_API_KEY", info.api_key)
-    monkeypatch.setenv("BT_JUPYTER_BASETEN_URL", info.url)
-    monkeypatch.setenv("BT_JUPYTER_S3_ENDPOINT_URL", s3_endpoint)
-    monkeypatch.setenv("BT_JUPYTER_HOME", str(tmp_path))  # the client's upload records
+    info = _cloud_env(cloud_home, s3_endpoint, tmp_path, monkeypatch)
     recorder = Recorder()
     with Client(ApiClient(info.url, info.api_key, transport=recorder), "baseten", "test") as c:
         yield c, recorder
@@ -179,6 +199,236 @@ def test_a_wrong_key_is_one_clear_error_and_not_retried(cloud_home: Home) -> Non
     ):
         client.jobs()
     assert len(recorder.exchanges) == 1
+
+
+# --------------------------------------------------------------------------- deploy, teams
+
+
+def _train(client: Client, script: str, gpu: str | None = "H100:1", **env: str) -> Job:
+    """A job whose files are ``train.py``, submitted through S3 like on Baseten."""
+    artifact, _ = upload_bundle(client.api, bundle({"train.py": script}))
+    project = client.api.upsert_project(f"cloud-deploy-{new_id()}")
+    job = spec.TrainingJob(
+        image=spec.Image(base_image="python:3.11-slim"),
+        compute=spec.Compute(accelerator=gpu) if gpu else spec.Compute(),
+        runtime=spec.Runtime(
+            start_commands=["python train.py"],
+            environment_variables=env,
+            checkpointing_config=spec.CheckpointingConfig(enabled=True),
+        ),
+    )
+    return Job(client, client.api.create_job(project.id, job, [artifact])).wait(timeout=240)
+
+
+@pytest.fixture(scope="module")
+def trained_ids(
+    cloud_home: Home, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, str]:
+    """(a job with a full checkpoint, a job with LoRA adapters of rank 8 and 4 on it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        info = _cloud_env(cloud_home, s3_endpoint, tmp_path_factory.mktemp("records"), mp)
+        with Client(ApiClient(info.url, info.api_key), "baseten", "test") as client:
+            full = _train(client, TINY_GPT)
+            base = cloud_home.job_dir(full.id) / "checkpoints" / "rank-0" / "checkpoint-120"
+            lora = _train(client, TWO_ADAPTERS, BASE=str(base))
+    assert (full.status, lora.status) == (spec.TrainingJobStatus.COMPLETED,) * 2
+    SecretStore(cloud_home).set("hf_access_token", "hf-secret-value")
+    return full.id, lora.id
+
+
+TWO_ADAPTERS = LORA.replace("r=4", "r=8").replace("lora-3", "lora-8") + LORA.replace(
+    "lora-3", "lora-4"
+)
+
+
+def _truss_graphql(operation: str, *args: Any) -> tuple[str, dict[str, Any] | None]:
+    """The query and variables Baseten's own CLI (truss) sends for ``operation``."""
+    from truss.remote.baseten.api import BasetenApi
+
+    sent: list[tuple[str, dict[str, Any] | None]] = []
+    answers = {
+        "create_model_version_from_inference_template": {
+            "data": {"create_model_version_from_inference_template": {}}
+        },
+        "get_teams": {"data": {"teams": []}},
+        "get_instance_types": {"data": {"listedInstances": []}},
+    }
+
+    def capture(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        sent.append((query, variables))
+        return answers[operation]
+
+    class NoAuth:
+        def fetch_auth_header(self) -> dict[str, str]:
+            return {}
+
+    truss_api = BasetenApi("https://app.baseten.co", auth_service=NoAuth())  # type: ignore[arg-type]
+    truss_api._post_graphql_query = capture  # type: ignore[method-assign]
+    getattr(truss_api, operation)(*args)
+    return sent[0]
+
+
+def _graphql_sent(recorder: Recorder, field: str) -> list[dict[str, Any]]:
+    bodies = [json.loads(e.request_body) for e in recorder.exchanges if e.path == "/graphql/"]
+    return [b for b in bodies if field in b["query"]]
+
+
+def _one_line(query: str) -> str:
+    return " ".join(query.split())
+
+
+def _truss_request(
+    job_id: str, checkpoint: str, name: str, instances: Any, rank: int | None
+) -> Any:
+    """What ``truss train deploy_checkpoints`` builds for the same choice, by truss's code."""
+    from truss.base.truss_config import AcceleratorSpec
+    from truss.cli.train.deploy_checkpoints.deploy_checkpoints import (
+        _build_inference_template_request,
+    )
+    from truss.cli.train.types import DeployCheckpointsConfigComplete
+    from truss.remote.baseten.api import InstanceTypeV1
+    from truss_train import definitions as d
+
+    class Remote:
+        class api:
+            @staticmethod
+            def get_instance_types() -> list[InstanceTypeV1]:
+                return [InstanceTypeV1(**i) for i in instances]
+
+    ckpt: Any = (
+        d.LoRACheckpoint(
+            training_job_id=job_id,
+            checkpoint_name=checkpoint,
+            lora_details=d.LoRADetails(rank=rank),
+        )
+        if rank
+        else d.FullCheckpoint(training_job_id=job_id, checkpoint_name=checkpoint)
+    )
+    config = DeployCheckpointsConfigComplete(
+        checkpoint_details=d.CheckpointList(checkpoints=[ckpt]),
+        model_name=name,
+        compute=d.Compute(accelerator=AcceleratorSpec(accelerator="H100", count=1)),
+        runtime=d.DeployCheckpointsRuntime(
+            environment_variables={"HF_TOKEN": d.SecretReference(name="hf_access_token")}
+        ),
+    )
+    return _build_inference_template_request(config, Remote(), dry_run=False)  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(300)
+def test_a_checkpoint_deploys_with_the_graphql_baseten_s_cli_sends(
+    cloud: tuple[Client, Recorder], trained_ids: tuple[str, str], openapi_spec: dict[str, Any]
+) -> None:
+    client, recorder = cloud
+    job = client.job(trained_ids[0])
+    deployment = job.deploy("checkpoint-120", name="tiny-gpt", hf_secret="hf_access_token")
+    assert isinstance(deployment, CloudDeployment)
+    assert deployment.wait(timeout=180).status == "ACTIVE"
+    assert deployment.complete("the cat", max_tokens=3).strip()
+    assert deployment.logs(), "the serving process logged nothing"
+
+    # the exact operations truss sends: same query text, same variables
+    mutation = _graphql_sent(recorder, "create_model_version_from_inference_template")
+    assert len(mutation) == 1
+    [instances] = [json.loads(e.response_body)["data"]["listedInstances"]
+                   for e in recorder.exchanges if e.path == "/graphql/"
+                   and b"listed_instances" in e.request_body]  # fmt: skip
+    query, variables = _truss_graphql(
+        "create_model_version_from_inference_template", mutation[0]["variables"]["request"]
+    )
+    assert _one_line(mutation[0]["query"]) == _one_line(query)
+    expected = _truss_request(job.id, "checkpoint-120", "tiny-gpt", instances, rank=None)
+    assert mutation[0]["variables"] == {"request": expected} == variables
+    assert expected["instance_type_id"] == "H100:1x26x234"  # the job's GPU, fewest of them
+    [instances_query] = _graphql_sent(recorder, "listed_instances")
+    assert _one_line(instances_query["query"]) == _one_line(_truss_graphql("get_instance_types")[0])
+
+    deployment.stop()
+    assert deployment.status == "INACTIVE"
+    with pytest.raises(DeploymentFailed, match="is INACTIVE; deploy the checkpoint again"):
+        deployment.complete("the cat")
+    openapi = OpenAPI(openapi_spec)
+    problems = [
+        p
+        for e in recorder.exchanges
+        if openapi.match(e.method, e.path) is not None
+        for p in _contract_problems(openapi, e)
+    ]
+    assert problems == []
+
+
+@pytest.mark.timeout(300)
+def test_a_lora_adapter_deploys_with_the_rank_of_its_adapter_config(
+    cloud: tuple[Client, Recorder], trained_ids: tuple[str, str]
+) -> None:
+    client, recorder = cloud
+    job = client.job(trained_ids[1])
+    plan = cloud_deploy.plan(client.api, job._wire, "lora-8")
+    assert (plan.lora_rank, plan.model_name) == (8, "checkpoint-120")  # named after its base
+    deployment = job.deploy("lora-8", hf_secret="hf_access_token").wait(timeout=180)
+    assert deployment.complete("the cat", max_tokens=2).strip()
+    [instances] = [json.loads(e.response_body)["data"]["listedInstances"]
+                   for e in recorder.exchanges if e.path == "/graphql/"
+                   and b"listed_instances" in e.request_body][-1:]  # fmt: skip
+    [sent] = _graphql_sent(recorder, "create_model_version_from_inference_template")
+    assert sent["variables"]["request"] == _truss_request(
+        job.id, "lora-8", "checkpoint-120", instances, rank=8
+    )
+    deployment.stop()
+
+    before = len(recorder.exchanges)
+    with pytest.raises(DeployError, match=r"LoRA adapter of rank 4.*train with r in 8, 16, 32"):
+        job.deploy("lora-4")
+    assert all(b"create_model" not in e.request_body for e in recorder.exchanges[before:])
+
+
+def test_deploy_mistakes_are_named_before_anything_is_created(
+    cloud: tuple[Client, Recorder], trained_ids: tuple[str, str]
+) -> None:
+    client, recorder = cloud
+    job = client.job(trained_ids[0])
+    with pytest.raises(DeployError, match="no checkpoint 'checkpoint-9'; it has checkpoint-120"):
+        job.deploy("checkpoint-9")
+    with pytest.raises(DeployError, match=r"no single-node instance type has B200:4.*H100:8"):
+        job.deploy(gpu="B200:4")
+    with pytest.raises(InvalidConfigError, match="unknown accelerator 'X9'"):
+        job.deploy(gpu="X9:1")
+    with pytest.raises(DeployError, match="model name 'my model!' may only use"):
+        job.deploy(name="my model!")
+    with pytest.raises(BtJupyterError, match="model= and port= are for the local backend"):
+        job.deploy(port=9000)
+    assert _graphql_sent(recorder, "create_model_version_from_inference_template") == []
+
+    # the stand-in refuses what Baseten would, as a GraphQL error with the reason
+    request = cloud_deploy.plan(client.api, job._wire).request | {"instance_type_id": "nope"}
+    with pytest.raises(GraphQLError, match="instance type 'nope' does not exist"):
+        cloud_deploy.create(client.api, request)
+    broken = request | {"inference_stack": {"stack_type": "TRT", "environment_variables": []}}
+    with pytest.raises(GraphQLError, match=r"inference_stack\.stack_type"):
+        cloud_deploy.create(client.api, broken)
+
+
+def test_team_names_resolve_to_ids_like_truss_train_push(
+    cloud: tuple[Client, Recorder], trained_ids: tuple[str, str]
+) -> None:
+    client, recorder = cloud
+    project = spec.TrainingProject(
+        name=f"team-{new_id()}",
+        job=spec.TrainingJob(
+            image=spec.Image(base_image="python:3.11-slim"),
+            runtime=spec.Runtime(start_commands=["true"]),
+        ),
+    )
+    job = client.submit(project, team="Research Lab")
+    assert job.wait(timeout=60).status == spec.TrainingJobStatus.COMPLETED
+    assert "/v1/teams/team42/training_projects" in [e.path for e in recorder.exchanges]
+    [teams_query] = _graphql_sent(recorder, "teams")
+    assert _one_line(teams_query["query"]) == _one_line(_truss_graphql("get_teams")[0])
+
+    before = len(recorder.exchanges)
+    with pytest.raises(UnknownTeam, match=r"no team 'Nope'.*'Personal', 'Research Lab'"):
+        client.submit(project, team="Nope")
+    assert all("training_projects" not in e.path for e in recorder.exchanges[before:])
 
 
 LIVE_KEY = os.environ.get("BASETEN_API_KEY")

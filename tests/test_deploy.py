@@ -12,7 +12,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from bt_jupyter import Client, Deployment, Job, spec
 from bt_jupyter.client import ApiError
-from bt_jupyter.jobs import DeploymentFailed
+from bt_jupyter.deployments import DeploymentFailed
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from bt_jupyter.packaging import PackageOptions, package_cell

@@ -16,7 +16,6 @@ import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,33 +27,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bt_jupyter import api, spec
 from bt_jupyter._version import __version__
 from bt_jupyter.errors import InvalidConfigError
-from bt_jupyter.local import checkpoints, deploy
+from bt_jupyter.local import checkpoints, deploy, models_api
 from bt_jupyter.local.dispatch import Dispatcher
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.settings import Settings, s3_client
-from bt_jupyter.local.store import DeploymentRow, JobRow, LogRow, ProjectRow, Store, new_id
+from bt_jupyter.local.store import DeploymentRow, JobRow, ProjectRow, Store, new_id
+from bt_jupyter.local.wire import ApiError, log_wire, not_found, ok, utc
 
 M = TypeVar("M", bound=BaseModel)
 S = spec.TrainingJobStatus
 FOLLOW_POLL_SECONDS = 0.02
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def _not_found(what: str, ident: str) -> ApiError:
-    return ApiError(404, "NOT_FOUND", f"no {what} with id {ident!r}")
-
-
-def _time(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc)
-
-
-def _ok(model: BaseModel) -> JSONResponse:
-    return JSONResponse(model.model_dump(mode="json"))
 
 
 class Service:
@@ -70,14 +52,14 @@ class Service:
     def project(self, project_id: str) -> ProjectRow:
         found = self.store.project(project_id)
         if found is None:
-            raise _not_found("training project", project_id)
+            raise not_found("training project", project_id)
         return found
 
     def job(self, project_id: str, job_id: str) -> tuple[ProjectRow, JobRow]:
         project = self.project(project_id)
         job = self.store.job(job_id)
         if job is None or job.project_id != project.id:
-            raise _not_found(f"training job in project {project_id}", job_id)
+            raise not_found(f"training job in project {project_id}", job_id)
         return project, job
 
     # ------------------------------------------------------------------ wire shapes
@@ -87,12 +69,12 @@ class Service:
         compute = job.spec.get("compute") or {}
         return api.TrainingJobV1(
             id=job.id,
-            created_at=_time(job.created_at),
+            created_at=utc(job.created_at),
             current_status=job.status.value,
             error_message=job.error_message,
             instance_type=_instance_type(compute),
             node_count=job.node_count,
-            updated_at=_time(job.updated_at),
+            updated_at=utc(job.updated_at),
             training_project_id=project.id,
             training_project=api.TrainingProjectSummaryV1(id=project.id, name=project.name),
             name=job.name,
@@ -105,8 +87,8 @@ class Service:
         return api.TrainingProjectV1(
             id=project.id,
             name=project.name,
-            created_at=_time(project.created_at),
-            updated_at=_time(project.updated_at),
+            created_at=utc(project.created_at),
+            updated_at=utc(project.updated_at),
             team_name=project.team_name,
             latest_job=self.job_wire(latest, project) if latest else None,
         )
@@ -199,7 +181,7 @@ def build_app(service: Service) -> FastAPI:
             body.training_project.name,
             team or body.training_project.team_name,
         )
-        return _ok(
+        return ok(
             api.UpsertTrainingProjectResponseV1(training_project=service.project_wire(project))
         )
 
@@ -214,7 +196,7 @@ def build_app(service: Service) -> FastAPI:
     @v1.get("/training_projects")
     async def list_projects() -> JSONResponse:
         projects = await run(service.store.projects)
-        return _ok(
+        return ok(
             api.ListTrainingProjectsResponseV1(
                 training_projects=[service.project_wire(p) for p in projects]
             )
@@ -223,7 +205,7 @@ def build_app(service: Service) -> FastAPI:
     @v1.get("/training_projects/{project_id}")
     async def get_project(project_id: str) -> JSONResponse:
         project = service.project(project_id)
-        return _ok(api.GetTrainingProjectResponseV1(training_project=service.project_wire(project)))
+        return ok(api.GetTrainingProjectResponseV1(training_project=service.project_wire(project)))
 
     @v1.delete("/training_projects/{project_id}")
     async def delete_project(project_id: str) -> JSONResponse:
@@ -238,7 +220,7 @@ def build_app(service: Service) -> FastAPI:
         for job in service.store.jobs(project_id=project.id):
             shutil.rmtree(service.home.job_dir(job.id), ignore_errors=True)
         await run(service.store.delete_project, project.id)
-        return _ok(api.TrainingProjectTombstoneV1(id=project.id, deleted=True))
+        return ok(api.TrainingProjectTombstoneV1(id=project.id, deleted=True))
 
     # ------------------------------------------------------------------ jobs
 
@@ -262,13 +244,13 @@ def build_app(service: Service) -> FastAPI:
         )
         if created:
             await run(service.dispatcher.dispatch, job.id)
-        return _ok(api.CreateTrainingJobResponseV1(training_job=service.job_wire(job, project)))
+        return ok(api.CreateTrainingJobResponseV1(training_job=service.job_wire(job, project)))
 
     @v1.get("/training_projects/{project_id}/jobs")
     async def list_jobs(project_id: str) -> JSONResponse:
         project = service.project(project_id)
         jobs = await run(service.store.jobs, project.id)
-        return _ok(
+        return ok(
             api.ListTrainingJobsResponseV1(
                 training_project=service.project_wire(project),
                 training_jobs=[service.job_wire(j, project) for j in jobs],
@@ -278,7 +260,7 @@ def build_app(service: Service) -> FastAPI:
     @v1.get("/training_projects/{project_id}/jobs/{job_id}")
     async def get_job(project_id: str, job_id: str) -> JSONResponse:
         project, job = service.job(project_id, job_id)
-        return _ok(
+        return ok(
             api.GetTrainingJobResponseV1(
                 training_project=service.project_wire(project),
                 training_job=service.job_wire(job, project),
@@ -291,7 +273,7 @@ def build_app(service: Service) -> FastAPI:
         body = await _parse(request, api.UpdateTrainingJobRequestV1)
         await run(service.store.set_priority, job.id, body.priority)
         job = service.job(project_id, job_id)[1]
-        return _ok(api.UpdateTrainingJobResponseV1(training_job=service.job_wire(job, project)))
+        return ok(api.UpdateTrainingJobResponseV1(training_job=service.job_wire(job, project)))
 
     @v1.delete("/training_projects/{project_id}/jobs/{job_id}")
     async def delete_job(project_id: str, job_id: str) -> JSONResponse:
@@ -300,7 +282,7 @@ def build_app(service: Service) -> FastAPI:
             raise ApiError(409, "CONFLICT", f"job {job.id} is {job.status.short}; stop it first")
         shutil.rmtree(service.home.job_dir(job.id), ignore_errors=True)
         await run(service.store.delete_job, job.id)
-        return _ok(
+        return ok(
             api.TrainingJobTombstoneV1(id=job.id, deleted=True, training_project_id=project.id)
         )
 
@@ -311,14 +293,14 @@ def build_app(service: Service) -> FastAPI:
         if not job.status.is_terminal:
             await run(service.dispatcher.stop, job)
         job = service.job(project_id, job_id)[1]
-        return _ok(api.StopTrainingJobResponseV1(training_job=service.job_wire(job, project)))
+        return ok(api.StopTrainingJobResponseV1(training_job=service.job_wire(job, project)))
 
     @v1.post("/training_projects/{project_id}/jobs/{job_id}/recreate")
     async def recreate_job(project_id: str, job_id: str) -> JSONResponse:
         project, job = service.job(project_id, job_id)
         new, _ = await run(service.store.create_job, project.id, job.spec, None)
         await run(service.dispatcher.dispatch, new.id)
-        return _ok(api.RecreateTrainingJobResponseV1(training_job=service.job_wire(new, project)))
+        return ok(api.RecreateTrainingJobResponseV1(training_job=service.job_wire(new, project)))
 
     @v1.post("/training_jobs/search")
     async def search_jobs(request: Request) -> JSONResponse:
@@ -330,7 +312,7 @@ def build_app(service: Service) -> FastAPI:
         jobs = await run(
             service.store.jobs, body.project_id, body.job_id, statuses, order.order, order.field
         )
-        return _ok(
+        return ok(
             api.SearchTrainingJobsResponseV1(training_jobs=[service.job_wire(j) for j in jobs])
         )
 
@@ -351,7 +333,7 @@ def build_app(service: Service) -> FastAPI:
             query.limit or 500,
             query.min_level.value if query.min_level else None,
         )
-        return _ok(api.GetLogsResponseV1(logs=[_log_wire(r) for r in rows]))
+        return ok(api.GetLogsResponseV1(logs=[log_wire(r) for r in rows]))
 
     @v1.get("/training_projects/{project_id}/jobs/{job_id}/logs")
     async def get_logs(project_id: str, job_id: str, request: Request) -> JSONResponse:
@@ -382,9 +364,9 @@ def build_app(service: Service) -> FastAPI:
         cache = None
         if ((job.spec.get("runtime") or {}).get("cache_config") or {}).get("enabled"):
             size = _tree_size(service.home.project_cache(project.id))
-            point = api.TrainingJobMetricV1(value=size, timestamp=_time(time.time()))
+            point = api.TrainingJobMetricV1(value=size, timestamp=utc(time.time()))
             cache = api.StorageMetricsV1(usage_bytes=[point], utilization=[])
-        return _ok(
+        return ok(
             api.GetTrainingJobMetricsResponseV1(
                 **leader.model_dump(),
                 training_job=service.job_wire(job, project),
@@ -413,13 +395,13 @@ def build_app(service: Service) -> FastAPI:
         if found:
             await run(service.store.save_checkpoints, job.id, found)
         rows = await run(service.store.checkpoints, job.id)
-        return _ok(
+        return ok(
             api.GetTrainingJobCheckpointsResponseV1(
                 training_job=service.job_wire(job, project),
                 checkpoints=[
                     api.TrainingJobCheckpointV1(
                         checkpoint_id=c.name,
-                        created_at=_time(c.created_at),
+                        created_at=utc(c.created_at),
                         checkpoint_type=c.checkpoint_type,
                         base_model=c.base_model,
                         lora_adapter_config=c.lora_adapter_config,
@@ -450,11 +432,11 @@ def build_app(service: Service) -> FastAPI:
                     relative_file_name=relative,
                     node_rank=rank,
                     size_bytes=stat.st_size,
-                    last_modified=_time(stat.st_mtime).isoformat(),
+                    last_modified=utc(stat.st_mtime).isoformat(),
                 )
             )
         more = offset + page_size < len(found)
-        return _ok(
+        return ok(
             api.GetTrainingJobCheckpointFilesResponseV1(
                 presigned_urls=urls,
                 next_page_token=offset + page_size if more else None,
@@ -466,7 +448,7 @@ def build_app(service: Service) -> FastAPI:
     async def download_job(project_id: str, job_id: str, request: Request) -> JSONResponse:
         _, job = service.job(project_id, job_id)
         artifacts = (job.spec.get("runtime") or {}).get("artifacts") or []
-        return _ok(
+        return ok(
             api.DownloadTrainingJobResponseV1(
                 artifact_presigned_urls=[
                     service.signed_url(request, f"/v1/local/artifacts/{a['s3_key']}")
@@ -480,9 +462,9 @@ def build_app(service: Service) -> FastAPI:
         project = service.project(project_id)
         root = service.home.project_cache(project.id)
         summaries = await run(_file_summaries, root)
-        return _ok(
+        return ok(
             api.GetCacheSummaryResponseV1(
-                timestamp=_time(time.time()).isoformat(),
+                timestamp=utc(time.time()).isoformat(),
                 project_id=project.id,
                 file_summaries=summaries,
             )
@@ -493,7 +475,7 @@ def build_app(service: Service) -> FastAPI:
         """A bucket and key to upload a bundle to, with throwaway credentials: the
         service's S3-compatible bucket in baseten mode, else its own artifact store."""
         bucket = service.settings.s3_bucket or api.LOCAL_ARTIFACT_BUCKET
-        return _ok(
+        return ok(
             api.GetBlobCredentialsResponseV1(
                 creds=api.AWSCredentialsV1(
                     aws_access_key_id=f"LOCAL{new_id(12).upper()}",
@@ -633,7 +615,7 @@ def build_app(service: Service) -> FastAPI:
         _, job = service.job(project_id, job_id)
         history = await run(service.store.history, job.id)
         return JSONResponse(
-            {"history": [{"status": s.value, "at": _time(at).isoformat()} for s, at in history]}
+            {"history": [{"status": s.value, "at": utc(at).isoformat()} for s, at in history]}
         )
 
     # ------------------------------------------------------------------ deployments
@@ -648,13 +630,13 @@ def build_app(service: Service) -> FastAPI:
             status=row.status,
             url=f"http://127.0.0.1:{row.port}",
             error_message=row.error_message,
-            created_at=_time(row.created_at),
+            created_at=utc(row.created_at),
         )
 
     def find_deployment(deployment_id: str) -> DeploymentRow:
         row = service.store.deployment(deployment_id)
         if row is None:
-            raise _not_found("deployment", deployment_id)
+            raise not_found("deployment", deployment_id)
         return deploy.settle(service.store, row)
 
     @local.post("/deployments", dependencies=[Depends(authenticated)])
@@ -662,7 +644,7 @@ def build_app(service: Service) -> FastAPI:
         body = await _parse(request, api.LocalCreateDeploymentRequestV1)
         job = service.store.job(body.job_id)
         if job is None:
-            raise _not_found("training job", body.job_id)
+            raise not_found("training job", body.job_id)
         bundle = None
         if body.model_artifact is not None:
             bundle = _artifact_path(service, body.model_artifact.s3_key)
@@ -685,33 +667,34 @@ def build_app(service: Service) -> FastAPI:
             )
         except deploy.DeployRefused as exc:
             raise ApiError(exc.status, "DEPLOY_REFUSED", str(exc)) from None
-        return _ok(deployment_wire(row))
+        return ok(deployment_wire(row))
 
     @local.get("/deployments", dependencies=[Depends(authenticated)])
     async def list_deployments() -> JSONResponse:
         rows = [deploy.settle(service.store, r) for r in service.store.deployments()]
-        return _ok(
+        return ok(
             api.LocalListDeploymentsResponseV1(deployments=[deployment_wire(r) for r in rows])
         )
 
     @local.get("/deployments/{deployment_id}", dependencies=[Depends(authenticated)])
     async def get_deployment(deployment_id: str) -> JSONResponse:
-        return _ok(deployment_wire(find_deployment(deployment_id)))
+        return ok(deployment_wire(find_deployment(deployment_id)))
 
     @local.post("/deployments/{deployment_id}/stop", dependencies=[Depends(authenticated)])
     async def stop_deployment(deployment_id: str) -> JSONResponse:
         row = find_deployment(deployment_id)
         deploy.stop(service.store, row)
-        return _ok(deployment_wire(find_deployment(deployment_id)))
+        return ok(deployment_wire(find_deployment(deployment_id)))
 
     @local.get("/deployments/{deployment_id}/logs", dependencies=[Depends(authenticated)])
     async def deployment_logs(deployment_id: str) -> JSONResponse:
         row = find_deployment(deployment_id)
         rows = await run(service.store.logs_after, row.id, 0, 5000)
-        return _ok(api.GetLogsResponseV1(logs=[_log_wire(r) for r in rows]))
+        return ok(api.GetLogsResponseV1(logs=[log_wire(r) for r in rows]))
 
     app.include_router(v1)
     app.include_router(local)
+    app.include_router(models_api.build_router(service, authenticated))
     return app
 
 
@@ -791,18 +774,9 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int | 
     return value
 
 
-def _log_wire(row: LogRow) -> api.LogV1:
-    return api.LogV1(
-        timestamp=str(row.ts_ns),
-        message=row.message,
-        replica=str(row.node) if row.node is not None else None,
-        level=api.LogLevelV1(row.level),
-    )
-
-
 def _node_metrics(rows: list[Any]) -> api.TrainingJobMetricsV1:
     def point(value: float, at: float) -> api.TrainingJobMetricV1:
-        return api.TrainingJobMetricV1(value=value, timestamp=_time(at))
+        return api.TrainingJobMetricV1(value=value, timestamp=utc(at))
 
     gpu_util: dict[str, list[api.TrainingJobMetricV1]] = {}
     gpu_mem: dict[str, list[api.TrainingJobMetricV1]] = {}
@@ -835,7 +809,7 @@ def _file_summaries(root: Path) -> list[api.FileSummary]:
             api.FileSummary(
                 path=path.relative_to(root).as_posix(),
                 size_bytes=stat.st_size,
-                modified=_time(stat.st_mtime).isoformat(),
+                modified=utc(stat.st_mtime).isoformat(),
                 file_type="directory" if path.is_dir() else "file",
                 permissions=oct(stat.st_mode & 0o777)[2:],
             )

@@ -21,7 +21,8 @@ import anywidget
 import traitlets
 
 from bt_jupyter import api, runtime
-from bt_jupyter.jobs import Deployment, Job
+from bt_jupyter.deployments import Deployment
+from bt_jupyter.jobs import Job
 
 TICK_SECONDS = 0.2
 TAIL_LINES = 300
@@ -157,7 +158,7 @@ class JobWidget(anywidget.AnyWidget):
             "id": deployment.id,
             "name": deployment.name,
             "checkpoint": deployment.checkpoint,
-            "kind": deployment._wire.kind,
+            "kind": deployment.kind,
             "status": deployment.status,
             "url": deployment.url,
             "error": deployment.error_message or "",
@@ -175,7 +176,7 @@ class JobWidget(anywidget.AnyWidget):
 
     def _try(self, deployment_id: str, text: str) -> None:
         deployment = self.live[deployment_id]
-        if deployment._wire.kind == "model":
+        if deployment.kind == "model":
             answer = json.dumps(deployment.predict(json.loads(text or "{}")))
         else:
             answer = deployment.complete(text, max_tokens=32)
