@@ -28,6 +28,7 @@ __all__ = [
     "CreateTrainingJobV1",
     "DownloadTrainingJobResponseV1",
     "FileSummary",
+    "GetAuthCodesResponseV1",
     "GetBlobCredentialsResponseV1",
     "GetCacheSummaryResponseV1",
     "GetLogsResponseV1",
@@ -471,6 +472,12 @@ class GetCacheSummaryResponseV1(_Response):
     file_summaries: list[FileSummary]
 
 
+class GetAuthCodesResponseV1(_Response):
+    """Auth codes of a job's interactive sessions (the local service has none)."""
+
+    auth_codes: list[dict[str, Any]]
+
+
 class AWSCredentialsV1(_Response):
     aws_access_key_id: str
     aws_secret_access_key: str
@@ -481,62 +488,3 @@ class GetBlobCredentialsResponseV1(_Response):
     creds: AWSCredentialsV1
     s3_key: str
     s3_bucket: str
-
-
-# --------------------------------------------------------------------------- models
-# Baseten's model API and the GraphQL types its CLI reads (not in the training spec):
-# deploying a checkpoint makes a model version, served at model-{model_id}.api.baseten.co.
-
-
-class TeamV1(_Response):
-    """One of ``query { teams { id name default } }``."""
-
-    id: str
-    name: str
-    default: bool = False
-
-
-class ListedInstanceV1(_Response):
-    """One of ``listed_instances``, with the camelCase aliases Baseten's CLI asks for."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    id: str
-    name: str
-    millicpu_limit: int = Field(alias="millicpuLimit")
-    memory_limit: int = Field(alias="memoryLimit")
-    gpu_count: int = Field(alias="gpuCount")
-    gpu_type: str | None = Field(alias="gpuType")
-    gpu_memory: int | None = Field(default=None, alias="gpuMemory")
-    default: bool = False
-    display_name: str = Field(alias="displayName")
-    node_count: int = Field(default=1, alias="nodeCount")
-    price: float | None = None
-    limited_capacity: bool | None = Field(default=None, alias="limitedCapacity")
-
-
-class ModelVersionV1(_Response):
-    id: str
-    name: str
-    model_id: str
-
-
-class CreateModelVersionResultV1(_Response):
-    """``create_model_version_from_inference_template``: no version on a dry run."""
-
-    model_version: ModelVersionV1 | None = None
-    truss_config: str | None = None
-
-
-class ModelDeploymentV1(_Response):
-    """``GET /v1/models/{model_id}/deployments/{deployment_id}``."""
-
-    id: str
-    created_at: datetime
-    name: str
-    model_id: str
-    is_production: bool = False
-    is_development: bool = False
-    status: str
-    active_replica_count: int = 0
-    environment: str | None = None

@@ -14,8 +14,14 @@ from bt_jupyter.local.secrets import SecretStore
 
 def _local(args: argparse.Namespace, home: Home) -> int:
     if args.action == "start":
-        info = daemon.ensure_running(home)
+        info = daemon.ensure_running(home, args.port)
         print(f"local service running at {info.url} (pid {info.pid}); state in {home.root}")
+        if args.port and info.port != args.port:
+            print(
+                f"note: it was already running on port {info.port}; `bt-jupyter local stop` "
+                f"first to move it to {args.port}",
+                file=sys.stderr,
+            )
     elif args.action == "stop":
         stopped = daemon.stop(home)
         print("local service stopped" if stopped else "local service was not running")
@@ -57,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     local = commands.add_parser("local", help="the embedded local training service")
     local.add_argument("action", choices=["start", "stop", "status"])
+    local.add_argument("--port", type=int, default=0, help="start: listen on this port")
     secrets = commands.add_parser("secrets", help="secrets that SecretReferences resolve to")
     secret_actions = secrets.add_subparsers(dest="action", required=True)
     setter = secret_actions.add_parser("set", help="set NAME from stdin or a hidden prompt")

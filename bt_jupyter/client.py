@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from bt_jupyter import api, runtime, spec
+from bt_jupyter import api, runtime, serving_api, spec
 from bt_jupyter.errors import BtJupyterError
 
 M = TypeVar("M", bound=BaseModel)
@@ -626,9 +626,9 @@ class ApiClient:
             raise GraphQLError(str(message), extensions.get("code"))
         return dict(body["data"])
 
-    def model_deployment(self, model_id: str, deployment_id: str) -> api.ModelDeploymentV1:
+    def model_deployment(self, model_id: str, deployment_id: str) -> serving_api.ModelDeploymentV1:
         path = f"/v1/models/{model_id}/deployments/{deployment_id}"
-        return self._get(path, api.ModelDeploymentV1)
+        return self._get(path, serving_api.ModelDeploymentV1)
 
     def deactivate_model_deployment(self, model_id: str, deployment_id: str) -> None:
         path = f"/v1/models/{model_id}/deployments/{deployment_id}/deactivate"

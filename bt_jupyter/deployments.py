@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from bt_jupyter import api
+from bt_jupyter import api, serving_api
 from bt_jupyter.errors import BtJupyterError
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ class CloudDeployment(Deployment):
     def __init__(
         self,
         client: Client,
-        version: api.ModelVersionV1,
+        version: serving_api.ModelVersionV1,
         checkpoint: str,
         served_model: str | None = None,
     ) -> None:

@@ -203,6 +203,10 @@ class Job:
         return self._wire.created_at
 
     @property
+    def updated_at(self) -> datetime:
+        return self._wire.updated_at
+
+    @property
     def node_count(self) -> int:
         return self._wire.node_count
 

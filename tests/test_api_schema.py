@@ -161,6 +161,16 @@ EXAMPLES: list[BaseModel] = [
     ),
     api.GetCacheSummaryResponseV1(timestamp=NOW.isoformat(), project_id="p", file_summaries=[]),
     api.AWSCredentialsV1(aws_access_key_id="a", aws_secret_access_key="s", aws_session_token="t"),
+    api.GetAuthCodesResponseV1(
+        auth_codes=[
+            {
+                "session_id": "s-1",
+                "replica_id": "g00r0",
+                "auth_code": "4F64-C0D9",
+                "auth_url": "https://github.com/login/device",
+            }
+        ]
+    ),
     api.GetBlobCredentialsResponseV1(
         creds=api.AWSCredentialsV1(
             aws_access_key_id="a", aws_secret_access_key="s", aws_session_token="t"

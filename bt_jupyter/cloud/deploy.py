@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bt_jupyter import api, spec
+from bt_jupyter import api, serving_api, spec
 from bt_jupyter.client import ApiClient
 from bt_jupyter.errors import BtJupyterError
 
@@ -70,19 +70,19 @@ class DeployPlan:
 
     checkpoint: api.TrainingJobCheckpointV1
     model_name: str
-    instance: api.ListedInstanceV1
+    instance: serving_api.ListedInstanceV1
     lora_rank: int | None
     request: dict[str, Any]
 
 
-def instance_types(rest: ApiClient) -> list[api.ListedInstanceV1]:
+def instance_types(rest: ApiClient) -> list[serving_api.ListedInstanceV1]:
     rows = rest.graphql(INSTANCES_QUERY)["listedInstances"]
-    return [api.ListedInstanceV1.model_validate(row) for row in rows]
+    return [serving_api.ListedInstanceV1.model_validate(row) for row in rows]
 
 
 def choose_instance(
-    instances: list[api.ListedInstanceV1], gpu: spec.AcceleratorSpec
-) -> api.ListedInstanceV1:
+    instances: list[serving_api.ListedInstanceV1], gpu: spec.AcceleratorSpec
+) -> serving_api.ListedInstanceV1:
     """The single-node instance type with that GPU and the fewest of them, at least
     ``gpu.count`` (the rule of Baseten's CLI)."""
     fitting = [
@@ -209,8 +209,8 @@ def _gpu(job: api.TrainingJobV1, gpu: str | spec.AcceleratorSpec | None) -> spec
     return spec.AcceleratorSpec(accelerator=trained.gpu_type, count=trained.gpu_count)
 
 
-def create(rest: ApiClient, request: dict[str, Any]) -> api.CreateModelVersionResultV1:
+def create(rest: ApiClient, request: dict[str, Any]) -> serving_api.CreateModelVersionResultV1:
     answer = rest.graphql(DEPLOY_MUTATION, {"request": request}, mutation=True)
-    return api.CreateModelVersionResultV1.model_validate(
+    return serving_api.CreateModelVersionResultV1.model_validate(
         answer["create_model_version_from_inference_template"]
     )

@@ -5,7 +5,7 @@ The id comes from the same GraphQL query ``truss train push --team`` makes.
 
 from __future__ import annotations
 
-from bt_jupyter import api
+from bt_jupyter import serving_api
 from bt_jupyter.client import ApiClient
 from bt_jupyter.errors import BtJupyterError
 
@@ -24,8 +24,8 @@ class UnknownTeam(BtJupyterError):
     pass
 
 
-def teams(rest: ApiClient) -> list[api.TeamV1]:
-    return [api.TeamV1.model_validate(t) for t in rest.graphql(TEAMS_QUERY)["teams"]]
+def teams(rest: ApiClient) -> list[serving_api.TeamV1]:
+    return [serving_api.TeamV1.model_validate(t) for t in rest.graphql(TEAMS_QUERY)["teams"]]
 
 
 def team_id(rest: ApiClient, team: str) -> str:

@@ -9,6 +9,7 @@ has no equivalent for live under ``/v1/local/``.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import hashlib
 import hmac
 import json
@@ -27,11 +28,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bt_jupyter import api, spec
 from bt_jupyter._version import __version__
 from bt_jupyter.errors import InvalidConfigError
-from bt_jupyter.local import checkpoints, deploy, models_api
+from bt_jupyter.local import checkpoints, deploy, models_api, s3_api
 from bt_jupyter.local.dispatch import Dispatcher
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.settings import Settings, s3_client
 from bt_jupyter.local.store import DeploymentRow, JobRow, ProjectRow, Store, new_id
+from bt_jupyter.local.uploads import save_stream, too_large
 from bt_jupyter.local.wire import ApiError, log_wire, not_found, ok, utc
 
 M = TypeVar("M", bound=BaseModel)
@@ -46,6 +48,10 @@ class Service:
         self.home, self.settings, self.dispatcher = home, settings, dispatcher
         self.store = Store(home.db)
         self.api_key = home.api_key()
+        #: Access key ids of the blob credentials handed out (the S3 stand-in takes only these)
+        self.issued_access_keys: set[str] = set()
+        #: Who creates jobs here; Baseten always names the user (truss's CLI expects one).
+        self.user = api.UserV1(email=f"{getpass.getuser()}@localhost")
 
     # ------------------------------------------------------------------ lookups
 
@@ -80,6 +86,7 @@ class Service:
             name=job.name,
             priority=job.priority,
             availability_model=compute.get("availability_model", "dedicated"),
+            user=self.user,
         )
 
     def project_wire(self, project: ProjectRow) -> api.TrainingProjectV1:
@@ -329,7 +336,7 @@ def build_app(service: Service) -> FastAPI:
             (query.end_epoch_millis + 1) * 1_000_000 - 1
             if query.end_epoch_millis is not None
             else None,
-            query.direction == api.SortOrderV1.DESC,
+            query.direction != api.SortOrderV1.ASC,  # newest first unless asked, as on Baseten
             query.limit or 500,
             query.min_level.value if query.min_level else None,
         )
@@ -470,22 +477,32 @@ def build_app(service: Service) -> FastAPI:
             )
         )
 
+    @v1.get("/training_projects/{project_id}/jobs/{job_id}/auth_codes")
+    async def auth_codes(project_id: str, job_id: str) -> JSONResponse:
+        """No interactive sessions here (``truss train logs`` asks before printing)."""
+        service.job(project_id, job_id)
+        return ok(api.GetAuthCodesResponseV1(auth_codes=[]))
+
     @v1.get("/blobs/credentials/train")
-    async def blob_credentials() -> JSONResponse:
+    async def blob_credentials(request: Request) -> JSONResponse:
         """A bucket and key to upload a bundle to, with throwaway credentials: the
-        service's S3-compatible bucket in baseten mode, else its own artifact store."""
-        bucket = service.settings.s3_bucket or api.LOCAL_ARTIFACT_BUCKET
-        return ok(
-            api.GetBlobCredentialsResponseV1(
-                creds=api.AWSCredentialsV1(
-                    aws_access_key_id=f"LOCAL{new_id(12).upper()}",
-                    aws_secret_access_key=new_id(32),
-                    aws_session_token=new_id(32),
-                ),
-                s3_key=f"training/{new_id(16)}/bundle.tar",
-                s3_bucket=bucket,
-            )
-        )
+        service's S3-compatible bucket in baseten mode, else its own S3 stand-in, named
+        in ``creds.endpoint_url`` (truss hands ``creds`` to boto3 as they are)."""
+        access_key = f"LOCAL{new_id(12).upper()}"
+        service.issued_access_keys.add(access_key)
+        answer = api.GetBlobCredentialsResponseV1(
+            creds=api.AWSCredentialsV1(
+                aws_access_key_id=access_key,
+                aws_secret_access_key=new_id(32),
+                aws_session_token=new_id(32),
+            ),
+            s3_key=f"training/{new_id(16)}/bundle.tar",
+            s3_bucket=service.settings.s3_bucket or api.LOCAL_ARTIFACT_BUCKET,
+        ).model_dump(mode="json")
+        if not service.settings.s3_bucket:
+            port = request.url.port or 80  # an IP, so boto3 addresses the bucket by path
+            answer["creds"]["endpoint_url"] = f"http://127.0.0.1:{port}{s3_api.PREFIX}"
+        return JSONResponse(answer)
 
     # ------------------------------------------------------------------ local extensions
 
@@ -501,30 +518,13 @@ def build_app(service: Service) -> FastAPI:
         limit = service.settings.max_artifact_bytes
         declared = int(request.headers.get("content-length") or 0)
         if declared > limit:
-            raise ApiError(413, "TOO_LARGE", _too_large(declared, limit))
-        digest = hashlib.sha256()
-        tmp = path.with_name(f".{key}.{new_id()}.part")
-        size = 0
-        try:
-            with tmp.open("wb") as out:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > limit:
-                        raise ApiError(413, "TOO_LARGE", _too_large(size, limit))
-                    digest.update(chunk)
-                    out.write(chunk)
-            expected = key.split(".", 1)[0]
-            if len(expected) == 64 and expected != digest.hexdigest():
-                raise ApiError(
-                    400,
-                    "DIGEST_MISMATCH",
-                    f"artifact {key}: content sha256 is {digest.hexdigest()}",
-                )
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+            raise ApiError(413, "TOO_LARGE", too_large(declared, limit))
+        digest = key.split(".", 1)[0]
+        received = await save_stream(
+            request.stream(), path, limit, digest if len(digest) == 64 else None
+        )
         return JSONResponse(
-            {"s3_bucket": api.LOCAL_ARTIFACT_BUCKET, "s3_key": key, "size_bytes": size}
+            {"s3_bucket": api.LOCAL_ARTIFACT_BUCKET, "s3_key": key, "size_bytes": received.size}
         )
 
     @local.head("/artifacts/{key}", dependencies=[Depends(authenticated)])
@@ -695,6 +695,7 @@ def build_app(service: Service) -> FastAPI:
     app.include_router(v1)
     app.include_router(local)
     app.include_router(models_api.build_router(service, authenticated))
+    app.include_router(s3_api.build_router(service))
     return app
 
 
@@ -711,9 +712,10 @@ async def _blocking(fn: Callable[..., T], *args: Any) -> T:
 
 
 def _artifact_path(service: Service, key: str) -> Path:
-    if not key or "/" in key or key.startswith(".") or len(key) > 200:
-        raise ApiError(400, "INVALID_KEY", f"artifact key {key!r} is not a plain file name")
-    return service.home.artifacts / key
+    path = service.home.artifact_file(key)
+    if path is None:
+        raise ApiError(400, "INVALID_KEY", f"artifact key {key!r} is not a valid object key")
+    return path
 
 
 def _artifact_exists(service: Service, artifact: api.CreateTrainingJobS3Artifact) -> bool:
@@ -728,24 +730,6 @@ def _artifact_exists(service: Service, artifact: api.CreateTrainingJobS3Artifact
     except Exception:
         return False
     return True
-
-
-def _too_large(size: int, limit: int) -> str:
-    return (
-        f"artifact is {_bytes(size)}, over the {_bytes(limit)} limit; keep data out of the "
-        "bundle (use the cache dir) or raise BT_JUPYTER_MAX_ARTIFACT_BYTES"
-    )
-
-
-def _bytes(size: float) -> str:
-    """``5000 bytes``, ``12.3 MiB``: exact for small sizes, readable for large ones."""
-    if size < 1024:
-        return f"{int(size)} bytes"
-    for unit in ("KiB", "MiB", "GiB"):
-        size /= 1024
-        if size < 1024 or unit == "GiB":
-            break
-    return f"{size:.1f} {unit}"
 
 
 def _check_signature(service: Service, request: Request) -> None:

@@ -54,8 +54,9 @@ def status(home: Home) -> ServiceInfo | None:
     return ServiceInfo(url=data["url"], pid=data["pid"], port=data["port"], api_key=home.api_key())
 
 
-def ensure_running(home: Home | None = None) -> ServiceInfo:
-    """The running service, started (once, whoever asks first) when there is none."""
+def ensure_running(home: Home | None = None, port: int = 0) -> ServiceInfo:
+    """The running service, started (once, whoever asks first) when there is none, on
+    ``port`` when given (a free one otherwise)."""
     home = (home or Home.default()).ensure()
     found = status(home)
     if found is not None:
@@ -65,14 +66,13 @@ def ensure_running(home: Home | None = None) -> ServiceInfo:
         found = status(home)  # another process may have started it while we waited
         if found is not None:
             return found
-        return _start(home)
+        return _start(home, port)
 
 
-def _start(home: Home) -> ServiceInfo:
+def _start(home: Home, port: int = 0) -> ServiceInfo:
     home.api_key()
-    pid = _spawn_detached(
-        [sys.executable, "-m", "bt_jupyter.local", "serve", "--home", str(home.root)], home
-    )
+    command = [sys.executable, "-m", "bt_jupyter.local", "serve", "--home", str(home.root)]
+    pid = _spawn_detached([*command, "--port", str(port)], home)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         found = status(home)

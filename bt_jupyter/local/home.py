@@ -7,9 +7,13 @@ agree on them. Nothing here starts anything.
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+
+_ARTIFACT_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
 
 
 def default_home() -> Path:
@@ -51,6 +55,13 @@ class Home:
     @property
     def artifacts(self) -> Path:
         return self.root / "artifacts"
+
+    def artifact_file(self, key: str) -> Path | None:
+        """Where the artifact under ``key`` (``sha.tar``, ``training/ID/bundle.tar``) is
+        kept; None for a key that cannot name one (empty, too long, hidden or ``..`` parts)."""
+        if len(key) > 300 or not _ARTIFACT_KEY.match(key):
+            return None
+        return self.artifacts / urllib.parse.quote(key, safe="")
 
     @property
     def envs(self) -> Path:

@@ -17,18 +17,21 @@ import hashlib
 import json
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bt_jupyter import api
+from bt_jupyter import serving_api
 from bt_jupyter.local import deploy
 from bt_jupyter.local.secrets import SecretStore
 from bt_jupyter.local.store import DeploymentRow
 from bt_jupyter.local.wire import ApiError, log_wire, utc
+
+if TYPE_CHECKING:
+    from bt_jupyter.local.app import Service
 
 #: Local deployment status -> Baseten's model deployment status.
 STATUS = {"DEPLOYING": "DEPLOYING", "ACTIVE": "ACTIVE", "FAILED": "FAILED", "STOPPED": "INACTIVE"}
@@ -179,8 +182,9 @@ def _truss_config(request: InferenceTemplateRequest, instance: dict[str, Any]) -
     )
 
 
-def build_router(service: Any, authenticated: Callable[[Request], Awaitable[None]]) -> APIRouter:
-    """The model routes; ``service`` is the app's :class:`~bt_jupyter.local.app.Service`."""
+def build_router(
+    service: Service, authenticated: Callable[[Request], Awaitable[None]]
+) -> APIRouter:
     router = APIRouter(dependencies=[Depends(authenticated)])
 
     def deploy_version(request: InferenceTemplateRequest) -> dict[str, Any]:
@@ -259,8 +263,8 @@ def build_router(service: Any, authenticated: Callable[[Request], Awaitable[None
         settled: DeploymentRow = deploy.settle(service.store, row)
         return settled
 
-    def wire(row: DeploymentRow) -> api.ModelDeploymentV1:
-        return api.ModelDeploymentV1(
+    def wire(row: DeploymentRow) -> serving_api.ModelDeploymentV1:
+        return serving_api.ModelDeploymentV1(
             id=row.id,
             created_at=utc(row.created_at),
             name=row.name,

@@ -221,8 +221,9 @@ class Runner:
         work.mkdir(parents=True, exist_ok=True)
         for artifact in artifacts:
             bucket, key = artifact.get("s3_bucket"), artifact.get("s3_key", "")
-            if bucket == api.LOCAL_ARTIFACT_BUCKET and "/" not in key:
-                path = self.home.artifacts / key
+            local = self.home.artifact_file(key) if bucket == api.LOCAL_ARTIFACT_BUCKET else None
+            if local is not None:
+                path = local
             elif bucket and bucket == self.settings.s3_bucket:
                 path = self.dir / "artifact.tar"
                 s3 = s3_client(self.settings)
