@@ -22,12 +22,13 @@ T = TypeVar("T")
 
 
 @contextmanager
-def running_service(home: Home, **env: str) -> Iterator[daemon.ServiceInfo]:
-    """Start a service on ``home`` with extra environment settings; stop it afterwards."""
+def running_service(home: Home, port: int = 0, **env: str) -> Iterator[daemon.ServiceInfo]:
+    """Start a service on ``home`` (on ``port``, if given) with extra environment
+    settings; stop it afterwards."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        info = daemon.ensure_running(home)
+        info = daemon.ensure_running(home, port)
     finally:
         for key, value in saved.items():
             if value is None:
