@@ -11,6 +11,7 @@ from __future__ import annotations
 import configparser
 import os
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +45,17 @@ class MissingApiKey(BtJupyterError):
 class ApiKey:
     value: str
     source: str  # where it came from, for %bt_config (never the key itself)
+    #: The REST API of the profile's ``remote_url``, when the key came from a profile.
+    api_url: str | None = None
+
+
+def rest_url(remote_url: str) -> str:
+    """A truss profile's app URL -> its REST API: ``https://app.baseten.co`` ->
+    ``https://api.baseten.co``; any other URL (a local service) serves both itself."""
+    parts = urllib.parse.urlsplit(remote_url.rstrip("/"))
+    if parts.netloc.startswith("app."):
+        parts = parts._replace(netloc="api." + parts.netloc[4:])
+    return urllib.parse.urlunsplit(parts)
 
 
 def find_api_key(api_key: str | None = None, remote: str | None = None) -> ApiKey:
@@ -52,7 +64,8 @@ def find_api_key(api_key: str | None = None, remote: str | None = None) -> ApiKe
         return ApiKey(api_key, "the api_key argument")
     if os.environ.get("BASETEN_API_KEY"):
         return ApiKey(os.environ["BASETEN_API_KEY"], "$BASETEN_API_KEY")
-    trussrc = Path(os.environ.get("TRUSSRC_PATH", Path.home() / ".trussrc"))
+    # truss reads $USER_TRUSSRC_PATH too: one variable points both at the same profiles
+    trussrc = Path(os.environ.get("USER_TRUSSRC_PATH") or Path.home() / ".trussrc").expanduser()
     config = configparser.ConfigParser()
     if trussrc.is_file():
         config.read(trussrc)
@@ -61,7 +74,9 @@ def find_api_key(api_key: str | None = None, remote: str | None = None) -> ApiKe
         if name in config and config[name].get("remote_provider", "baseten") == "baseten":
             key = config[name].get("api_key")
             if key:
-                return ApiKey(key, f"{trussrc} [{name}]")
+                remote_url = config[name].get("remote_url")
+                api_url = rest_url(remote_url) if remote_url else None
+                return ApiKey(key, f"{trussrc} [{name}]", api_url)
     where = f"profile [{remote}] of {trussrc}" if remote else f"$BASETEN_API_KEY or {trussrc}"
     raise MissingApiKey(
         f"no Baseten API key in {where}: pass api_key=..., set BASETEN_API_KEY, or run "
@@ -85,7 +100,9 @@ class Client:
         cls, api_key: str | None = None, remote: str | None = None, base_url: str | None = None
     ) -> Client:
         key = find_api_key(api_key, remote)
-        url = base_url or os.environ.get("BT_JUPYTER_BASETEN_URL") or BASETEN_API_URL
+        url = (
+            base_url or os.environ.get("BT_JUPYTER_BASETEN_URL") or key.api_url or BASETEN_API_URL
+        )
         return cls(ApiClient(url, key.value), "baseten", key.source)
 
     @property

@@ -79,12 +79,19 @@ def test_baseten_key_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         "[baseten]\nremote_provider = baseten\napi_key = key-from-file\n"
         "remote_url = https://app.baseten.co\n\n"
         "[staging]\nremote_provider = baseten\napi_key = staging-key\n"
+        "remote_url = https://app.staging.baseten.co\n\n"
+        "[bt-local]\nremote_provider = baseten\napi_key = local-key\n"
+        "remote_url = http://localhost:8000\n"
     )
-    monkeypatch.setenv("TRUSSRC_PATH", str(trussrc))
+    monkeypatch.setenv("USER_TRUSSRC_PATH", str(trussrc))
     monkeypatch.delenv("BASETEN_API_KEY", raising=False)
     assert find_api_key() == find_api_key(remote="baseten")
     assert find_api_key().value == "key-from-file"
     assert find_api_key(remote="staging").source == f"{trussrc} [staging]"
+    # a profile's remote_url picks the REST API, as truss does; a local service is its own
+    assert find_api_key(remote="staging").api_url == "https://api.staging.baseten.co"
+    with Client.baseten(remote="bt-local") as local_profile:
+        assert local_profile.url == "http://localhost:8000"
     monkeypatch.setenv("BASETEN_API_KEY", "key-from-env")
     assert find_api_key().source == "$BASETEN_API_KEY"
     assert find_api_key("explicit").source == "the api_key argument"

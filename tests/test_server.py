@@ -61,7 +61,7 @@ def no_baseten_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     trussrc.write_text("")
     monkeypatch.delenv("BASETEN_API_KEY", raising=False)
     monkeypatch.delenv("BT_JUPYTER_BASETEN_URL", raising=False)
-    monkeypatch.setenv("TRUSSRC_PATH", str(trussrc))
+    monkeypatch.setenv("USER_TRUSSRC_PATH", str(trussrc))
 
 
 @pytest.fixture
