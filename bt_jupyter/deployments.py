@@ -28,6 +28,8 @@ class Deployment:
     SERVING: frozenset[str] = frozenset({"ACTIVE"})
     #: Prefix of the OpenAI-compatible routes.
     openai_prefix = ""
+    #: How long ``wait()`` waits by default: a local process loads in seconds.
+    wait_timeout = 300.0
 
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -72,8 +74,9 @@ class Deployment:
 
     # shared behaviour
 
-    def wait(self, timeout: float = 300, poll: float = 0.2) -> Deployment:
+    def wait(self, timeout: float | None = None, poll: float = 0.2) -> Deployment:
         """Block until it serves; raise with the reason if it failed or was stopped."""
+        timeout = self.wait_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while self.refresh().status in self.PENDING:
             if time.monotonic() > deadline:
@@ -178,6 +181,7 @@ class CloudDeployment(Deployment):
     )
     SERVING = frozenset({"ACTIVE", "SCALED_TO_ZERO"})
     openai_prefix = "/sync"
+    wait_timeout = 1800.0  # building a vLLM image and loading weights takes minutes
 
     def __init__(
         self,

@@ -378,8 +378,7 @@ class BtMagics(Magics):
                 hf_secret=args.hf_secret,
             )
             print(f"deploying {deployment.checkpoint} of job {job.id} as {deployment.name} ...")
-            # a vLLM build on Baseten takes minutes, a local process seconds
-            deployment.wait(timeout=1800 if deployment.kind == "vllm" else 300)
+            deployment.wait()
         except BtJupyterError as exc:
             raise UsageError(str(exc)) from None
         print(f"{deployment.name} is ACTIVE at {deployment.url}")
