@@ -5,14 +5,18 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest lab clean
+.PHONY: demo test lint typecheck pytest jstest lab clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -U pip
 
-# Reinstall whenever the project's metadata changes.
-$(STAMP): pyproject.toml | $(BIN)/python
+# The JupyterLab extension's sources: the install's build hook compiles them (Node 20+).
+LABEXT_SRC := labextension/package.json labextension/yarn.lock labextension/tsconfig.json \
+	$(wildcard labextension/src/*.ts labextension/src/*.tsx labextension/style/* labextension/schema/*)
+
+# Reinstall whenever the project's metadata or the labextension's sources change.
+$(STAMP): pyproject.toml $(LABEXT_SRC) | $(BIN)/python
 	@echo "Installing bt_jupyter and its test extras into $(VENV) ..."
 	$(PIP) install -e '.[test]'
 	@touch $@
@@ -31,7 +35,21 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+# The labextension's type check and unit tests (jest). The install's build hook has
+# installed node_modules from yarn.lock; they are reinstalled when the lockfile changes.
+NODE_CHECK := command -v node >/dev/null || { echo "Node.js 20+ is needed to build and test labextension/"; exit 1; }
+
+labextension/node_modules/.yarn-state.yml: labextension/package.json labextension/yarn.lock | $(STAMP)
+	@$(NODE_CHECK)
+	cd labextension && ../$(BIN)/jlpm install --immutable
+	@touch $@
+
+jstest: $(STAMP) labextension/node_modules/.yarn-state.yml
+	@$(NODE_CHECK)
+	@test -f bt_jupyter/labextension/package.json || { echo "The labextension was not built: run $(BIN)/pip install -e . and read its output"; exit 1; }
+	cd labextension && ../$(BIN)/jlpm typecheck && ../$(BIN)/jlpm test
+
+test: lint typecheck jstest pytest
 
 # JupyterLab refuses to run as root without --allow-root (containers, CI machines).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -42,3 +60,4 @@ lab: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf labextension/node_modules labextension/lib labextension/tsconfig.tsbuildinfo bt_jupyter/labextension

@@ -100,9 +100,7 @@ class Client:
         cls, api_key: str | None = None, remote: str | None = None, base_url: str | None = None
     ) -> Client:
         key = find_api_key(api_key, remote)
-        url = (
-            base_url or os.environ.get("BT_JUPYTER_BASETEN_URL") or key.api_url or BASETEN_API_URL
-        )
+        url = base_url or os.environ.get("BT_JUPYTER_BASETEN_URL") or key.api_url or BASETEN_API_URL
         return cls(ApiClient(url, key.value), "baseten", key.source)
 
     @property

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +33,7 @@ from bt_jupyter.local.home import Home
 from bt_jupyter.local.settings import Settings, s3_client
 from bt_jupyter.local.store import DeploymentRow, JobRow, ProjectRow, Store, new_id
 from bt_jupyter.local.uploads import save_stream, too_large
-from bt_jupyter.local.wire import ApiError, log_wire, not_found, ok, utc
+from bt_jupyter.local.wire import ApiError, blocking, log_wire, not_found, ok, utc
 
 M = TypeVar("M", bound=BaseModel)
 S = spec.TrainingJobStatus
@@ -177,7 +176,7 @@ def build_app(service: Service) -> FastAPI:
             )
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authenticated)])
-    run = _blocking
+    run = blocking
 
     # ------------------------------------------------------------------ projects
 
@@ -700,15 +699,6 @@ def build_app(service: Service) -> FastAPI:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-T = TypeVar("T")
-
-
-async def _blocking(fn: Callable[..., T], *args: Any) -> T:
-    """Run a store call (blocking SQLite) off the event loop."""
-    result: Awaitable[T] = asyncio.to_thread(fn, *args)
-    return await result
 
 
 def _artifact_path(service: Service, key: str) -> Path:

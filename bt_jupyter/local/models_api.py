@@ -28,7 +28,7 @@ from bt_jupyter import serving_api
 from bt_jupyter.local import deploy
 from bt_jupyter.local.secrets import SecretStore
 from bt_jupyter.local.store import DeploymentRow
-from bt_jupyter.local.wire import ApiError, log_wire, utc
+from bt_jupyter.local.wire import ApiError, blocking, log_wire, utc
 
 if TYPE_CHECKING:
     from bt_jupyter.local.app import Service
@@ -248,7 +248,7 @@ def build_router(
             body = await request.json()
             if not isinstance(body, dict):
                 raise GraphQLFailure("the body must be a JSON object with a query")
-            data = await _run(answer, body)
+            data = await blocking(answer, body)
         except (GraphQLFailure, ValueError) as exc:
             code = getattr(exc, "code", "BAD_REQUEST")
             return JSONResponse(
@@ -285,7 +285,7 @@ def build_router(
     @router.post("/v1/models/{model}/deployments/{deployment_id}/logs")
     async def logs(model: str, deployment_id: str) -> JSONResponse:
         row = version(model, deployment_id)
-        rows = await _run(service.store.logs_after, row.id, 0, 5000)
+        rows = await blocking(service.store.logs_after, row.id, 0, 5000)
         newest_first = [log_wire(r).model_dump(mode="json") for r in reversed(rows)]
         return JSONResponse({"logs": newest_first})
 
@@ -307,9 +307,3 @@ def build_router(
         return Response(answer.content, answer.status_code, media_type="application/json")
 
     return router
-
-
-async def _run(fn: Callable[..., Any], *args: Any) -> Any:
-    import asyncio
-
-    return await asyncio.to_thread(fn, *args)

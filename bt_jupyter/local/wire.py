@@ -1,14 +1,20 @@
-"""What every route of the local service answers with: errors, times, log lines."""
+"""What the routes of the local service share: errors, times, log lines, and running
+blocking store calls off the event loop."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any, TypeVar
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from bt_jupyter import api
 from bt_jupyter.local.store import LogRow
+
+T = TypeVar("T")
 
 
 class ApiError(Exception):
@@ -38,3 +44,8 @@ def log_wire(row: LogRow) -> api.LogV1:
         replica=str(row.node) if row.node is not None else None,
         level=api.LogLevelV1(row.level),
     )
+
+
+async def blocking(fn: Callable[..., T], *args: Any) -> T:
+    """Run a store call (blocking SQLite) off the event loop."""
+    return await asyncio.to_thread(fn, *args)

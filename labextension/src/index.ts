@@ -1,0 +1,176 @@
+/**
+ * bt-jupyter: the Training sidebar, job panels, the running-jobs status item and the
+ * "Run cell on Baseten" command, wired to JupyterLab. The logic lives in model/api/store/
+ * job/logs; this file only connects them to the shell, the settings and the commands.
+ */
+
+import {
+  ILayoutRestorer,
+  type JupyterFrontEnd,
+  type JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { ICommandPalette, WidgetTracker } from '@jupyterlab/apputils';
+import { INotebookTracker } from '@jupyterlab/notebook';
+import { ServerConnection } from '@jupyterlab/services';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStatusBar } from '@jupyterlab/statusbar';
+
+import { TrainingApi } from './api';
+import { trainingIcon } from './icons';
+import { JobController } from './job';
+import { JobPanel, jobPanelId } from './jobpanel';
+import type { Backend, MagicDefaults } from './model';
+import { runCellOnBaseten } from './runcell';
+import { SIDEBAR_ID, TrainingSidebar } from './sidebar';
+import { RunningJobsItem } from './statusbar';
+import { TrainingStore } from './store';
+
+const PLUGIN_ID = 'bt-jupyter:plugin';
+
+export namespace CommandIDs {
+  export const runCell = 'bt-jupyter:run-cell-on-baseten';
+  export const openSidebar = 'bt-jupyter:open-sidebar';
+  export const openJob = 'bt-jupyter:open-job';
+}
+
+interface Settings extends MagicDefaults {
+  pollInterval: number;
+}
+
+const DEFAULTS: Settings = { backend: 'local', project: '', pollInterval: 5 };
+
+function readSettings(settings: ISettingRegistry.ISettings | null): Settings {
+  if (!settings) {
+    return DEFAULTS;
+  }
+  const c = settings.composite as Record<string, unknown>;
+  return {
+    backend: c.defaultBackend === 'baseten' ? 'baseten' : 'local',
+    project: typeof c.defaultProject === 'string' ? c.defaultProject : '',
+    pollInterval: typeof c.pollInterval === 'number' ? c.pollInterval : DEFAULTS.pollInterval
+  };
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'Training sidebar, job panels and "Run cell on Baseten" for bt_jupyter.',
+  autoStart: true,
+  optional: [ISettingRegistry, IStatusBar, INotebookTracker, ICommandPalette, ILayoutRestorer],
+  activate: async (
+    app: JupyterFrontEnd,
+    registry: ISettingRegistry | null,
+    statusBar: IStatusBar | null,
+    notebooks: INotebookTracker | null,
+    palette: ICommandPalette | null,
+    restorer: ILayoutRestorer | null
+  ): Promise<void> => {
+    const serverSettings = ServerConnection.makeSettings();
+    const api = new TrainingApi(
+      (url, init) => ServerConnection.makeRequest(url, init, serverSettings),
+      serverSettings.baseUrl
+    );
+    const settings = registry ? await registry.load(PLUGIN_ID).catch(() => null) : null;
+    let current = readSettings(settings);
+
+    const store = new TrainingStore(api, {
+      backend: current.backend,
+      pollIntervalS: current.pollInterval
+    });
+    const panels = new WidgetTracker<JobPanel>({ namespace: 'bt-jupyter-jobs' });
+    settings?.changed.connect(() => {
+      current = readSettings(settings);
+      store.setPollInterval(current.pollInterval);
+      panels.forEach(panel => panel.controller.setPollInterval(current.pollInterval));
+    });
+
+    const openJob = (backend: Backend, jobId: string, label?: string): JobPanel => {
+      const existing = panels.find(p => p.id === jobPanelId(backend, jobId));
+      if (existing) {
+        app.shell.activateById(existing.id);
+        return existing;
+      }
+      const controller = new JobController(api, backend, jobId, {
+        pollIntervalS: current.pollInterval,
+        onJob: job => {
+          if (backend === store.state.backend) {
+            store.upsertJob(job);
+          }
+        }
+      });
+      const panel = new JobPanel(controller, label ?? jobId);
+      void panels.add(panel);
+      app.shell.add(panel, 'main');
+      app.shell.activateById(panel.id);
+      return panel;
+    };
+
+    const sidebar = new TrainingSidebar(store, (backend, job) =>
+      openJob(backend, job.id, job.name ?? job.id)
+    );
+    app.shell.add(sidebar, 'left', { rank: 650 });
+    restorer?.add(sidebar, SIDEBAR_ID);
+    store.start();
+
+    app.commands.addCommand(CommandIDs.openSidebar, {
+      label: 'Show Training Sidebar',
+      icon: trainingIcon,
+      execute: () => app.shell.activateById(SIDEBAR_ID)
+    });
+    app.commands.addCommand(CommandIDs.openJob, {
+      label: 'Open Training Job',
+      describedBy: {
+        args: {
+          type: 'object',
+          properties: { jobId: { type: 'string' }, backend: { type: 'string', enum: ['local', 'baseten'] } },
+          required: ['jobId']
+        }
+      },
+      execute: args => {
+        const backend: Backend = args.backend === 'baseten' ? 'baseten' : 'local';
+        openJob(backend, String(args.jobId));
+      }
+    });
+
+    // Job panels open at the last session's end reopen (and follow their logs again).
+    void restorer?.restore(panels, {
+      command: CommandIDs.openJob,
+      args: panel => ({ jobId: panel.controller.jobId, backend: panel.controller.backend }),
+      name: panel => panel.id
+    });
+
+    if (notebooks) {
+      app.commands.addCommand(CommandIDs.runCell, {
+        label: 'Run Cell on Baseten',
+        caption: 'Run the active cell as a %%bt_train job with the default backend and project',
+        icon: trainingIcon,
+        isEnabled: () => notebooks.activeCell?.model.type === 'code',
+        execute: async () => {
+          const panel = notebooks.currentWidget;
+          if (panel) {
+            await runCellOnBaseten(panel, current);
+            void store.refreshNow();
+          }
+        }
+      });
+      notebooks.activeCellChanged.connect(() => app.commands.notifyCommandChanged(CommandIDs.runCell));
+    }
+
+    if (palette) {
+      const category = 'Baseten Training';
+      palette.addItem({ command: CommandIDs.openSidebar, category });
+      if (notebooks) {
+        palette.addItem({ command: CommandIDs.runCell, category });
+      }
+    }
+
+    if (statusBar) {
+      statusBar.registerStatusItem('bt-jupyter:running-jobs', {
+        item: new RunningJobsItem(store, () => app.shell.activateById(SIDEBAR_ID)),
+        align: 'left',
+        rank: 50
+      });
+    }
+  }
+};
+
+export default plugin;

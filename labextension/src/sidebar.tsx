@@ -1,0 +1,158 @@
+/**
+ * The "Training" sidebar: projects and their jobs with live status and elapsed time, a
+ * status filter and the backend switch. It only renders the shared store's state.
+ */
+
+import { ReactWidget } from '@jupyterlab/ui-components';
+import * as React from 'react';
+
+import { ErrorLine, StatusBadge, useNow, useStore } from './components';
+import { trainingIcon } from './icons';
+import {
+  BACKENDS,
+  FILTERS,
+  filterCounts,
+  filterJobs,
+  formatElapsed,
+  groupByProject,
+  isActive,
+  liveElapsed,
+  type Backend,
+  type Job
+} from './model';
+import type { TrainingStore } from './store';
+
+export const SIDEBAR_ID = 'bt-jupyter-training';
+
+export type OpenJob = (backend: Backend, job: Job) => void;
+
+export class TrainingSidebar extends ReactWidget {
+  constructor(
+    private readonly store: TrainingStore,
+    private readonly openJob: OpenJob
+  ) {
+    super();
+    this.id = SIDEBAR_ID;
+    this.addClass('bt-Sidebar');
+    this.title.icon = trainingIcon;
+    this.title.caption = 'Training';
+  }
+
+  protected render(): JSX.Element {
+    return <SidebarView store={this.store} openJob={this.openJob} />;
+  }
+}
+
+function SidebarView(props: { store: TrainingStore; openJob: OpenJob }): JSX.Element {
+  const { store, openJob } = props;
+  const state = useStore(store);
+  const visible = filterJobs(state.jobs, state.filter);
+  const now = useNow(visible.some(isActive));
+  const counts = filterCounts(state.jobs);
+  const groups = groupByProject(state.projects, visible, state.filter === 'all');
+  const [collapsed, setCollapsed] = React.useState<ReadonlySet<string>>(new Set());
+  const toggle = (name: string): void => {
+    const next = new Set(collapsed);
+    if (!next.delete(name)) {
+      next.add(name);
+    }
+    setCollapsed(next);
+  };
+
+  return (
+    <div className="bt-Sidebar-body">
+      <header className="bt-Sidebar-header">
+        <h2>Training</h2>
+        <select
+          className="bt-Sidebar-backend"
+          aria-label="Backend"
+          data-testid="bt-backend"
+          value={state.backend}
+          onChange={e => store.setBackend(e.target.value as Backend)}
+        >
+          {BACKENDS.map(b => (
+            <option key={b} value={b}>
+              {b}
+            </option>
+          ))}
+        </select>
+        <button
+          className="bt-Button"
+          title="Refresh now"
+          disabled={state.loading}
+          onClick={() => void store.refreshNow()}
+        >
+          ⟳
+        </button>
+      </header>
+      <div className="bt-Filters" role="tablist" aria-label="Status filter">
+        {FILTERS.map(f => (
+          <button
+            key={f.id}
+            role="tab"
+            aria-selected={state.filter === f.id}
+            className={`bt-Filter${state.filter === f.id ? ' bt-mod-selected' : ''}`}
+            data-testid={`bt-filter-${f.id}`}
+            onClick={() => store.setFilter(f.id)}
+          >
+            {f.label} <span className="bt-Filter-count">{counts[f.id]}</span>
+          </button>
+        ))}
+      </div>
+      {state.backend === 'baseten' && state.config?.baseten_configured === false && (
+        <p className="bt-Hint">
+          No Baseten API key found: set BASETEN_API_KEY or run <code>truss login</code>.
+        </p>
+      )}
+      <ErrorLine message={state.error} />
+      {state.loaded && groups.length === 0 && (
+        <p className="bt-Empty">
+          {state.jobs.length === 0
+            ? `No training jobs on ${state.backend} yet. Run a cell with %%bt_train.`
+            : 'No jobs match this filter.'}
+        </p>
+      )}
+      {!state.loaded && !state.error && <p className="bt-Empty">Loading…</p>}
+      <ul className="bt-Projects">
+        {groups.map(group => (
+          <li key={group.name} className="bt-Project" data-testid="bt-project">
+            <button
+              className="bt-Project-title"
+              aria-expanded={!collapsed.has(group.name)}
+              onClick={() => toggle(group.name)}
+            >
+              <span className="bt-Project-caret">{collapsed.has(group.name) ? '▸' : '▾'}</span>
+              <span className="bt-Project-name">{group.name}</span>
+              <span className="bt-Filter-count">{group.jobs.length}</span>
+            </button>
+            {!collapsed.has(group.name) && (
+              <ul className="bt-Jobs">
+                {group.jobs.map(job => (
+                  <li key={job.id}>
+                    <button
+                      className="bt-Job"
+                      data-testid="bt-job"
+                      data-job-id={job.id}
+                      title={job.error_message ?? `Open job ${job.id}`}
+                      onClick={() => openJob(state.backend, job)}
+                    >
+                      <StatusBadge status={job.status_short} />
+                      <span className="bt-Job-name">{job.name ?? job.id}</span>
+                      <span className="bt-Job-elapsed" data-testid="bt-elapsed">
+                        {formatElapsed(liveElapsed(job, state.fetchedAt, now))}
+                      </span>
+                      <span className="bt-Job-meta">
+                        {job.gpu ?? 'CPU'}
+                        {job.node_count > 1 ? ` × ${job.node_count} nodes` : ''}
+                      </span>
+                    </button>
+                  </li>
+                ))}
+              </ul>
+            )}
+          </li>
+        ))}
+      </ul>
+    </div>
+  );
+}

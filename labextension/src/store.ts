@@ -1,0 +1,220 @@
+/**
+ * The state the sidebar and the status bar share: backend, projects, jobs, filter, last
+ * error. One poll loop for both, so two views never double the server's load. Pure (no
+ * JupyterLab imports) so the polling can be tested with fake timers.
+ */
+
+import type { TrainingApi } from './api';
+import {
+  runningCount,
+  type Backend,
+  type Job,
+  type Project,
+  type ServerConfig,
+  type StatusFilter
+} from './model';
+
+export interface StoreState {
+  backend: Backend;
+  filter: StatusFilter;
+  projects: Project[];
+  jobs: Job[];
+  /** When `jobs` was fetched (epoch ms), to tick elapsed times between polls. */
+  fetchedAt: number;
+  /** The last refresh's error message; cleared by the next good refresh. */
+  error: string | null;
+  loading: boolean;
+  /** Whether a refresh has completed (an empty list then means "no jobs"). */
+  loaded: boolean;
+  /** The server extension's config (backends, whether Baseten has an API key). */
+  config: ServerConfig | null;
+}
+
+type Listener = (state: StoreState) => void;
+
+export interface StoreOptions {
+  backend: Backend;
+  pollIntervalS: number;
+  now?: () => number;
+  setTimer?: (fn: () => void, ms: number) => unknown;
+  clearTimer?: (handle: unknown) => void;
+}
+
+export class TrainingStore {
+  private _state: StoreState;
+  private readonly listeners = new Set<Listener>();
+  private pollMs: number;
+  private timer: unknown = null;
+  private running = false;
+  /** Bumped on every backend change so a late reply for the old backend is dropped. */
+  private generation = 0;
+  private inflight: Promise<void> | null = null;
+  private inflightGeneration = -1;
+  private readonly now: () => number;
+  private readonly setTimer: (fn: () => void, ms: number) => unknown;
+  private readonly clearTimer: (handle: unknown) => void;
+
+  constructor(
+    readonly api: TrainingApi,
+    options: StoreOptions
+  ) {
+    this.now = options.now ?? Date.now;
+    this.setTimer = options.setTimer ?? ((fn, ms) => setTimeout(fn, ms));
+    this.clearTimer = options.clearTimer ?? (h => clearTimeout(h as ReturnType<typeof setTimeout>));
+    this.pollMs = pollMs(options.pollIntervalS);
+    this._state = {
+      backend: options.backend,
+      filter: 'all',
+      projects: [],
+      jobs: [],
+      fetchedAt: this.now(),
+      error: null,
+      loading: false,
+      loaded: false,
+      config: null
+    };
+  }
+
+  get state(): StoreState {
+    return this._state;
+  }
+
+  get runningCount(): number {
+    return runningCount(this._state.jobs);
+  }
+
+  subscribe(listener: Listener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Start polling (refreshes at once). */
+  start(): void {
+    if (this.running) {
+      return;
+    }
+    this.running = true;
+    void this.api.config().then(
+      config => this.update({ config }),
+      () => undefined // the job list's refresh reports the same failure
+    );
+    void this.tick();
+  }
+
+  dispose(): void {
+    this.running = false;
+    this.cancelTimer();
+    this.listeners.clear();
+  }
+
+  setFilter(filter: StatusFilter): void {
+    this.update({ filter });
+  }
+
+  setBackend(backend: Backend): void {
+    if (backend === this._state.backend) {
+      return;
+    }
+    this.generation += 1;
+    this.update({ backend, projects: [], jobs: [], error: null, loaded: false });
+    void this.refreshNow();
+  }
+
+  setPollInterval(seconds: number): void {
+    this.pollMs = pollMs(seconds);
+    if (this.running && this.timer !== null) {
+      this.schedule();
+    }
+  }
+
+  /** Replace one job with a fresher copy (after Stop) without waiting for the next poll. */
+  upsertJob(job: Job): void {
+    const jobs = this._state.jobs.some(j => j.id === job.id)
+      ? this._state.jobs.map(j => (j.id === job.id ? job : j))
+      : [job, ...this._state.jobs];
+    this.update({ jobs });
+  }
+
+  /** Refresh now and restart the poll interval from here. */
+  async refreshNow(): Promise<void> {
+    this.cancelTimer();
+    await this.tick();
+  }
+
+  /** One refresh; concurrent calls for the same backend share the request in flight. */
+  refresh(): Promise<void> {
+    if (!this.inflight || this.inflightGeneration !== this.generation) {
+      const inflight: Promise<void> = this.load().finally(() => {
+        if (this.inflight === inflight) {
+          this.inflight = null;
+        }
+      });
+      this.inflight = inflight;
+      this.inflightGeneration = this.generation;
+    }
+    return this.inflight;
+  }
+
+  private async tick(): Promise<void> {
+    try {
+      await this.refresh();
+    } finally {
+      if (this.running) {
+        this.schedule();
+      }
+    }
+  }
+
+  private async load(): Promise<void> {
+    const generation = this.generation;
+    const backend = this._state.backend;
+    this.update({ loading: true });
+    try {
+      const [projects, jobs] = await Promise.all([
+        this.api.projects(backend),
+        this.api.jobs(backend)
+      ]);
+      if (generation === this.generation) {
+        this.update({ projects, jobs, fetchedAt: this.now(), error: null, loading: false, loaded: true });
+      }
+    } catch (error) {
+      if (generation === this.generation) {
+        this.update({ error: messageOf(error), loading: false });
+      }
+    }
+  }
+
+  private schedule(): void {
+    this.cancelTimer();
+    this.timer = this.setTimer(() => {
+      this.timer = null;
+      void this.tick();
+    }, this.pollMs);
+  }
+
+  private cancelTimer(): void {
+    if (this.timer !== null) {
+      this.clearTimer(this.timer);
+      this.timer = null;
+    }
+  }
+
+  private update(change: Partial<StoreState>): void {
+    this._state = { ...this._state, ...change };
+    for (const listener of [...this.listeners]) {
+      listener(this._state);
+    }
+  }
+}
+
+/** Seconds from the settings as milliseconds, never below one second. */
+export function pollMs(seconds: number): number {
+  return Math.max(1, Number.isFinite(seconds) ? seconds : 5) * 1000;
+}
+
+export function messageOf(error: unknown): string {
+  if (error instanceof Error && error.message) {
+    return error.message;
+  }
+  return String(error) || 'Unknown error';
+}
