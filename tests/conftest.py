@@ -33,6 +33,13 @@ def openapi_spec() -> dict[str, Any]:
     return spec
 
 
+@pytest.fixture(scope="session")
+def openapi_if_present() -> dict[str, Any] | None:
+    """The spec where it is, for tests whose behaviour counts without it too (they add
+    the contract check when it is there)."""
+    return json.loads(SPEC_PATH.read_text()) if SPEC_PATH.is_file() else None
+
+
 # --------------------------------------------------------------------------- local service
 
 
