@@ -275,6 +275,13 @@ def _graphql_sent(recorder: Recorder, field: str) -> list[dict[str, Any]]:
     return [b for b in bodies if field in b["query"]]
 
 
+def _instances_served(recorder: Recorder) -> Any:
+    """The instance types the stand-in last answered a ``listed_instances`` query with."""
+    answers = [json.loads(e.response_body) for e in recorder.exchanges
+               if e.path == "/graphql/" and b"listed_instances" in e.request_body]  # fmt: skip
+    return answers[-1]["data"]["listedInstances"]
+
+
 def _one_line(query: str) -> str:
     return " ".join(query.split())
 
@@ -332,9 +339,7 @@ def test_a_checkpoint_deploys_with_the_graphql_baseten_s_cli_sends(
     # the exact operations truss sends: same query text, same variables
     mutation = _graphql_sent(recorder, "create_model_version_from_inference_template")
     assert len(mutation) == 1
-    [instances] = [json.loads(e.response_body)["data"]["listedInstances"]
-                   for e in recorder.exchanges if e.path == "/graphql/"
-                   and b"listed_instances" in e.request_body]  # fmt: skip
+    instances = _instances_served(recorder)
     query, variables = _truss_graphql(
         "create_model_version_from_inference_template", mutation[0]["variables"]["request"]
     )
@@ -361,9 +366,7 @@ def test_a_lora_adapter_deploys_with_the_rank_of_its_adapter_config(
     assert (plan.lora_rank, plan.model_name) == (8, "checkpoint-120")  # named after its base
     deployment = job.deploy("lora-8", hf_secret="hf_access_token").wait(timeout=180)
     assert deployment.complete("the cat", max_tokens=2).strip()
-    [instances] = [json.loads(e.response_body)["data"]["listedInstances"]
-                   for e in recorder.exchanges if e.path == "/graphql/"
-                   and b"listed_instances" in e.request_body][-1:]  # fmt: skip
+    instances = _instances_served(recorder)
     [sent] = _graphql_sent(recorder, "create_model_version_from_inference_template")
     assert sent["variables"]["request"] == _truss_request(
         job.id, "lora-8", "checkpoint-120", instances, rank=8
