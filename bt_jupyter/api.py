@@ -482,6 +482,9 @@ class AWSCredentialsV1(_Response):
     aws_access_key_id: str
     aws_secret_access_key: str
     aws_session_token: str
+    #: Not in Baseten's answer: where a stand-in (the local service) takes the upload.
+    #: truss passes ``creds`` to boto3 as they are, so both clients honour it.
+    endpoint_url: str | None = None
 
 
 class GetBlobCredentialsResponseV1(_Response):

@@ -8,11 +8,13 @@ every exchange on a spec path is checked against Baseten's OpenAPI spec.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ from tests.test_deploy import LORA, TINY_GPT
 from tests.test_local_contract import Recorder, _contract_problems
 
 boto3 = pytest.importorskip("boto3")
+ClientError = pytest.importorskip("botocore.exceptions").ClientError
 BUCKET = "bt-training-artifacts"
 TEAMS = "Personal=personal,Research Lab=team42"
 
@@ -186,6 +189,50 @@ def test_upload_is_multipart_with_progress_and_remembered(
     stored = s3.get_object(Bucket=artifact.s3_bucket, Key=artifact.s3_key)["Body"].read()
     assert stored == data
     assert upload_bundle(client.api, data) == (artifact, 0)
+
+
+def test_a_plain_local_service_takes_uploads_on_its_own_s3_endpoint(
+    local_home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blob credentials of the local service name its S3 stand-in (``creds.endpoint_url``),
+    so a client without local extensions (and truss) uploads there: multipart included."""
+    from bt_jupyter.local import daemon
+
+    info = daemon.status(local_home)
+    assert info is not None
+    monkeypatch.delenv("BT_JUPYTER_S3_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("BT_JUPYTER_HOME", str(tmp_path))  # the client's upload records
+    big = io.BytesIO()
+    with tarfile.open(fileobj=big, mode="w") as tar:
+        for name, data in (
+            ("train.py", b"print('came through S3')"),
+            ("data.bin", os.urandom(9 << 20)),
+        ):
+            entry = tarfile.TarInfo(name)
+            entry.size = len(data)
+            tar.addfile(entry, io.BytesIO(data))
+    archive = big.getvalue()  # over the 8 MiB part size: a multipart upload
+    with Client(ApiClient(info.url, info.api_key), "baseten", "test") as client:
+        artifact, sent = upload_bundle(client.api, archive, progress=lambda s, t: None)
+        assert (sent, artifact.s3_bucket) == (len(archive), "bt-jupyter-local")
+        stored = local_home.artifact_file(artifact.s3_key)
+        assert stored is not None
+        assert stored.read_bytes() == archive
+        project = client.api.upsert_project(f"s3-stand-in-{new_id()}")
+        job = spec.TrainingJob(
+            image=spec.Image(base_image="python:3.11-slim"),
+            runtime=spec.Runtime(start_commands=["python train.py"]),
+        )
+        done = Job(client, client.api.create_job(project.id, job, [artifact])).wait(timeout=60)
+        assert "came through S3" in [line.message for line in done.logs()]
+
+        creds = client.api.blob_credentials().creds
+    s3 = boto3.client("s3", endpoint_url=creds.endpoint_url, region_name="us-east-1",
+                      aws_access_key_id="NOTISSUED", aws_secret_access_key="x")  # fmt: skip
+    with pytest.raises(
+        boto3.exceptions.botocore.exceptions.ClientError, match="InvalidAccessKeyId"
+    ):
+        s3.put_object(Bucket="bt-jupyter-local", Key="training/x/bundle.tar", Body=b"x")
 
 
 def test_a_wrong_key_is_one_clear_error_and_not_retried(cloud_home: Home) -> None:

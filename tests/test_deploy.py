@@ -185,6 +185,29 @@ def test_a_failing_load_is_failed_with_its_traceback_in_the_logs(trained: Job) -
     assert any(line.message.startswith("Traceback") for line in deployment.logs())
 
 
+@pytest.mark.timeout(120)
+def test_a_deployment_stopped_while_loading_ends_stopped(trained: Job) -> None:
+    from tests.helpers import wait_for
+
+    model = _model_bundle(
+        "import time\n"
+        "class Model:\n"
+        "    def load(self):\n"
+        "        while True:\n"
+        "            time.sleep(0.01)\n"
+        "    def predict(self, request):\n"
+        "        return request\n"
+    )
+    deployment = trained.deploy("notes", model=model)  # type: ignore[arg-type]
+    wait_for(
+        lambda: any("Loading checkpoint" in line.message for line in deployment.logs()),
+        60,
+        "the model to start loading",
+    )
+    assert deployment.stop(timeout=20).status == "STOPPED"
+    assert "Deployment stopped while loading" in [line.message for line in deployment.logs()]
+
+
 def test_deploy_errors_are_clear_and_start_nothing(bt: Client, trained: Job) -> None:
     before = len(bt.api.deployments())
     with pytest.raises(

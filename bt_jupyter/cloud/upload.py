@@ -93,7 +93,7 @@ def upload_bundle(
         aws_access_key_id=blob.creds.aws_access_key_id,
         aws_secret_access_key=blob.creds.aws_secret_access_key,
         aws_session_token=blob.creds.aws_session_token,
-        endpoint_url=os.environ.get(ENDPOINT_ENV) or None,
+        endpoint_url=os.environ.get(ENDPOINT_ENV) or blob.creds.endpoint_url,
         region_name=os.environ.get("AWS_DEFAULT_REGION", "us-west-2"),
     )
     report = progress or text_progress(len(data))

@@ -489,19 +489,21 @@ def build_app(service: Service) -> FastAPI:
         in ``creds.endpoint_url`` (truss hands ``creds`` to boto3 as they are)."""
         access_key = f"LOCAL{new_id(12).upper()}"
         service.issued_access_keys.add(access_key)
+        endpoint = None
+        if not service.settings.s3_bucket:
+            port = request.url.port or 80  # an IP, so boto3 addresses the bucket by path
+            endpoint = f"http://127.0.0.1:{port}{s3_api.PREFIX}"
         answer = api.GetBlobCredentialsResponseV1(
             creds=api.AWSCredentialsV1(
                 aws_access_key_id=access_key,
                 aws_secret_access_key=new_id(32),
                 aws_session_token=new_id(32),
+                endpoint_url=endpoint,
             ),
             s3_key=f"training/{new_id(16)}/bundle.tar",
             s3_bucket=service.settings.s3_bucket or api.LOCAL_ARTIFACT_BUCKET,
-        ).model_dump(mode="json")
-        if not service.settings.s3_bucket:
-            port = request.url.port or 80  # an IP, so boto3 addresses the bucket by path
-            answer["creds"]["endpoint_url"] = f"http://127.0.0.1:{port}{s3_api.PREFIX}"
-        return JSONResponse(answer)
+        )
+        return JSONResponse(answer.model_dump(mode="json", exclude_none=True))
 
     # ------------------------------------------------------------------ local extensions
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import os
 import signal
 import sys
 import tarfile
@@ -239,6 +238,10 @@ def model_app(instance: Any, name: str) -> FastAPI:
 # --------------------------------------------------------------------------- main
 
 
+class _Terminated(BaseException):
+    """SIGTERM while the model loads."""
+
+
 def serve(home: Home, deployment_id: str) -> int:
     store = Store(home.db)
     deployment = store.deployment(deployment_id)
@@ -250,12 +253,11 @@ def serve(home: Home, deployment_id: str) -> int:
     server: uvicorn.Server | None = None
 
     def on_term(*_: object) -> None:
-        store.update_deployment(deployment_id, status="STOPPED")
+        # Runs on the main thread between bytecodes: touch no lock or connection here.
         if server is not None:
-            server.should_exit = True
+            server.should_exit = True  # a plain attribute that uvicorn's loop reads
         else:
-            log.close()
-            os._exit(0)
+            raise _Terminated  # unwinds the load, releasing whatever it holds
 
     signal.signal(signal.SIGTERM, on_term)
     try:
@@ -266,6 +268,13 @@ def serve(home: Home, deployment_id: str) -> int:
             app = model_app(load_model_class(folder / "bundle", path), deployment.name)
         else:
             app = hf_app(HuggingFaceModel(path, log), deployment.name)
+        config = uvicorn.Config(app, host="127.0.0.1", port=deployment.port, log_level="warning")
+        server = uvicorn.Server(config)
+    except _Terminated:
+        store.update_deployment(deployment_id, status="STOPPED")
+        log.add("Deployment stopped while loading")
+        log.close()
+        return 0
     except Exception as exc:
         for line in traceback.format_exc().rstrip().splitlines():
             log.add(line, level="ERROR")
@@ -275,8 +284,6 @@ def serve(home: Home, deployment_id: str) -> int:
         )
         log.close()
         return 1
-    config = uvicorn.Config(app, host="127.0.0.1", port=deployment.port, log_level="warning")
-    server = uvicorn.Server(config)
     original = server.startup
 
     async def startup(*args: Any, **kwargs: Any) -> None:

@@ -140,7 +140,10 @@ class Runner:
         self.dir = home.job_dir(job.id)
         self.spec: dict[str, Any] = job.spec
         self.nodes: list[Node] = []
-        self.stop_requested = threading.Event()
+        # A plain flag, not a threading.Event: the SIGTERM handler sets it, and a handler
+        # runs on the main thread, maybe inside Event.wait() with the Event's lock held
+        # (setting the Event there deadlocked the runner).
+        self.stop_requested = False
         secret_values = self._secret_values()
         self.log = LogSink(store, job.id, secret_values)
 
@@ -167,7 +170,7 @@ class Runner:
         return final
 
     def _on_stop(self, *_: object) -> None:
-        self.stop_requested.set()
+        self.stop_requested = True
         if not self.nodes:  # still preparing: end the environment build, if any
             for child in psutil.Process().children(recursive=True):
                 _signal(child, signal.SIGTERM)
@@ -180,11 +183,11 @@ class Runner:
         except DeployFailed as exc:
             return S.DEPLOY_FAILED, str(exc)
         except envs.EnvBuildError as exc:
-            if self.stop_requested.is_set():
+            if self.stop_requested:
                 return S.STOPPED, None
             return S.DEPLOY_FAILED, f"environment: {exc}"
         self._check_stopped_elsewhere()
-        if self.stop_requested.is_set():
+        if self.stop_requested:
             return S.STOPPED, None
         self._start_nodes(env, plan)
         self.store.set_status(self.job.id, S.RUNNING)
@@ -419,7 +422,7 @@ class Runner:
     def _supervise(self) -> tuple[TrainingJobStatus, str | None]:
         next_sample = next_status_check = 0.0
         while True:
-            if self.stop_requested.is_set():
+            if self.stop_requested:
                 self.log.add(
                     f"Stop requested: SIGTERM to every node, {self.settings.stop_grace}s grace"
                 )
@@ -447,13 +450,13 @@ class Runner:
             if now >= next_status_check:
                 self._check_stopped_elsewhere()
                 next_status_check = now + 0.5
-            self.stop_requested.wait(0.05)
+            time.sleep(0.05)  # the SIGTERM handler's flag is seen within 50 ms
 
     def _check_stopped_elsewhere(self) -> None:
         """A stop that raced our start (the service marked the job STOPPED) stops us too."""
         current = self.store.job(self.job.id)
         if current is None or current.status == S.STOPPED:
-            self.stop_requested.set()
+            self.stop_requested = True
 
     def _drain(self, node: Node) -> None:
         for reader in node.readers:
