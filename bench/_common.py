@@ -35,9 +35,22 @@ from tests.helpers import bundle, running_service  # noqa: E402
 
 S = spec.TrainingJobStatus
 
+#: A job script printing ``tick <seq> <time.time_ns()>`` every ``interval`` s (argv:
+#: lines, interval), for latency benchmarks: receive time minus the embedded send time.
+TICKER = """
+import sys, time
+lines, interval = int(sys.argv[1]), float(sys.argv[2])
+start = time.monotonic()
+for seq in range(lines):
+    print(f"tick {seq} {time.time_ns()}", flush=True)
+    # fixed schedule, so a slow reader does not slow the sender down
+    time.sleep(max(0.0, start + (seq + 1) * interval - time.monotonic()))
+"""
+
 __all__ = [
     "REPO",
     "S",
+    "TICKER",
     "Bench",
     "bench_service",
     "bundle",

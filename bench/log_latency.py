@@ -16,6 +16,7 @@ import argparse
 import time
 
 from _common import (
+    TICKER,
     S,
     bench_service,
     fmt_s,
@@ -29,16 +30,6 @@ from _common import (
 )
 
 GOAL_P95_S = 0.3
-
-TICKER = """
-import sys, time
-lines, interval = int(sys.argv[1]), float(sys.argv[2])
-start = time.monotonic()
-for seq in range(lines):
-    print(f"tick {seq} {time.time_ns()}", flush=True)
-    # fixed schedule, so a slow reader does not slow the sender down
-    time.sleep(max(0.0, start + (seq + 1) * interval - time.monotonic()))
-"""
 
 
 def main() -> None:

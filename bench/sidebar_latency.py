@@ -12,16 +12,13 @@
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
 from _common import (
+    TICKER,
     S,
     bench_service,
     fmt_s,
@@ -35,55 +32,22 @@ from _common import (
 )
 
 from bt_jupyter.local.home import Home
-from tests.helpers import wait_for
+from tests.browser import jupyter
 
 GOAL_FOLLOW_P95_S = 0.3
 GOAL_LIST_MEDIAN_S = 0.2
-
-TICKER = """
-import sys, time
-lines, interval = int(sys.argv[1]), float(sys.argv[2])
-start = time.monotonic()
-for seq in range(lines):
-    print(f"tick {seq} {time.time_ns()}", flush=True)
-    time.sleep(max(0.0, start + (seq + 1) * interval - time.monotonic()))
-"""
 
 
 @contextmanager
 def jupyter_server(home: Home) -> Iterator[httpx.Client]:
     """``jupyter server`` with the bt_jupyter extension, as JupyterLab runs it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    token = "bench"
-    log = (home.root / "jupyter-server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
-         f"--port={port}", f"--ServerApp.token={token}", "--ServerApp.ip=127.0.0.1",
-         f"--ServerApp.root_dir={home.root}"],
-        env={**os.environ, "BT_JUPYTER_HOME": str(home.root)}, stdout=log, stderr=log,
-    )  # fmt: skip
-    http = httpx.Client(
-        base_url=f"http://127.0.0.1:{port}/bt-jupyter",
-        headers={"Authorization": f"token {token}"},
-        timeout=60,
-    )
-
-    def up() -> bool:
-        try:
-            return http.get("/config").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(up, 60, "jupyter server with bt_jupyter", every=0.2)
+    with (
+        jupyter("jupyter_server", home, home.root) as (base, token),
+        httpx.Client(
+            base_url=f"{base}/bt-jupyter", headers={"Authorization": f"token {token}"}, timeout=60
+        ) as http,
+    ):
         yield http
-    finally:
-        http.close()
-        proc.terminate()
-        proc.wait(20)
-        log.close()
 
 
 def main() -> None:

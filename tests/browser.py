@@ -1,5 +1,6 @@
-"""What the browser tests share: JupyterLab on a free port, and a notebook opened in
-Debian's chromium (Playwright drives it; its own browser download cannot work here)."""
+"""What the browser tests (and the sidebar benchmark) share: JupyterLab or Jupyter Server
+on a free port, and a notebook opened in Debian's chromium (Playwright drives it; its own
+browser download cannot work here)."""
 
 from __future__ import annotations
 
@@ -44,14 +45,21 @@ def _free_port() -> int:
 @contextmanager
 def jupyterlab(home: Home, root: Path) -> Iterator[tuple[str, str]]:
     """JupyterLab serving ``root``, its kernels using ``home``'s service: (url, token)."""
+    with jupyter("jupyterlab", home, root, "--LabApp.expose_app_in_browser=True") as lab:
+        yield lab
+
+
+@contextmanager
+def jupyter(module: str, home: Home, root: Path, *args: str) -> Iterator[tuple[str, str]]:
+    """``python -m module`` (jupyterlab, jupyter_server) on a free port: (url, token)."""
     port, token = _free_port(), new_id(24)
     env = {**os.environ, "BT_JUPYTER_HOME": str(home.root)}
-    log = (root / "lab.log").open("w")
+    log = (root / f"{module}.log").open("w")
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-            f"--port={port}", f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
-            "--LabApp.expose_app_in_browser=True", "--ServerApp.ip=127.0.0.1",
+            sys.executable, "-m", module, "--no-browser", "--allow-root", f"--port={port}",
+            f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
+            "--ServerApp.ip=127.0.0.1", *args,
         ],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root,
     )  # fmt: skip
@@ -64,7 +72,7 @@ def jupyterlab(home: Home, root: Path) -> Iterator[tuple[str, str]]:
             return False
 
     try:
-        wait_for(up, 60, "JupyterLab to answer", every=0.2)
+        wait_for(up, 60, f"{module} to answer", every=0.2)
         yield base, token
     finally:
         proc.terminate()
