@@ -72,6 +72,15 @@ __all__ = [
 ]
 
 MAX_LOG_LIMIT = 1000
+#: Baseten refuses a log window longer than this (start to end).
+MAX_LOG_WINDOW_MS = 7 * 24 * 3600 * 1000
+#: Without ``start_epoch_millis`` Baseten returns only this much before the end.
+DEFAULT_LOG_WINDOW_MS = 30 * 60 * 1000
+#: ``checkpoint_sync_status`` values (``CheckpointSyncStatus`` in the spec).
+CHECKPOINT_SYNCING = "SYNCING"
+CHECKPOINT_SYNCED = "COMPLETED"
+#: The checkpoint id Baseten gives the files written at the checkpoint root.
+ROOT_CHECKPOINT = "."
 #: The "S3 bucket" of artifacts uploaded to the local service (its own artifact store).
 LOCAL_ARTIFACT_BUCKET = "bt-jupyter-local"
 
@@ -137,7 +146,14 @@ class TrainingJobV1(_Response):
 
     @property
     def status(self) -> spec.TrainingJobStatus:
-        return spec.TrainingJobStatus.parse(self.current_status)
+        """Never raises: a status this version does not know is kept as is."""
+        return spec.TrainingJobStatus.from_wire(self.current_status)
+
+    @property
+    def checkpoints_synced(self) -> bool:
+        """Baseten has copied every checkpoint file to storage (``checkpoint_sync_status``
+        is not ``SYNCING``): what checkpoint_files lists is then complete."""
+        return self.checkpoint_sync_status != CHECKPOINT_SYNCING
 
 
 class TrainingProjectV1(_Response):

@@ -10,9 +10,12 @@ service honours, and against a service that does not, an ambiguous create is not
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import pickle
 import random
+import tarfile
 import time
 import urllib.parse
 import uuid
@@ -30,6 +33,16 @@ from bt_jupyter.errors import BtJupyterError
 M = TypeVar("M", bound=BaseModel)
 LogKey = tuple[str, str, str | None]
 MODEL_URL_ENV = "BT_JUPYTER_BASETEN_MODEL_URL"
+
+#: Polls re-read this far back, as truss does: lines can reach Baseten's log store after
+#: newer ones (processing delays, clock skew between nodes).
+LOG_LOOK_BACK_MS = 60_000
+#: Keep polling this long after a job ended, as truss does, for its last lines.
+LOG_GRACE_S = 10.0
+#: Folders of ``--out`` values under the checkpoint root: never a model checkpoint.
+OUTPUTS_DIRS = frozenset({runtime.OUTPUTS_DIR, ".bt_outputs"})
+#: How long to wait for Baseten to finish syncing checkpoints before reading them.
+SYNC_TIMEOUT_S = 600.0
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -61,6 +74,31 @@ class GraphQLError(ApiError):
 
 class ConnectionFailed(BtJupyterError):
     """The service could not be reached, even after retries."""
+
+
+class OutputsMissing(BtJupyterError):
+    """The job was submitted with ``--out`` but its outputs are not (yet) there."""
+
+
+class CheckpointsSyncing(BtJupyterError):
+    """Baseten is still copying the job's checkpoints to storage after the wait."""
+
+
+def node_of(replica: str | None) -> int | None:
+    """The node rank of a log line's ``replica``: ``"1"`` locally; on Baseten a replica
+    name ending in its rank (``...-1``). None for lines of no node (the runner's)."""
+    if not replica:
+        return None
+    if replica.isdigit():
+        return int(replica)
+    tail = replica.rstrip("0123456789")
+    digits = replica[len(tail) :]
+    return int(digits) if digits and tail[-1:] in ("-", "_", "r") else None
+
+
+def is_model_checkpoint(checkpoint_id: str) -> bool:
+    """False for the folder bt_jupyter keeps ``--out`` values in."""
+    return checkpoint_id not in OUTPUTS_DIRS
 
 
 @dataclass(frozen=True)
@@ -376,33 +414,56 @@ class ApiClient:
         return self._get(path, api.GetLogsResponseV1, **query.model_dump(mode="json")).logs
 
     def all_logs(
-        self, project_id: str, job_id: str, *, start_epoch_millis: int | None = None
+        self,
+        project_id: str,
+        job_id: str,
+        *,
+        start_epoch_millis: int | None = None,
+        end_epoch_millis: int | None = None,
     ) -> Iterator[api.LogV1]:
-        """The whole log so far, in ascending windows, each line once.
+        """The whole log so far (from the job's creation), ascending, each line once.
 
-        Windows overlap by the last millisecond seen, so lines are deduplicated on
-        (timestamp, message, node), as Baseten's own CLI does.
+        Baseten answers at most 1000 lines and 7 days per request, and only the last 30
+        minutes when no start is given; so this always sends a start and an end, walks
+        7-day windows and pages through each. Pages overlap by their last millisecond,
+        deduplicated on (timestamp, message, replica) as Baseten's own CLI does.
         """
-        start = start_epoch_millis
-        if start is None:
-            created = self.job(project_id, job_id).training_job.created_at
-            start = int(created.timestamp() * 1000) - 1000
+        start, end = start_epoch_millis, end_epoch_millis
+        if start is None or end is None:
+            job = self.job(project_id, job_id).training_job
+            if start is None:
+                start = int(job.created_at.timestamp() * 1000) - 1000
+            if end is None:
+                # a job's last lines carry times up to its end; a live one's up to now
+                last = job.updated_at.timestamp() if job.status.is_terminal else time.time()
+                end = int(last * 1000) + LOG_LOOK_BACK_MS
+        yield from self._log_windows(project_id, job_id, start, end)
+
+    def _log_windows(
+        self, project_id: str, job_id: str, start: int, end: int
+    ) -> Iterator[api.LogV1]:
+        while start <= end:
+            window_end = min(end, start + api.MAX_LOG_WINDOW_MS)
+            yield from self._log_pages(project_id, job_id, start, window_end)
+            start = window_end + 1
+
+    def _log_pages(self, project_id: str, job_id: str, start: int, end: int) -> Iterator[api.LogV1]:
         seen: set[LogKey] = set()
         while True:
-            window = self.logs(
+            page = self.logs(
                 project_id,
                 job_id,
                 start_epoch_millis=start,
+                end_epoch_millis=end,
                 direction=api.SortOrderV1.ASC,
                 limit=api.MAX_LOG_LIMIT,
             )
-            fresh = [line for line in window if _key(line) not in seen]
-            yield from fresh
-            if len(window) < api.MAX_LOG_LIMIT:
+            yield from (line for line in page if _key(line) not in seen)
+            if len(page) < api.MAX_LOG_LIMIT:
                 return
-            last_ms = int(window[-1].timestamp) // 1_000_000
+            last_ms = int(page[-1].timestamp) // 1_000_000
             # keep only the keys that can reappear (the overlapping millisecond)
-            seen = {_key(line) for line in window if int(line.timestamp) // 1_000_000 == last_ms}
+            seen = {_key(line) for line in page if int(line.timestamp) // 1_000_000 == last_ms}
             start = last_ms if last_ms > start else start + 1
 
     def stream_logs(self, project_id: str, job_id: str) -> Iterator[FollowedLog]:
@@ -461,7 +522,7 @@ class ApiClient:
             )
             # validated in one pass by pydantic-core: this is the hot path of live logs
             body = api.LocalFollowLogsResponseV1.model_validate_json(response.content)
-            yield LogBatch(body.logs, body.skipped, spec.TrainingJobStatus(body.status))
+            yield LogBatch(body.logs, body.skipped, spec.TrainingJobStatus.from_wire(body.status))
             cursor = body.cursor
             if body.done:
                 return
@@ -474,33 +535,41 @@ class ApiClient:
         interval: float = 1.0,
         fastest: float = 0.25,
         slowest: float = 4.0,
-        linger: float = 3.0,
+        linger: float = LOG_GRACE_S,
     ) -> Iterator[FollowedLog]:
         """Follow by polling windows (for services without the follow extension).
 
-        Polls about every ``interval`` seconds: faster (down to ``fastest``) while lines
-        arrive, slower (up to ``slowest``) while none do, and for ``linger`` seconds after
-        the job ends so trailing lines are not lost. Each line is yielded once.
+        Like truss: each poll reads from ``LOG_LOOK_BACK_MS`` before the previous poll, so
+        lines that reach the log store late (behind newer ones) are still caught, and
+        lines already yielded are skipped; after the job ends it keeps polling for
+        ``linger`` seconds, so a final traceback or metric is not lost. Polls about every
+        ``interval`` seconds: faster (down to ``fastest``) while lines arrive, slower (up
+        to ``slowest``) while none do. Late lines come after newer ones, as they arrive.
         """
-        start: int | None = None
-        seen: set[LogKey] = set()
+        created = self.job(project_id, job_id).training_job.created_at
+        floor = int(created.timestamp() * 1000) - 1000
+        seen: dict[LogKey, int] = {}  # key -> its millisecond, for the look-back window
+        last_poll: int | None = None
         ended_at: float | None = None
         while True:
             status = self.job(project_id, job_id).training_job.status
+            now = int(time.time() * 1000)
+            start = floor if last_poll is None else max(floor, last_poll - LOG_LOOK_BACK_MS)
             fresh = 0
-            for line in self.all_logs(project_id, job_id, start_epoch_millis=start):
-                if _key(line) in seen:
+            for line in self._log_windows(project_id, job_id, start, now + LOG_LOOK_BACK_MS):
+                key = _key(line)
+                if key in seen:
                     continue
-                seen.add(_key(line))
+                seen[key] = int(line.timestamp) // 1_000_000
                 fresh += 1
-                start = int(line.timestamp) // 1_000_000
                 yield FollowedLog(line, status)
+            last_poll = now
+            horizon = now - LOG_LOOK_BACK_MS  # the next poll starts here: older keys go
+            seen = {k: ms for k, ms in seen.items() if ms >= horizon}
             if status.is_terminal:
                 ended_at = ended_at or time.monotonic()
                 if time.monotonic() - ended_at >= linger:
                     return
-            if start is not None:
-                seen = {k for k in seen if int(k[0]) // 1_000_000 >= start}
             interval = max(fastest, interval / 2) if fresh else min(slowest, interval * 1.5)
             time.sleep(min(interval, linger) if status.is_terminal else interval)
 
@@ -510,9 +579,32 @@ class ApiClient:
         path = f"{self._job_path(project_id, job_id)}/metrics"
         return self._get(path, api.GetTrainingJobMetricsResponseV1)
 
-    def checkpoints(self, project_id: str, job_id: str) -> list[api.TrainingJobCheckpointV1]:
+    def checkpoints(
+        self, project_id: str, job_id: str, *, include_outputs: bool = False
+    ) -> list[api.TrainingJobCheckpointV1]:
+        """The job's checkpoints, oldest first. Baseten lists every top-level folder of the
+        checkpoint directory, so the ``--out`` folder is left out unless asked for."""
         path = f"{self._job_path(project_id, job_id)}/checkpoints"
-        return self._get(path, api.GetTrainingJobCheckpointsResponseV1).checkpoints
+        found = self._get(path, api.GetTrainingJobCheckpointsResponseV1).checkpoints
+        return [c for c in found if include_outputs or is_model_checkpoint(c.checkpoint_id)]
+
+    def wait_checkpoints_synced(
+        self, project_id: str, job_id: str, timeout: float = SYNC_TIMEOUT_S, poll: float = 0.5
+    ) -> api.TrainingJobV1:
+        """Wait until Baseten has copied the ended job's checkpoints to storage
+        (``checkpoint_sync_status`` no longer SYNCING): only then are its files all listed.
+        A job still running is returned at once (its checkpoints sync as they come)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(project_id, job_id).training_job
+            if job.checkpoints_synced or not job.status.is_terminal:
+                return job
+            if time.monotonic() >= deadline:
+                raise CheckpointsSyncing(
+                    f"the checkpoints of job {job_id} are still syncing to storage after "
+                    f"{timeout:.0f}s; try again in a while"
+                )
+            time.sleep(poll)
 
     def checkpoint_files(self, project_id: str, job_id: str) -> list[api.CheckpointFile]:
         """Every checkpoint file with its download URL (all pages)."""
@@ -528,7 +620,10 @@ class ApiClient:
         return files
 
     def download(self, url: str, target: Path) -> Path:
-        """Fetch a presigned URL (checkpoint file or artifact) into ``target``."""
+        """Fetch a presigned URL (checkpoint file or artifact) into ``target``.
+
+        Without any Authorization header: the signature is in the URL, and S3 refuses a
+        request that carries a second one (even an empty header)."""
         target.parent.mkdir(parents=True, exist_ok=True)
         with httpx.stream("GET", url, timeout=60) as response:
             if response.status_code >= 400:
@@ -539,18 +634,65 @@ class ApiClient:
                     out.write(chunk)
         return target
 
-    def outputs(self, project_id: str, job_id: str) -> dict[str, Any]:
-        """The variables the job saved with ``--out`` (``{}`` when it saved none)."""
-        wanted = f"rank-0/{runtime.OUTPUTS_DIR}/{runtime.OUTPUTS_FILE}"
+    def fetch_presigned(self, url: str) -> bytes:
+        """The body of a presigned URL, sent with no Authorization header (see download)."""
+        response = httpx.get(url, timeout=60)
+        return self._check(response).content
+
+    def outputs(
+        self,
+        project_id: str,
+        job_id: str,
+        expected: list[str] | None = None,
+        sync_timeout: float = SYNC_TIMEOUT_S,
+    ) -> dict[str, Any]:
+        """The variables the job saved with ``--out``.
+
+        Waits for the job's checkpoint sync first. ``expected``: the ``--out`` names the
+        job was submitted with; None looks them up in the job's bundle. When some were
+        expected and none are there, :class:`OutputsMissing` says why; ``{}`` only for a
+        job submitted without ``--out``.
+        """
+        job = self.wait_checkpoints_synced(project_id, job_id, sync_timeout)
+        names = {f"rank-0/{folder}/{runtime.OUTPUTS_FILE}" for folder in OUTPUTS_DIRS}
         found = [
-            f for f in self.checkpoint_files(project_id, job_id) if f.relative_file_name == wanted
+            f for f in self.checkpoint_files(project_id, job_id) if f.relative_file_name in names
         ]
-        if not found:
+        if found:
+            values: dict[str, Any] = pickle.loads(self.fetch_presigned(found[0].url))
+            return values
+        if expected is None:
+            expected = self._bundle_outputs(project_id, job_id)
+        if not expected:
             return {}
-        response = self._http.get(found[0].url, headers={"Authorization": ""})
-        self._check(response)
-        values: dict[str, Any] = pickle.loads(response.content)
-        return values
+        listed = ", ".join(expected)
+        if not job.status.is_terminal:
+            why = f"it is still {job.status.short}; they are saved when the cell finishes"
+        elif job.status != spec.TrainingJobStatus.COMPLETED:
+            why = f"it ended {job.status.short}" + (
+                f": {job.error_message}" if job.error_message else ""
+            )
+        else:
+            why = (
+                "it completed without saving them (was checkpointing on? --out values are "
+                f"kept under $BT_CHECKPOINT_DIR/{runtime.OUTPUTS_DIR})"
+            )
+        raise OutputsMissing(f"job {job_id} has no outputs ({listed}): {why}")
+
+    def _bundle_outputs(self, project_id: str, job_id: str) -> list[str]:
+        """The ``--out`` names in the manifest of the job's bundle ([] for jobs that are
+        not bt_jupyter cells); read only when a job's outputs are not found."""
+        for url in self.job_artifact_urls(project_id, job_id):
+            try:
+                with tarfile.open(fileobj=io.BytesIO(self.fetch_presigned(url))) as tar:
+                    member = tar.extractfile(f"{runtime.BUNDLE_DIR}/manifest.json")
+                    if member is None:
+                        continue
+                    names = json.loads(member.read()).get("outputs") or []
+            except (KeyError, tarfile.TarError, ValueError, ApiError):
+                continue
+            return [str(n) for n in names]
+        return []
 
     def user_metrics(self, project_id: str, job_id: str) -> list[dict[str, Any]]:
         """What the job recorded with ``log_metrics``, in order."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from bt_jupyter import api, spec
-from bt_jupyter.client import ApiClient, FollowedLog
+from bt_jupyter.client import SYNC_TIMEOUT_S, ApiClient, FollowedLog, node_of
 from bt_jupyter.deployments import CloudDeployment, Deployment, LocalDeployment
 from bt_jupyter.errors import BtJupyterError
 from bt_jupyter.packaging import Bundle
@@ -35,6 +35,10 @@ class JobFailed(BtJupyterError):
 
 class NoSuchJob(BtJupyterError):
     pass
+
+
+class NoCheckpoint(BtJupyterError):
+    """A "latest" checkpoint to load was asked for, and there is none."""
 
 
 class MissingApiKey(BtJupyterError):
@@ -138,8 +142,56 @@ class Client:
                 from bt_jupyter.cloud.upload import upload_bundle
 
                 artifacts.append(upload_bundle(self.api, bundle.archive)[0])
-        created = self.api.create_job(remote.id, project.job, artifacts)
-        return Job(self, created, base_image=project.job.image.base_image)
+        job = project.job
+        if not self.api.local_extensions:
+            job = self._name_latest_checkpoints(job, project.name)
+        created = self.api.create_job(remote.id, job, artifacts)
+        outputs = [str(n) for n in bundle.manifest.get("outputs") or []] if bundle else []
+        return Job(self, created, base_image=job.image.base_image, outputs=outputs)
+
+    def _name_latest_checkpoints(self, job: spec.TrainingJob, project: str) -> spec.TrainingJob:
+        """Replace "latest" checkpoint references by the checkpoint they mean now.
+
+        Baseten resolves "latest" on its side, to the newest top-level folder of the
+        checkpoint directory, and the folder a job's ``--out`` values are saved in is
+        written last: Baseten would load that instead of the model. So on Baseten the
+        client resolves "latest" itself, skipping that folder, and sends a named
+        checkpoint (what is loaded is then also what was printed at submission)."""
+        config = job.runtime.load_checkpoint_config
+        if config is None or not config.enabled:
+            return job
+        if not any(isinstance(r, spec.LatestCheckpoint) for r in config.checkpoints):
+            return job
+        refs: list[spec.CheckpointReference] = []
+        for ref in config.checkpoints:
+            if isinstance(ref, spec.LatestCheckpoint):
+                job_id, name = self._latest_checkpoint(ref, project)
+                refs.append(spec.NamedCheckpoint(checkpoint_name=name, job_id=job_id))
+            else:
+                refs.append(ref)
+        runtime = job.runtime.model_copy(
+            update={"load_checkpoint_config": config.model_copy(update={"checkpoints": refs})}
+        )
+        return job.model_copy(update={"runtime": runtime})
+
+    def _latest_checkpoint(self, ref: spec.LatestCheckpoint, project: str) -> tuple[str, str]:
+        """(job id, checkpoint name): the newest model checkpoint of ``ref``'s job, or of
+        the newest job of its project (this job's project by default) that has one."""
+        if ref.job_id:
+            candidates = self.api.search_jobs(job_id=ref.job_id)
+            where = f"job {ref.job_id}"
+        else:
+            name = ref.project_name or project
+            project_id = self._project_id(name)
+            candidates = self.api.search_jobs(project_id=project_id) if project_id else []
+            where = f"project {name!r}"
+        for found in sorted(candidates, key=lambda j: j.created_at, reverse=True):
+            checkpoints = self.api.checkpoints(found.training_project_id, found.id)
+            if checkpoints:
+                return found.id, max(
+                    reversed(checkpoints), key=lambda c: c.created_at
+                ).checkpoint_id
+        raise NoCheckpoint(f"no checkpoint to load: {where} has no job with checkpoints")
 
     def push(self, project: Any, source_dir: Path | str | None = None) -> Job:
         """Like ``truss_train.push``: the project's job with ``source_dir`` as its files."""
@@ -174,11 +226,17 @@ class Job:
     """A handle on one training job; cheap to keep, refreshed on demand."""
 
     def __init__(
-        self, client: Client, wire: api.TrainingJobV1, base_image: str | None = None
+        self,
+        client: Client,
+        wire: api.TrainingJobV1,
+        base_image: str | None = None,
+        outputs: list[str] | None = None,
     ) -> None:
         self.client, self._wire = client, wire
         #: Known when the job was submitted from here (Baseten's job API does not return it).
         self.base_image = base_image
+        #: The ``--out`` names, when submitted from here (else read from its bundle).
+        self.expected_outputs = outputs
         #: Called (with this job) when ``wait()`` returns or raises: views of the job use
         #: it to show their final state from the caller's thread (and cell).
         self.on_finished: list[Callable[[Job], None]] = []
@@ -211,7 +269,13 @@ class Job:
 
     @property
     def error_message(self) -> str | None:
-        return self._wire.error_message
+        """Why the job failed; None while it waits in the queue (see :attr:`notice`)."""
+        return None if self.status.is_waiting else self._wire.error_message
+
+    @property
+    def notice(self) -> str | None:
+        """A PENDING or QUEUED job's message: advice about the queue, not an error."""
+        return self._wire.error_message if self.status.is_waiting else None
 
     @property
     def created_at(self) -> datetime:
@@ -260,11 +324,10 @@ class Job:
         self, follow: bool = False, node: int | None = None
     ) -> list[api.LogV1] | Iterator[api.LogV1]:
         """Every log line so far (of one node, or all); ``follow=True``: live, to the end."""
-        wanted = None if node is None else str(node)
         if follow:
-            return (f.log for f in self.follow() if wanted is None or f.log.replica == wanted)
+            return (f.log for f in self.follow() if node is None or node_of(f.log.replica) == node)
         lines = self._rest.all_logs(self.project_id, self.id)
-        return [line for line in lines if wanted is None or line.replica == wanted]
+        return [line for line in lines if node is None or node_of(line.replica) == node]
 
     def follow(self) -> Iterator[FollowedLog]:
         """Every log line, live, until the job ends."""
@@ -283,18 +346,22 @@ class Job:
         return self._rest.user_metrics(self.project_id, self.id)
 
     def checkpoints(self) -> list[api.TrainingJobCheckpointV1]:
+        """Model checkpoints, oldest first (``.``: the files at the checkpoint root)."""
         return self._rest.checkpoints(self.project_id, self.id)
 
-    def outputs(self) -> dict[str, Any]:
-        """The variables the job saved with ``--out``."""
-        return self._rest.outputs(self.project_id, self.id)
+    def outputs(self, sync_timeout: float = SYNC_TIMEOUT_S) -> dict[str, Any]:
+        """The variables the job saved with ``--out``; raises
+        :class:`~bt_jupyter.client.OutputsMissing` when it was given ``--out`` and they are
+        not there. Waits (up to ``sync_timeout``) for Baseten's checkpoint sync."""
+        return self._rest.outputs(self.project_id, self.id, self.expected_outputs, sync_timeout)
 
     def stop(self) -> Job:
         self._wire = self._rest.stop_job(self.project_id, self.id)
         return self
 
     def recreate(self) -> Job:
-        return Job(self.client, self._rest.recreate_job(self.project_id, self.id), self.base_image)
+        recreated = self._rest.recreate_job(self.project_id, self.id)
+        return Job(self.client, recreated, self.base_image, self.expected_outputs)
 
     def deploy(
         self,
@@ -327,6 +394,8 @@ class Job:
             )
         from bt_jupyter.cloud import deploy as cloud_deploy
 
+        # the checkpoint's files must be in storage before Baseten can serve them
+        self._wire = self._rest.wait_checkpoints_synced(self.project_id, self.id)
         plan = cloud_deploy.plan(self._rest, self._wire, checkpoint, name, gpu, hf_secret, env)
         created = cloud_deploy.create(self._rest, plan.request)
         if created.model_version is None:
@@ -343,6 +412,8 @@ class Job:
         lines.append(f"  backend {self.client.backend}, compute {compute}")
         if self.error_message:
             lines.append(f"  error: {self.error_message}")
+        if self.notice:
+            lines.append(f"  note: {self.notice}")
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:

@@ -42,6 +42,7 @@ def _train_parser() -> _Parser:
     p.add_argument("--memory")
     p.add_argument("--spot", action="store_true")
     p.add_argument("--base-image")
+    p.add_argument("--image-python", metavar="X.Y", help="the Python of an unknown --base-image")
     p.add_argument("--pip", action="append", default=[])
     p.add_argument("--requirements", type=Path)
     p.add_argument("--include", action="append", default=[])
@@ -158,6 +159,8 @@ class BtMagics(Magics):
                 include=tuple(args.include),
                 outputs=tuple(v for v in args.out.replace(",", " ").split() if v),
                 base_image=args.base_image,
+                image_python=args.image_python,
+                gpu=bool(args.gpu),
                 launcher=args.launcher,
                 nproc_per_node=args.nproc_per_node,
                 max_value_bytes=int(self.max_value_mb * 1_000_000),

@@ -25,7 +25,10 @@ from pathlib import Path
 from typing import Any
 
 BUNDLE_DIR = "bt_bundle"
-OUTPUTS_DIR = ".bt_outputs"
+#: Where ``--out`` values go, under ``$BT_CHECKPOINT_DIR``: a plain (non-dot) folder, so
+#: Baseten's checkpoint sync copies it like any other; clients never list it as a model
+#: checkpoint nor pick it as "latest".
+OUTPUTS_DIR = "bt-outputs"
 OUTPUTS_FILE = "outputs.pkl"
 METRIC_PREFIX = "[bt-metric] "
 
@@ -96,6 +99,8 @@ def load_cell_namespace(bundle: Path) -> dict[str, Any]:
 
 
 def _save_outputs(names: list[str], namespace: dict[str, Any]) -> None:
+    """Pickle the ``--out`` values into ``$BT_CHECKPOINT_DIR/bt-outputs/`` (rank 0 only),
+    written last and atomically so a reader never sees half a file."""
     if (
         not names
         or os.environ.get("RANK", "0") != "0"
@@ -116,8 +121,24 @@ def _save_outputs(names: list[str], namespace: dict[str, Any]) -> None:
     print(f"Saved outputs {', '.join(names)} ({len(data)} bytes)", flush=True)
 
 
+def _python_mismatch(manifest: dict[str, Any]) -> str | None:
+    """Why this interpreter cannot load the cell's state (pickled code is per-Python)."""
+    wanted = manifest.get("python")
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if wanted and wanted != here:
+        return (
+            f"bt_jupyter: this image runs Python {here}, but the cell was packaged with "
+            f"Python {wanted}; use a base image with Python {wanted} (e.g. python:{wanted}-slim)"
+        )
+    return None
+
+
 def run_cell(bundle: Path) -> int:
     manifest = json.loads((bundle / "manifest.json").read_text())
+    mismatch = _python_mismatch(manifest)
+    if mismatch:
+        print(mismatch, file=sys.stderr, flush=True)
+        return 1
     cell_file = bundle / "cell.py"
     code = compile(cell_file.read_text(), str(cell_file), "exec")
     namespace = load_cell_namespace(bundle)
@@ -136,26 +157,55 @@ def run_cell(bundle: Path) -> int:
     return 0
 
 
+#: Seconds the nodes of a job wait for each other at rendezvous: Baseten starts them with
+#: some skew (pulling the image, the cache), and its cookbook waits up to 20 minutes.
+RDZV_TIMEOUT_S = 1200
+#: NCCL settings of Baseten's multi-node cookbook, set only where the job has not set them:
+#: bootstrap over the node network, not loopback or docker's bridge.
+MULTINODE_NCCL_ENV = {"NCCL_SOCKET_IFNAME": "^docker0,lo"}
+
+
+def _gpus_on_node() -> int:
+    """GPUs this node has: the visible devices, else its NVIDIA device files, else
+    ``$BT_NUM_GPUS`` (Baseten's count per node), else 1 (a CPU process)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if visible and visible not in ("-1", "NoDevFiles"):
+        return len([d for d in visible.split(",") if d.strip()])
+    devices = [d for d in Path("/dev").glob("nvidia[0-9]*") if d.name[6:].isdigit()]
+    if devices:
+        return len(devices)
+    return int(os.environ.get("BT_NUM_GPUS") or 0) or 1
+
+
 def _torchrun(nproc: int | None) -> int:
-    """Re-launch this runtime under torchrun across every node of the job."""
-    gpus = int(os.environ.get("BT_NUM_GPUS") or 0)
-    per_node = nproc or gpus or 1
+    """Re-launch this runtime under torchrun across every node of the job: node ranks as
+    Baseten numbers them (static rendezvous at the leader), one process per GPU of the
+    node, and a rendezvous timeout long enough for nodes that start minutes apart."""
+    per_node = nproc or _gpus_on_node()
+    nodes = int(os.environ.get("BT_GROUP_SIZE") or 1)
+    leader = os.environ.get("BT_LEADER_ADDR", "127.0.0.1")
     job = os.environ.get("BT_TRAINING_JOB_ID", "")
     port = os.environ.get("BT_MASTER_PORT") or str(29500 + zlib.crc32(job.encode()) % 1000)
+    timeout = os.environ.get("BT_RDZV_TIMEOUT_S") or str(RDZV_TIMEOUT_S)
+    if nodes > 1 and leader not in ("127.0.0.1", "localhost"):
+        for name, value in MULTINODE_NCCL_ENV.items():
+            os.environ.setdefault(name, value)
     argv = [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        f"--nnodes={os.environ.get('BT_GROUP_SIZE', '1')}",
+        f"--nnodes={nodes}",
         f"--node_rank={os.environ.get('BT_NODE_RANK', '0')}",
-        f"--master_addr={os.environ.get('BT_LEADER_ADDR', '127.0.0.1')}",
+        f"--master_addr={leader}",
         f"--master_port={port}",
+        f"--rdzv_conf=timeout={timeout}",
         f"--nproc_per_node={per_node}",
         "-m",
         "bt_jupyter.runtime",
     ]
     print(
-        f"torchrun: {per_node} process(es) on node {os.environ.get('BT_NODE_RANK', '0')}",
+        f"torchrun: {per_node} process(es) on node {os.environ.get('BT_NODE_RANK', '0')} "
+        f"of {nodes}",
         flush=True,
     )
     sys.stdout.flush()

@@ -366,6 +366,16 @@ class Compute(_Concept):
         return memory
 
     @property
+    def memory_bytes(self) -> int:
+        """The memory each node gets, in bytes (what a node's OOM killer enforces)."""
+        match = re.match(r"^([0-9.]+)([KMGT]i?)?$", self.memory)
+        assert match is not None  # validated above
+        unit = match.group(2) or ""
+        base = 1024 if unit.endswith("i") else 1000
+        power = " KMGT".index(unit[:1]) if unit else 0
+        return int(min(float(match.group(1)) * base**power, 2.0**62))
+
+    @property
     def total_gpus(self) -> int:
         return self.node_count * (self.accelerator.count if self.accelerator else 0)
 
@@ -647,9 +657,15 @@ def as_training_project(project: Any) -> TrainingProject:
 
 
 class TrainingJobStatus(str, enum.Enum):
-    """``current_status`` of a job: PENDING -> CREATED -> DEPLOYING -> RUNNING -> COMPLETED."""
+    """``current_status``: PENDING | QUEUED -> CREATED -> DEPLOYING -> RUNNING -> COMPLETED.
+
+    Every status truss 0.18 knows is a member. A status Baseten adds later is read as a
+    pseudo-member (:meth:`from_wire`): shown as it is and treated as live, never an error,
+    so one new status cannot break ``wait()``, the widget or a project's job list.
+    """
 
     PENDING = "TRAINING_JOB_PENDING"
+    QUEUED = "TRAINING_JOB_QUEUED"
     CREATED = "TRAINING_JOB_CREATED"
     DEPLOYING = "TRAINING_JOB_DEPLOYING"
     RUNNING = "TRAINING_JOB_RUNNING"
@@ -658,10 +674,31 @@ class TrainingJobStatus(str, enum.Enum):
     STOPPED = "TRAINING_JOB_STOPPED"
     DEPLOY_FAILED = "TRAINING_JOB_DEPLOY_FAILED"
 
+    @classmethod
+    def _missing_(cls, value: object) -> TrainingJobStatus | None:
+        if not isinstance(value, str) or not value.strip():
+            return None
+        found = _UNKNOWN.get(value)
+        if found is None:
+            found = str.__new__(cls, value)
+            found._name_ = value.removeprefix("TRAINING_JOB_")
+            found._value_ = value
+            _UNKNOWN[value] = found
+        return found
+
+    @classmethod
+    def from_wire(cls, value: str) -> TrainingJobStatus:
+        """The status a service sent; an unknown one is kept as is (see the class doc)."""
+        return cls(value)
+
     @property
     def short(self) -> str:
         """``RUNNING`` for ``TRAINING_JOB_RUNNING``: what people read."""
         return self.name
+
+    @property
+    def is_known(self) -> bool:
+        return self.name in TrainingJobStatus.__members__
 
     @property
     def is_terminal(self) -> bool:
@@ -671,12 +708,18 @@ class TrainingJobStatus(str, enum.Enum):
     def is_failure(self) -> bool:
         return self in (TrainingJobStatus.FAILED, TrainingJobStatus.DEPLOY_FAILED)
 
+    @property
+    def is_waiting(self) -> bool:
+        """Waiting for capacity: the job's ``error_message`` is queue advice, not an error."""
+        return self in (TrainingJobStatus.PENDING, TrainingJobStatus.QUEUED)
+
     def can_become(self, other: TrainingJobStatus) -> bool:
-        return other in _NEXT[self]
+        return other in _NEXT.get(self, frozenset())
 
     @classmethod
     def parse(cls, value: str | TrainingJobStatus) -> TrainingJobStatus:
-        """Accept ``TRAINING_JOB_RUNNING``, ``RUNNING`` or ``running``."""
+        """Accept ``TRAINING_JOB_RUNNING``, ``RUNNING`` or ``running`` (user input: an
+        unknown name is an error here, unlike :meth:`from_wire`)."""
         if isinstance(value, TrainingJobStatus):
             return value
         name = value.strip().upper().removeprefix("TRAINING_JOB_")
@@ -686,11 +729,13 @@ class TrainingJobStatus(str, enum.Enum):
         return cls[name]
 
 
+_UNKNOWN: dict[str, TrainingJobStatus] = {}
 _S = TrainingJobStatus
 _TERMINAL = frozenset({_S.COMPLETED, _S.FAILED, _S.STOPPED, _S.DEPLOY_FAILED})
 #: Allowed status changes. Stop and failure are possible from every live state.
 _NEXT: dict[TrainingJobStatus, frozenset[TrainingJobStatus]] = {
-    _S.PENDING: frozenset({_S.CREATED, _S.STOPPED, _S.FAILED}),
+    _S.PENDING: frozenset({_S.QUEUED, _S.CREATED, _S.STOPPED, _S.FAILED}),
+    _S.QUEUED: frozenset({_S.PENDING, _S.CREATED, _S.STOPPED, _S.FAILED}),
     _S.CREATED: frozenset({_S.DEPLOYING, _S.STOPPED, _S.FAILED, _S.DEPLOY_FAILED}),
     _S.DEPLOYING: frozenset({_S.RUNNING, _S.STOPPED, _S.FAILED, _S.DEPLOY_FAILED}),
     _S.RUNNING: frozenset({_S.COMPLETED, _S.STOPPED, _S.FAILED}),

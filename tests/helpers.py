@@ -76,6 +76,21 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: fl
         time.sleep(every)
 
 
+#: Start commands of a raw job that needs packages: it installs them, as on a Baseten node
+#: (the job sees only its image and what its start commands install).
+INSTALL = "pip install -r requirements.txt"
+
+
+def requirements(*dists: str) -> dict[str, str]:
+    """A ``requirements.txt`` pinning installed distributions (``torch`` -> ``torch==2.13.0``)."""
+    from importlib import metadata
+
+    from packaging.version import Version
+
+    pins = [f"{d}=={Version(metadata.version(d)).public}" for d in dists]
+    return {"requirements.txt": "".join(f"{p}\n" for p in pins)}
+
+
 def bundle(files: dict[str, str]) -> bytes:
     """A gzipped tar of ``{path: text}`` (scripts are dedented)."""
     out = io.BytesIO()

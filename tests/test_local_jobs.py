@@ -11,7 +11,15 @@ import pytest
 from bt_jupyter import api, spec
 from bt_jupyter.client import ApiClient
 from bt_jupyter.local.home import Home
-from tests.helpers import messages, submit, wait_for, wait_status, wait_terminal
+from tests.helpers import (
+    INSTALL,
+    messages,
+    requirements,
+    submit,
+    wait_for,
+    wait_status,
+    wait_terminal,
+)
 
 S = spec.TrainingJobStatus
 
@@ -63,8 +71,8 @@ def test_two_nodes_all_reduce_over_gloo(client: ApiClient, project: api.Training
     job = submit(
         client,
         project,
-        ["python allreduce.py"],
-        files={"allreduce.py": script},
+        [INSTALL, "python allreduce.py"],
+        files={"allreduce.py": script, **requirements("torch")},
         compute=spec.Compute(node_count=2),
         runtime=spec.Runtime(environment_variables={"PORT": str(port)}),
     )

@@ -106,8 +106,8 @@ def pick_checkpoint(
 ) -> api.TrainingJobCheckpointV1:
     if not checkpoints:
         raise DeployError(f"job {job_id} has no checkpoints to deploy")
-    if name == "latest":
-        return checkpoints[-1]
+    if name == "latest":  # the newest model checkpoint (the --out folder is not listed)
+        return max(reversed(checkpoints), key=lambda c: c.created_at)
     for checkpoint in checkpoints:
         if checkpoint.checkpoint_id == name:
             return checkpoint

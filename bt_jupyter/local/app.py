@@ -15,6 +15,7 @@ import hmac
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +39,10 @@ from bt_jupyter.local.wire import ApiError, blocking, log_wire, not_found, ok, u
 M = TypeVar("M", bound=BaseModel)
 S = spec.TrainingJobStatus
 FOLLOW_POLL_SECONDS = 0.02
+#: What a queued job says (Baseten's PENDING/QUEUED jobs carry such advice).
+QUEUE_ADVICE = "Waiting for capacity; the job starts when GPUs of its type are free."
+#: In baseten mode every LATE_EVERY-th log line reaches the log API late.
+LATE_EVERY = 3
 
 
 class Service:
@@ -83,10 +88,63 @@ class Service:
             training_project_id=project.id,
             training_project=api.TrainingProjectSummaryV1(id=project.id, name=project.name),
             name=job.name,
+            checkpoint_sync_status=self.checkpoint_sync_status(job),
             priority=job.priority,
             availability_model=compute.get("availability_model", "dedicated"),
             user=self.user,
         )
+
+    def checkpoint_sync_status(self, job: JobRow) -> str | None:
+        """SYNCING while the job runs and for ``checkpoint_sync_s`` after it ended (the
+        last files written are then in storage); None without checkpointing."""
+        runtime = job.spec.get("runtime") or {}
+        if not (runtime.get("checkpointing_config") or {}).get("enabled"):
+            return None
+        if not job.status.is_terminal:
+            return api.CHECKPOINT_SYNCING
+        if time.time() - job.updated_at < self.settings.checkpoint_sync_s:
+            return api.CHECKPOINT_SYNCING
+        return api.CHECKPOINT_SYNCED
+
+    def synced_before(self, job: JobRow) -> float | None:
+        """Files written after this are not in (the stand-in's) storage yet: while the job
+        runs, those of the last ``checkpoint_sync_s``; after it ended, until its final
+        sync is done, also at least the last file written (its ``--out`` values)."""
+        delay = self.settings.checkpoint_sync_s
+        if delay <= 0:
+            return None
+        now = time.time()
+        if not job.status.is_terminal:
+            return now - delay
+        if now - job.updated_at >= delay:
+            return None  # the final sync is done
+        root = self.home.job_dir(job.id) / "checkpoints"
+        newest = max((p.stat().st_mtime for _, _, p in checkpoints.files(root)), default=0.0)
+        return min(job.updated_at - delay, newest - 1e-3)
+
+    def create_job(
+        self, project: ProjectRow, spec_json: dict[str, Any], idempotency_key: str | None
+    ) -> tuple[JobRow, bool]:
+        """Create and start a job. In baseten mode it first waits in the queue (QUEUED,
+        with queue advice as its message, like Baseten's) for ``queue_s`` seconds."""
+        if self.settings.baseten_mode and self.settings.queue_s > 0:
+            job, created = self.store.create_job(
+                project.id, spec_json, idempotency_key, S.QUEUED, QUEUE_ADVICE
+            )
+            if created:
+                timer = threading.Timer(self.settings.queue_s, self.dequeue, (job.id,))
+                timer.daemon = True
+                timer.start()
+            return job, created
+        job, created = self.store.create_job(project.id, spec_json, idempotency_key)
+        if created:
+            self.dispatcher.dispatch(job.id)
+        return job, created
+
+    def dequeue(self, job_id: str) -> None:
+        """QUEUED -> CREATED, then run it (not if it was stopped while queued)."""
+        if self.store.set_status(job_id, S.CREATED):
+            self.dispatcher.dispatch(job_id)
 
     def project_wire(self, project: ProjectRow) -> api.TrainingProjectV1:
         latest = self.store.latest_job(project.id)
@@ -150,6 +208,9 @@ def _validate(model: type[M], data: Any) -> M:
 
 def build_app(service: Service) -> FastAPI:
     app = FastAPI(title="bt_jupyter local training service", version=__version__)
+    # jobs queued when an earlier service ended: the dispatcher's watch starts them
+    for queued in service.store.jobs(statuses=[S.QUEUED.value]):
+        service.store.set_status(queued.id, S.CREATED)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -242,14 +303,12 @@ def build_app(service: Service) -> FastAPI:
                     f"artifact s3://{artifact.s3_bucket}/{artifact.s3_key} was not uploaded to "
                     "this service; PUT it to /v1/local/artifacts/{key} first",
                 )
-        job, created = await run(
-            service.store.create_job,
-            project.id,
+        job, _ = await run(
+            service.create_job,
+            project,
             body.training_job.model_dump(mode="json"),
             request.headers.get("idempotency-key"),
         )
-        if created:
-            await run(service.dispatcher.dispatch, job.id)
         return ok(api.CreateTrainingJobResponseV1(training_job=service.job_wire(job, project)))
 
     @v1.get("/training_projects/{project_id}/jobs")
@@ -304,8 +363,7 @@ def build_app(service: Service) -> FastAPI:
     @v1.post("/training_projects/{project_id}/jobs/{job_id}/recreate")
     async def recreate_job(project_id: str, job_id: str) -> JSONResponse:
         project, job = service.job(project_id, job_id)
-        new, _ = await run(service.store.create_job, project.id, job.spec, None)
-        await run(service.dispatcher.dispatch, new.id)
+        new, _ = await run(service.create_job, project, job.spec, None)
         return ok(api.RecreateTrainingJobResponseV1(training_job=service.job_wire(new, project)))
 
     @v1.post("/training_jobs/search")
@@ -328,16 +386,18 @@ def build_app(service: Service) -> FastAPI:
         project_id: str, job_id: str, query: api.GetTrainingJobLogsRequestV1
     ) -> JSONResponse:
         _, job = service.job(project_id, job_id)
+        start, end = _log_window(query)
+        late_s = service.settings.log_late_s if service.settings.baseten_mode else 0.0
         rows = await run(
             service.store.logs,
             job.id,
-            query.start_epoch_millis * 1_000_000 if query.start_epoch_millis is not None else None,
-            (query.end_epoch_millis + 1) * 1_000_000 - 1
-            if query.end_epoch_millis is not None
-            else None,
+            start * 1_000_000,
+            (end + 1) * 1_000_000 - 1,
             query.direction != api.SortOrderV1.ASC,  # newest first unless asked, as on Baseten
             query.limit or 500,
             query.min_level.value if query.min_level else None,
+            LATE_EVERY if late_s > 0 else 0,
+            time.time_ns() - int(late_s * 1e9),
         )
         return ok(api.GetLogsResponseV1(logs=[log_wire(r) for r in rows]))
 
@@ -396,11 +456,39 @@ def build_app(service: Service) -> FastAPI:
 
     @v1.get("/training_projects/{project_id}/jobs/{job_id}/checkpoints")
     async def get_checkpoints(project_id: str, job_id: str) -> JSONResponse:
+        """Baseten lists every top-level folder (bt_jupyter's ``--out`` folder too: it
+        does not know it) and ``.`` for files at the root; the local backend leaves the
+        ``--out`` folder out. In baseten mode only synced files count."""
         project, job = service.job(project_id, job_id)
-        found = await run(checkpoints.scan, job.id, service.home.job_dir(job.id) / "checkpoints")
+        root = service.home.job_dir(job.id) / "checkpoints"
+        baseten = service.settings.baseten_mode
+        synced_before = await run(service.synced_before, job)
+        found = await run(
+            lambda: checkpoints.scan(
+                job.id, root, include_outputs=baseten, synced_before=synced_before
+            )
+        )
+        written = {c.name: c.size_bytes for c in found}
+        if synced_before is not None and found:
+            written = {
+                c.name: c.size_bytes
+                for c in await run(lambda: checkpoints.scan(job.id, root, include_outputs=True))
+            }
         if found:
             await run(service.store.save_checkpoints, job.id, found)
-        rows = await run(service.store.checkpoints, job.id)
+        rows = found or [
+            c
+            for c in await run(service.store.checkpoints, job.id)
+            if baseten or checkpoints.is_model_checkpoint(c.name)
+        ]
+        job_synced = service.checkpoint_sync_status(job) != api.CHECKPOINT_SYNCING
+
+        def sync_status(row: Any) -> str:
+            """In storage: the job's sync is done, or (baseten mode) all its files are."""
+            if job_synced or (baseten and written.get(row.name) == row.size_bytes):
+                return api.CHECKPOINT_SYNCED
+            return api.CHECKPOINT_SYNCING
+
         return ok(
             api.GetTrainingJobCheckpointsResponseV1(
                 training_job=service.job_wire(job, project),
@@ -412,7 +500,7 @@ def build_app(service: Service) -> FastAPI:
                         base_model=c.base_model,
                         lora_adapter_config=c.lora_adapter_config,
                         size_bytes=c.size_bytes,
-                        sync_status="SYNCING" if not job.status.is_terminal else "COMPLETED",
+                        sync_status=sync_status(c),
                         training_job_id=job.id,
                     )
                     for c in rows
@@ -425,7 +513,11 @@ def build_app(service: Service) -> FastAPI:
         _, job = service.job(project_id, job_id)
         page_size = _int_param(request, "page_size", 1000, 1, None)
         offset = _int_param(request, "page_token", 0, 0, None)
-        found = await run(checkpoints.files, service.home.job_dir(job.id) / "checkpoints")
+        found = await run(
+            checkpoints.files,
+            service.home.job_dir(job.id) / "checkpoints",
+            await run(service.synced_before, job),
+        )
         page = found[offset : offset + page_size]
         urls = []
         for rank, relative, path in page:
@@ -457,8 +549,7 @@ def build_app(service: Service) -> FastAPI:
         return ok(
             api.DownloadTrainingJobResponseV1(
                 artifact_presigned_urls=[
-                    service.signed_url(request, f"/v1/local/artifacts/{a['s3_key']}")
-                    for a in artifacts
+                    await run(_artifact_url, service, request, a) for a in artifacts
                 ]
             )
         )
@@ -724,10 +815,55 @@ def _artifact_exists(service: Service, artifact: api.CreateTrainingJobS3Artifact
     return True
 
 
+def _artifact_url(service: Service, request: Request, artifact: dict[str, str]) -> str:
+    """A presigned URL of a job's bundle: S3's own for one in the service's bucket
+    (baseten mode, as Baseten answers), else the local artifact store's."""
+    bucket, key = artifact.get("s3_bucket"), artifact["s3_key"]
+    if service.settings.s3_bucket and bucket == service.settings.s3_bucket:
+        url: str = s3_client(service.settings).generate_presigned_url(  # type: ignore[attr-defined]
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600
+        )
+        return url
+    return service.signed_url(request, f"/v1/local/artifacts/{key}")
+
+
 def _check_signature(service: Service, request: Request) -> None:
+    """A presigned URL carries its own signature. Like S3, the baseten-mode stand-in
+    refuses a request that also sends an Authorization header (even an empty one)."""
+    if service.settings.baseten_mode and "authorization" in request.headers:
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            "a presigned URL takes no Authorization header: its signature is in the URL",
+        )
     expected = service.sign(request.url.path)
     if not hmac.compare_digest(request.query_params.get("sig", ""), expected):
         raise ApiError(403, "FORBIDDEN", "missing or invalid signature on this download URL")
+
+
+def _log_window(query: api.GetTrainingJobLogsRequestV1) -> tuple[int, int]:
+    """(start, end) in epoch ms as Baseten reads them: end defaults to now, start to 30
+    minutes before the end; a window over 7 days is refused."""
+    end = query.end_epoch_millis
+    if end is None:
+        end = time.time_ns() // 1_000_000
+    start = query.start_epoch_millis
+    if start is None:
+        start = end - api.DEFAULT_LOG_WINDOW_MS
+    if start > end:
+        raise ApiError(
+            400,
+            "INVALID_REQUEST",
+            f"start_epoch_millis ({start}) is after end_epoch_millis ({end})",
+        )
+    if end - start > api.MAX_LOG_WINDOW_MS:
+        raise ApiError(
+            400,
+            "INVALID_REQUEST",
+            "the window from start_epoch_millis to end_epoch_millis must not exceed 7 days "
+            f"(asked for {(end - start) / 86_400_000:.1f} days)",
+        )
+    return start, end
 
 
 def _query(request: Request, model: type[M]) -> M:

@@ -1,8 +1,9 @@
 """Checkpoints on disk: what a job wrote under ``rank-N/`` and what a new job loads.
 
-Each top-level entry of ``$BT_CHECKPOINT_DIR`` (``<job>/checkpoints/rank-N/``) is one
-checkpoint, as on Baseten. A directory holding ``adapter_config.json`` is a LoRA
-checkpoint (its base model and adapter config are reported); anything else is full.
+Each top-level folder of ``$BT_CHECKPOINT_DIR`` (``<job>/checkpoints/rank-N/``) is one
+checkpoint, and the files at its root are one more named ``.``, as on Baseten. A directory
+holding ``adapter_config.json`` is a LoRA checkpoint (its base model and adapter config are
+reported); anything else is full.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from bt_jupyter.api import ROOT_CHECKPOINT
 from bt_jupyter.local.store import CheckpointRow
+from bt_jupyter.runtime import OUTPUTS_DIR
+
+#: Folders of ``--out`` values: this version's and the dot-folder of earlier ones.
+OUTPUTS_DIRS = frozenset({OUTPUTS_DIR, ".bt_outputs"})
 
 
 def rank_dirs(root: Path) -> list[tuple[int, Path]]:
@@ -25,46 +31,90 @@ def rank_dirs(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _size(path: Path) -> tuple[int, float]:
-    """Total bytes and the newest mtime under ``path``."""
+def _synced(path: Path, synced_before: float | None) -> bool:
+    """Has the stand-in's uploader copied this file yet (written before ``synced_before``)?"""
+    if synced_before is None:
+        return True
+    try:
+        return path.stat().st_mtime <= synced_before
+    except FileNotFoundError:
+        return False
+
+
+def _size(path: Path, synced_before: float | None = None) -> int:
+    """Total bytes of the synced files under ``path`` (a file or a folder)."""
     if path.is_file():
-        st = path.stat()
-        return st.st_size, st.st_mtime
-    total, newest = 0, path.stat().st_mtime
-    for folder, _, files in os.walk(path):
-        for name in files:
+        return path.stat().st_size if _synced(path, synced_before) else -1
+    total, any_file = 0, False
+    for folder, _, names in os.walk(path):
+        for name in names:
+            file = Path(folder) / name
             try:
-                st = os.stat(os.path.join(folder, name))
+                st = file.stat()
             except FileNotFoundError:
                 continue  # written and removed while we looked
-            total += st.st_size
-            newest = max(newest, st.st_mtime)
-    return total, newest
+            if synced_before is None or st.st_mtime <= synced_before:
+                total, any_file = total + st.st_size, True
+    return total if any_file or synced_before is None else -1
 
 
-def scan(job_id: str, root: Path) -> list[CheckpointRow]:
-    """The checkpoints of every rank; one per name (sizes summed over ranks)."""
+def is_model_checkpoint(name: str) -> bool:
+    """False for what bt_jupyter writes next to checkpoints (``--out`` values)."""
+    return name not in OUTPUTS_DIRS
+
+
+def scan(
+    job_id: str,
+    root: Path,
+    *,
+    include_outputs: bool = False,
+    synced_before: float | None = None,
+) -> list[CheckpointRow]:
+    """The checkpoints of every rank, oldest first; one per name (sizes summed over ranks).
+
+    Each top-level folder of ``rank-N/`` is one checkpoint; the files at ``rank-N/``
+    itself are one more, named ``.`` (as Baseten reports them). The ``--out`` folder is
+    left out unless ``include_outputs`` (Baseten, not knowing it, lists it). With
+    ``synced_before`` only files written before then count (the stand-in's sync delay).
+    """
     by_name: dict[str, CheckpointRow] = {}
+
+    def add(name: str, entry: Path, size: int, created: float) -> None:
+        if size < 0:
+            return  # nothing of it synced yet
+        adapter = _adapter_config(entry)
+        previous = by_name.get(name)
+        by_name[name] = CheckpointRow(
+            job_id=job_id,
+            name=name,
+            created_at=min(created, previous.created_at) if previous else created,
+            size_bytes=size + (previous.size_bytes if previous else 0),
+            checkpoint_type="lora" if adapter is not None else "full",
+            base_model=(adapter or {}).get("base_model_name_or_path"),
+            lora_adapter_config=adapter,
+        )
+
     for _, rank in rank_dirs(root):
+        root_files: list[Path] = []
         for entry in sorted(rank.iterdir()):
             if entry.name.startswith("."):
                 continue
+            if not include_outputs and not is_model_checkpoint(entry.name):
+                continue
             try:
-                size, _ = _size(entry)
-                created = entry.stat().st_ctime
+                if entry.is_dir():
+                    add(entry.name, entry, _size(entry, synced_before), entry.stat().st_ctime)
+                elif entry.is_file() and _synced(entry, synced_before):
+                    root_files.append(entry)
             except FileNotFoundError:
                 continue
-            adapter = _adapter_config(entry)
-            previous = by_name.get(entry.name)
-            by_name[entry.name] = CheckpointRow(
-                job_id=job_id,
-                name=entry.name,
-                created_at=min(created, previous.created_at) if previous else created,
-                size_bytes=size + (previous.size_bytes if previous else 0),
-                checkpoint_type="lora" if adapter is not None else "full",
-                base_model=(adapter or {}).get("base_model_name_or_path"),
-                lora_adapter_config=adapter,
-            )
+        if root_files:
+            try:
+                size = sum(f.stat().st_size for f in root_files)
+                created = min(f.stat().st_mtime for f in root_files)
+            except FileNotFoundError:
+                continue
+            add(ROOT_CHECKPOINT, rank, size, created)
     return sorted(by_name.values(), key=lambda c: (c.created_at, c.name))
 
 
@@ -79,14 +129,16 @@ def _adapter_config(entry: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def files(root: Path) -> list[tuple[int, str, Path]]:
-    """Every checkpoint file as (node rank, path relative to the checkpoint root, path)."""
+def files(root: Path, synced_before: float | None = None) -> list[tuple[int, str, Path]]:
+    """Every (synced) checkpoint file as (node rank, path relative to the checkpoint
+    root, path)."""
     found = []
     for rank, folder in rank_dirs(root):
         for dirpath, _, names in os.walk(folder):
             for name in sorted(names):
                 path = Path(dirpath) / name
-                found.append((rank, path.relative_to(root).as_posix(), path))
+                if _synced(path, synced_before):
+                    found.append((rank, path.relative_to(root).as_posix(), path))
     return sorted(found, key=lambda f: f[1])
 
 
@@ -98,6 +150,15 @@ def place(source_root: Path, name: str, target_root: Path) -> int:
     """
     placed = 0
     for rank, folder in rank_dirs(source_root):
+        if name == ROOT_CHECKPOINT:  # the files at the rank's root, not its folders
+            tops = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
+            if tops:
+                target_dir = target_root / f"rank-{rank}"
+                target_dir.mkdir(parents=True, exist_ok=True)
+                for file in tops:
+                    shutil.copy2(file, target_dir / file.name)
+                placed += 1
+            continue
         source = folder / name
         if not source.exists():
             continue

@@ -1,113 +1,256 @@
-"""The local stand-in for a job's image: which Python runs it.
+"""The local stand-in for a job's image: the image's Python and what it ships, nothing else.
 
-A job runs with the interpreter of the environment that started the service (the calling
-notebook's) when its pinned requirements are already satisfied there: nothing to build,
-so a warm submit starts in well under a second. Otherwise a virtualenv is built for
-them, layered on that environment (``--system-site-packages``, so bt_jupyter and heavy
-packages such as torch need no reinstall), cached by the hash of the requirements and
-reused by every later job that asks for the same ones. uv installs where it is present,
-pip otherwise; torch always goes through pip, which finds the wheel this machine has.
+A job on Baseten sees only its image and what its start commands install. Locally each
+node gets the same, as three layers of virtualenvs (none sees this machine's
+site-packages, the service's or the notebook's):
+
+- **image**: the image's Python (``python:3.12-slim`` -> a Python 3.12 here) with pip
+  and the packages the image ships (``pytorch/pytorch:2.5.1-…`` -> torch 2.5.1, a CPU
+  build where there is no GPU). Built once per image, shared by every job.
+- **requirements**: what ``python -m bt_jupyter.install`` puts on top of the image for a
+  given ``requirements.txt``, built once per (image, requirements) by running that same
+  install, so a warm job's install step finds everything satisfied.
+- **node**: an empty virtualenv per node that sees the two layers below it. What a job's
+  own start commands install lands here and is gone with the job: a cached layer never
+  changes after it is built.
+
+Layers live in a machine-wide cache (``$BT_JUPYTER_IMAGE_CACHE``, default
+``~/.cache/bt_jupyter``): they depend only on the image and the requirements, never on a
+job or a service, and each is built under a lock so concurrent jobs build it once.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
+import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
-from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
+from bt_jupyter.images import image_python, shipped_packages
 
 Log = Callable[[str], None]
+#: Bump when a layer's layout changes, so old layers are not reused.
+LAYOUT = "1"
+#: Start commands that install ``requirements.txt``: bt_jupyter's own (packaged cells) and
+#: the usual one of a truss train project. A job with one gets a requirements layer.
+_INSTALLS = re.compile(
+    r"^\s*(python3? -m bt_jupyter\.install"
+    r"|(python3? -m )?(uv )?pip3? install( -\S+)* (-r|--requirement) requirements\.txt)\s*$"
+)
+
+
+def installs_requirements(commands: list[str]) -> bool:
+    """Whether a job's start commands install its ``requirements.txt``."""
+    return any(_INSTALLS.match(line) for c in commands for line in c.split("&&"))
+#: What a Debian-based image puts on PATH.
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class EnvBuildError(Exception):
-    """The job's environment could not be prepared (the job is DEPLOY_FAILED)."""
+    """The image's stand-in could not be prepared (the job is DEPLOY_FAILED)."""
 
 
-def read_requirements(path: Path) -> list[str]:
-    if not path.is_file():
-        return []
-    lines = []
-    for raw in path.read_text().splitlines():
-        line = raw.split(" #", 1)[0].strip()
-        if line and not line.startswith("#"):
-            lines.append(line)
-    return lines
+def default_cache() -> Path:
+    configured = os.environ.get("BT_JUPYTER_IMAGE_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "bt_jupyter"
 
 
-def unsatisfied(requirements: list[str]) -> list[str]:
-    """The requirements this interpreter's installed distributions do not meet."""
-    missing = []
-    for line in requirements:
-        if line.startswith("-"):
-            missing.append(line)  # options (-e, --index-url, ...) always need pip
-            continue
-        try:
-            req = Requirement(line)
-        except InvalidRequirement as exc:
-            raise EnvBuildError(f"requirement {line!r} is not valid: {exc}") from None
-        if req.marker is not None and not req.marker.evaluate():
-            continue
-        try:
-            installed = metadata.version(req.name)
-        except metadata.PackageNotFoundError:
-            missing.append(line)
-            continue
-        if req.specifier and not req.specifier.contains(installed, prereleases=True):
-            missing.append(line)
-    return missing
+@dataclass(frozen=True)
+class Layer:
+    """One built virtualenv: its root and the site-packages folder the next layer sees."""
+
+    root: Path
+    site: Path
+
+    @property
+    def bin(self) -> Path:
+        return self.root / "bin"
 
 
-def python_for(requirements: list[str], envs_dir: Path, log: Log) -> str:
-    """The interpreter that runs a job with these requirements, building one if needed."""
-    missing = unsatisfied(requirements)
-    if not missing:
-        log(f"Environment: {sys.executable} already satisfies the job's requirements")
-        return sys.executable
-    key = hashlib.sha256("\n".join([sys.executable, *sorted(requirements)]).encode()).hexdigest()
-    env = envs_dir / key[:16]
-    python = env / "bin" / "python"
-    envs_dir.mkdir(parents=True, exist_ok=True)
-    with (envs_dir / f"{key[:16]}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build per environment, others wait and reuse
-        if (env / ".ready").exists():
-            log(
-                f"Environment: reusing cached virtualenv {env.name} for {len(missing)} requirements"
+@dataclass(frozen=True)
+class StandIn:
+    """What the local service runs for an image: a Python version and shipped packages."""
+
+    image: str
+    python: str
+    ships: tuple[str, ...]
+    known: bool
+
+    @classmethod
+    def of(cls, image: str) -> StandIn:
+        python = image_python(image)
+        here = f"{sys.version_info.major}.{sys.version_info.minor}"
+        return cls(image, python or here, shipped_packages(image), python is not None)
+
+    @property
+    def key(self) -> str:
+        text = json.dumps([LAYOUT, self.python, sorted(self.ships)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        ships = f" with {', '.join(self.ships)}" if self.ships else ""
+        if not self.known:
+            return (
+                f"Image {self.image}: not one bt_jupyter knows; standing in with a bare "
+                f"Python {self.python}{ships} (on Baseten it is the image's own)"
             )
-            return str(python)
-        shutil.rmtree(env, ignore_errors=True)
-        log(f"Environment: building virtualenv {env.name} for: {', '.join(missing)}")
-        _run([sys.executable, "-m", "venv", "--system-site-packages", str(env)], log)
-        torch = [r for r in missing if _name(r) == "torch"]
-        rest = [r for r in missing if _name(r) != "torch"]
-        uv = shutil.which("uv")
-        if rest:
-            if uv:
-                _run([uv, "pip", "install", "--python", str(python), *rest], log)
-            else:
-                _run([str(python), "-m", "pip", "install", "--progress-bar", "off", *rest], log)
-        if torch:
-            _run([str(python), "-m", "pip", "install", "--progress-bar", "off", *torch], log)
-        (env / ".ready").touch()
-        log(f"Environment: virtualenv {env.name} ready")
-    return str(python)
+        return f"Image {self.image}: standing in with Python {self.python}{ships}, nothing else"
 
 
-def _name(line: str) -> str:
-    try:
-        return Requirement(line).name.lower()
-    except InvalidRequirement:
-        return ""
+def find_python(version: str) -> str | None:
+    """An interpreter of this machine for ``version`` (major.minor), or None."""
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    base = getattr(sys, "_base_executable", sys.executable)
+    if version == here and base and Path(base).exists():
+        return str(base)
+    candidates = [shutil.which(f"python{version}")]
+    candidates += [f"{d}/python{version}" for d in ("/usr/local/bin", "/usr/bin")]
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    if pyenv.is_dir():
+        candidates += [
+            str(p / "bin" / f"python{version}")
+            for p in sorted(pyenv.iterdir(), reverse=True)
+            if re.match(rf"{re.escape(version)}\.\d+$", p.name)
+        ]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
 
 
-def _run(cmd: list[str], log: Log) -> None:
+def image_layer(stand_in: StandIn, cache: Path, log: Log) -> Layer:
+    """The image's layer (Python, pip, shipped packages), built on first use."""
+    root = cache / "images" / stand_in.key
+    layer = Layer(root, _site(root, stand_in.python))
+    with _locked(root):
+        if (root / ".ready").exists():
+            return layer
+        python = find_python(stand_in.python)
+        if python is None:
+            raise EnvBuildError(
+                f"image {stand_in.image} runs Python {stand_in.python}, which this machine "
+                f"does not have; install python{stand_in.python} here, or run the job on "
+                "Baseten"
+            )
+        log(f"Image {stand_in.image}: building its local stand-in (Python {stand_in.python})")
+        started = time.monotonic()
+        shutil.rmtree(root, ignore_errors=True)
+        _run([python, "-m", "venv", str(root)], log)
+        if stand_in.ships:
+            _pip(layer, list(stand_in.ships), log)
+        (root / ".ready").write_text(stand_in.image + "\n")
+        log(f"Image {stand_in.image}: stand-in ready in {time.monotonic() - started:.1f}s")
+    return layer
+
+
+def requirements_layer(
+    image: Layer, stand_in: StandIn, requirements: str, cache: Path, log: Log
+) -> Layer | None:
+    """The layer that holds ``requirements`` over ``image``, built on first use.
+
+    None when the install fails: the job's own install command then meets the same
+    failure on its node, and the job fails with it, as it would on Baseten.
+    """
+    key = hashlib.sha256(f"{stand_in.key}\n{requirements}".encode()).hexdigest()[:16]
+    root = cache / "layers" / key
+    layer = Layer(root, _site(root, stand_in.python))
+    with _locked(root):
+        if (root / ".ready").exists():
+            log(f"Requirements: cached layer {key} (built once for this image and list)")
+            return layer
+        shutil.rmtree(root, ignore_errors=True)
+        _venv(image, root, [image])
+        lines = [line for line in requirements.splitlines() if line.strip()]
+        log(f"Requirements: building layer {key} for {len(lines)} requirement(s)")
+        started = time.monotonic()
+        listed = root / "requirements.txt"
+        listed.write_text(requirements)
+        try:
+            _pip(layer, ["-r", str(listed)], log)
+        except EnvBuildError as exc:
+            log(f"Requirements: the install failed ({exc}); the job's own install will say why")
+            shutil.rmtree(root, ignore_errors=True)
+            return None
+        (root / ".ready").write_text(requirements)
+        log(f"Requirements: layer {key} ready in {time.monotonic() - started:.1f}s")
+    return layer
+
+
+def node_env(target: Path, image: Layer, layers: list[Layer]) -> Layer:
+    """A fresh, empty virtualenv for one node that sees ``layers`` (top first)."""
+    shutil.rmtree(target, ignore_errors=True)
+    _venv(image, target, layers)
+    pip = target / "bin" / "pip"  # `pip install` in a start command installs into the node
+    pip.write_text('#!/bin/sh\nexec "$(dirname "$0")/python" -m pip "$@"\n')
+    pip.chmod(0o755)
+    for alias in ("pip3", f"pip{_version_of(image)}"):
+        (target / "bin" / alias).symlink_to("pip")
+    return Layer(target, _site(target, _version_of(image)))
+
+
+def _version_of(layer: Layer) -> str:
+    return layer.site.parent.name.removeprefix("python")
+
+
+def _venv(image: Layer, root: Path, below: list[Layer]) -> None:
+    """A virtualenv of the image's Python that sees the site-packages of ``below``."""
+    python = _base_python(image)
+    subprocess.run(
+        [python, "-m", "venv", "--without-pip", str(root)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    site = _site(root, _version_of(image))
+    adds = "".join(f"; site.addsitedir({str(layer.site)!r})" for layer in below)
+    # addsitedir (not a plain path line) so the layers' own .pth files are processed too
+    (site / "_bt_layers.pth").write_text(f"import site{adds}\n")
+
+
+def _base_python(image: Layer) -> str:
+    config = (image.root / "pyvenv.cfg").read_text()
+    home = re.search(r"^home\s*=\s*(.+)$", config, re.MULTILINE)
+    version = _version_of(image)
+    if home:
+        candidate = Path(home.group(1).strip()) / f"python{version}"
+        if candidate.exists():
+            return str(candidate)
+    return str(image.bin / "python")
+
+
+def _site(root: Path, version: str) -> Path:
+    return root / "lib" / f"python{version}" / "site-packages"
+
+
+def _pip(layer: Layer, args: list[str], log: Log) -> None:
+    env = {
+        "PATH": f"{layer.bin}{os.pathsep}{IMAGE_PATH}",
+        "HOME": os.environ.get("HOME", "/"),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_ROOT_USER_ACTION": "ignore",
+        "PIP_PROGRESS_BAR": "off",
+        "PIP_NO_INPUT": "1",
+    }
+    for name in ("PIP_CONFIG_FILE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS"):
+        if name in os.environ:  # how this machine reaches its package index
+            env[name] = os.environ[name]
+    _run([str(layer.bin / "python"), "-m", "pip", "install", *args], log, env)
+
+
+def _run(cmd: list[str], log: Log, env: dict[str, str] | None = None) -> None:
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
     assert proc.stdout is not None
     tail: list[str] = []
@@ -115,7 +258,22 @@ def _run(cmd: list[str], log: Log) -> None:
         line = line.rstrip()
         if line:
             log(line)
-            tail = [*tail[-4:], line]
+            tail = [*tail[-2:], line]
     if proc.wait() != 0:
-        detail = tail[-1] if tail else "no output"
-        raise EnvBuildError(f"`{' '.join(cmd[:4])} ...` failed ({proc.returncode}): {detail}")
+        detail = " | ".join(tail) if tail else "no output"
+        raise EnvBuildError(f"`{' '.join(cmd[:5])} ...` failed ({proc.returncode}): {detail}")
+
+
+class _locked:
+    """An exclusive lock on ``<root>.lock`` while a layer is checked or built."""
+
+    def __init__(self, root: Path) -> None:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        self.path = root.parent / f"{root.name}.lock"
+
+    def __enter__(self) -> None:
+        self.file = self.path.open("w")
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+
+    def __exit__(self, *_: object) -> None:
+        self.file.close()

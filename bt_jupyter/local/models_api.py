@@ -24,10 +24,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bt_jupyter import serving_api
-from bt_jupyter.local import deploy
+from bt_jupyter import api, serving_api
+from bt_jupyter.local import checkpoints, deploy
 from bt_jupyter.local.secrets import SecretStore
-from bt_jupyter.local.store import DeploymentRow
+from bt_jupyter.local.store import DeploymentRow, JobRow
 from bt_jupyter.local.wire import ApiError, blocking, log_wire, utc
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ def _truss_config(request: InferenceTemplateRequest, instance: dict[str, Any]) -
                 "artifact_references": [
                     {
                         "training_job_id": source.training_job_id,
-                        "paths": [f"rank-0/{source.checkpoint_name}/"],
+                        "paths": [_checkpoint_path(source.checkpoint_name)],
                     }
                 ],
             },
@@ -180,6 +180,31 @@ def _truss_config(request: InferenceTemplateRequest, instance: dict[str, Any]) -
             },
         }
     )
+
+
+def _checkpoint_path(name: str) -> str:
+    """Where a checkpoint's files are under the job's checkpoint root (``.``: the root)."""
+    return "rank-0/" if name == api.ROOT_CHECKPOINT else f"rank-0/{name}/"
+
+
+def _refuse_unsynced(service: Service, job: JobRow, name: str) -> None:
+    """Baseten serves a checkpoint from storage: not while the ended job's final sync
+    runs, nor one whose files are still syncing (baseten mode's ``checkpoint_sync_s``)."""
+    if service.checkpoint_sync_status(job) == api.CHECKPOINT_SYNCING and job.status.is_terminal:
+        raise GraphQLFailure(
+            f"the checkpoints of training job {job.id} are still syncing to storage"
+        )
+    synced_before = service.synced_before(job)
+    if synced_before is None:
+        return
+    root = service.home.job_dir(job.id) / "checkpoints"
+    synced = checkpoints.scan(job.id, root, include_outputs=True, synced_before=synced_before)
+    written = checkpoints.scan(job.id, root, include_outputs=True)
+    size = {c.name: c.size_bytes for c in written}.get(name)
+    if size is not None and size != {c.name: c.size_bytes for c in synced}.get(name):
+        raise GraphQLFailure(
+            f"checkpoint {name!r} of training job {job.id} is still syncing to storage"
+        )
 
 
 def build_router(
@@ -204,6 +229,7 @@ def build_router(
             if var.is_secret_reference and var.value not in known:
                 raise GraphQLFailure(f"secret {var.value!r} does not exist", "RESOURCE_NOT_FOUND")
         truss_config = _truss_config(request, instance)
+        _refuse_unsynced(service, job, source.checkpoint_name)
         if request.dry_run:
             deploy.resolve_checkpoint(service.home, job, source.checkpoint_name)
             return {"model_version": None, "truss_config": truss_config}

@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import psutil
 
-from bt_jupyter import api
+from bt_jupyter import api, spec
 from bt_jupyter.local import checkpoints, envs, gpus
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.secrets import SecretStore
@@ -140,6 +140,9 @@ class Runner:
         self.dir = home.job_dir(job.id)
         self.spec: dict[str, Any] = job.spec
         self.nodes: list[Node] = []
+        self.image: envs.Layer | None = None
+        #: The layers each node's environment sees, top first (see envs).
+        self.layers: list[envs.Layer] = []
         # A plain flag, not a threading.Event: the SIGTERM handler sets it, and a handler
         # runs on the main thread, maybe inside Event.wait() with the Event's lock held
         # (setting the Event there deadlocked the runner).
@@ -179,7 +182,7 @@ class Runner:
         if not self.store.set_status(self.job.id, S.DEPLOYING):
             return S.STOPPED, None  # stopped before we began
         try:
-            _python, env, plan = self._prepare()
+            env, plan = self._prepare()
         except DeployFailed as exc:
             return S.DEPLOY_FAILED, str(exc)
         except envs.EnvBuildError as exc:
@@ -204,21 +207,27 @@ class Runner:
             if isinstance(v, dict) and (value := store.get(v["name"])) is not None
         ]
 
-    def _prepare(self) -> tuple[str, dict[str, str], list[list[int]]]:
+    def _prepare(self) -> tuple[dict[str, str], list[list[int]]]:
+        """Files, image stand-in, requirements layer and environment: a node's start."""
         plan = self._gpu_plan()  # first: a job that cannot get its GPUs says so on line one
         runtime = self.spec.get("runtime", {})
-        image = self.spec.get("image", {}).get("base_image", "")
-        self.log.add(
-            f"Image {image}: recorded; locally the job runs in this machine's Python environment"
-        )
+        stand_in = envs.StandIn.of(self.spec.get("image", {}).get("base_image", ""))
+        self.log.add(stand_in.describe())
         work = self.dir / "work"
         self._unpack(runtime.get("artifacts", []), work)
         user_env = self._resolve_env(runtime.get("environment_variables", {}))
-        python = envs.python_for(
-            envs.read_requirements(work / "requirements.txt"), self.home.envs, self.log.add
-        )
-        env = self._base_env(python, user_env, runtime)
-        return python, env, plan
+        cache = envs.default_cache()
+        self.image = envs.image_layer(stand_in, cache, self.log.add)
+        self.layers = [self.image]
+        requirements = work / "requirements.txt"
+        commands = runtime.get("start_commands") or []
+        if envs.installs_requirements(commands) and requirements.is_file():
+            layer = envs.requirements_layer(
+                self.image, stand_in, requirements.read_text(), cache, self.log.add
+            )
+            if layer is not None:
+                self.layers.insert(0, layer)
+        return self._base_env(user_env, runtime), plan
 
     def _unpack(self, artifacts: list[dict[str, str]], work: Path) -> None:
         work.mkdir(parents=True, exist_ok=True)
@@ -259,23 +268,22 @@ class Runner:
                 resolved[name] = str(value)
         return resolved
 
-    def _base_env(
-        self, python: str, user_env: dict[str, str], runtime: dict[str, Any]
-    ) -> dict[str, str]:
+    def _base_env(self, user_env: dict[str, str], runtime: dict[str, Any]) -> dict[str, str]:
+        """What a Baseten node's container sees: the image's defaults, the BT_* variables
+        Baseten sets, and the job's own variables. Nothing of this machine's environment
+        (the service's, the notebook's: API keys, HF_TOKEN, AWS_*, PYTHONPATH) leaks in."""
         project = self.store.project(self.job.project_id)
         assert project is not None
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BT_JUPYTER_")}
-        env.update(
-            PATH=f"{Path(python).parent}{os.pathsep}{env.get('PATH', '')}",
-            PYTHONUNBUFFERED="1",
-            BT_TRAINING_JOB_ID=self.job.id,
-            BT_TRAINING_JOB_NAME=self.job.name or self.job.id,
-            BT_TRAINING_PROJECT_ID=project.id,
-            BT_TRAINING_PROJECT_NAME=project.name,
-            BT_RETRY_COUNT="0",
-            BT_GROUP_SIZE=str(self.job.node_count),
-            BT_LEADER_ADDR="127.0.0.1",
-        )
+        env = {
+            "LANG": "C.UTF-8",
+            "BT_TRAINING_JOB_ID": self.job.id,
+            "BT_TRAINING_JOB_NAME": self.job.name or self.job.id,
+            "BT_TRAINING_PROJECT_ID": project.id,
+            "BT_TRAINING_PROJECT_NAME": project.name,
+            "BT_RETRY_COUNT": "0",
+            "BT_GROUP_SIZE": str(self.job.node_count),
+            "BT_LEADER_ADDR": "127.0.0.1",
+        }
         checkpointing = runtime.get("checkpointing_config") or {}
         if checkpointing.get("enabled") and checkpointing.get("checkpoint_path"):
             self.log.add(
@@ -335,8 +343,18 @@ class Runner:
         raise DeployFailed(f"checkpoint reference {typ!r} cannot be loaded locally")
 
     def _checkpoints_of(self, job_id: str) -> list[CheckpointRow]:
-        found = checkpoints.scan(job_id, self.home.job_dir(job_id) / "checkpoints")
-        return found or self.store.checkpoints(job_id)
+        """A job's checkpoints, oldest first (``.`` for files at the root). The ``--out``
+        folder only in baseten mode: Baseten, not knowing it, resolves "latest" to it when
+        it is the newest folder (the cloud client names the checkpoint instead)."""
+        outputs = self.settings.baseten_mode
+        found = checkpoints.scan(
+            job_id, self.home.job_dir(job_id) / "checkpoints", include_outputs=outputs
+        )
+        return found or [
+            c
+            for c in self.store.checkpoints(job_id)
+            if outputs or checkpoints.is_model_checkpoint(c.name)
+        ]
 
     # ------------------------------------------------------------------ nodes
 
@@ -369,7 +387,13 @@ class Runner:
         )
         for rank, gpu_indices in enumerate(plan):
             cwd = work if rank == 0 else self._node_copy(work, rank)
-            env = dict(base)
+            assert self.image is not None
+            node_env = envs.node_env(self.dir / f"env-node-{rank}", self.image, self.layers)
+            home = self.dir / f"home-node-{rank}"
+            home.mkdir(parents=True, exist_ok=True)
+            path = [str(node_env.bin), *(str(layer.bin) for layer in self.layers)]
+            env = {"PATH": os.pathsep.join([*path, envs.IMAGE_PATH]), "HOME": str(home)}
+            env.update(base)  # the job's own variables win, PATH included, as on a node
             env.update(
                 BT_NODE_RANK=str(rank),
                 BT_NUM_GPUS=str(len(gpu_indices)),
@@ -449,8 +473,39 @@ class Runner:
                 next_sample = now + SAMPLE_SECONDS
             if now >= next_status_check:
                 self._check_stopped_elsewhere()
+                over = self._over_limit()
+                if over:
+                    self.log.add(over, level="ERROR")
+                    self._terminate(0)  # as a node's OOM killer or a full volume does
+                    return S.FAILED, over
                 next_status_check = now + 0.5
             time.sleep(0.05)  # the SIGTERM handler's flag is seen within 50 ms
+
+    def _over_limit(self) -> str | None:
+        """Why a node must end as it would on Baseten: over its memory (the OOM killer)
+        or over its checkpoint volume. None while every node is within both."""
+        compute = spec.Compute.model_validate(self.spec.get("compute") or {})
+        checkpointing = (self.spec.get("runtime") or {}).get("checkpointing_config") or {}
+        volume = checkpointing.get("volume_size_gib") if checkpointing.get("enabled") else None
+        for node in self.nodes:
+            used = 0
+            for proc in node.tree():
+                with contextlib.suppress(psutil.Error):
+                    info = proc.memory_info()  # private memory: shared libraries count once
+                    used += max(info.rss - getattr(info, "shared", 0), 0)
+            if used > compute.memory_bytes:
+                return (
+                    f"node {node.rank} ran out of memory (OOMKilled): it used "
+                    f"{_gib(used)} of its {compute.memory} limit; ask for more with --memory"
+                )
+            if volume:
+                written = _disk_usage(self.dir / "checkpoints" / f"rank-{node.rank}")
+                if written > volume * 1024**3:
+                    return (
+                        f"node {node.rank} filled its {volume} GiB checkpoint volume "
+                        f"({_gib(written)} written); ask for more with --checkpoint-volume-gib"
+                    )
+        return None
 
     def _check_stopped_elsewhere(self) -> None:
         """A stop that raced our start (the service marked the job STOPPED) stops us too."""
@@ -533,6 +588,10 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 def _signal(proc: psutil.Process, sig: signal.Signals) -> None:
     with contextlib.suppress(psutil.Error):
         proc.send_signal(sig)
+
+
+def _gib(size: int) -> str:
+    return f"{size / 1024**3:.2f} GiB"
 
 
 def _disk_usage(folder: Path) -> int:

@@ -36,13 +36,29 @@ class Settings:
     #: Baseten's jobs do (blob credentials point there). Empty: the local artifact store.
     s3_endpoint: str = ""
     s3_bucket: str = ""
+    #: Baseten stand-in mode (on with an S3 bucket, or BT_JUPYTER_SERVICE_MODE=baseten):
+    #: the service also behaves as Baseten does where a client can get it wrong. New jobs
+    #: are QUEUED for ``queue_s`` before CREATED; checkpoint files show up
+    #: ``checkpoint_sync_s`` after they were written (``checkpoint_sync_status`` says
+    #: SYNCING until then); every third log line reaches the log API ``log_late_s`` late,
+    #: behind newer lines; checkpoint and artifact URLs refuse an Authorization header.
+    baseten_mode: bool = False
+    queue_s: float = 0.0
+    checkpoint_sync_s: float = 0.0
+    log_late_s: float = 0.0
 
     @classmethod
     def from_env(cls) -> Settings:
+        bucket = os.environ.get("BT_JUPYTER_SERVICE_S3_BUCKET", "")
+        baseten = bool(bucket) or os.environ.get("BT_JUPYTER_SERVICE_MODE", "") == "baseten"
         return cls(
+            baseten_mode=baseten,
+            queue_s=_float("BT_JUPYTER_SERVICE_QUEUE_S", 0.5 * baseten),
+            checkpoint_sync_s=_float("BT_JUPYTER_SERVICE_CHECKPOINT_SYNC_S", 1.5 * baseten),
+            log_late_s=_float("BT_JUPYTER_SERVICE_LOG_LATE_S", 1.5 * baseten),
             stop_grace=_float("BT_JUPYTER_STOP_GRACE_S", cls.stop_grace),
             require_gpu=os.environ.get("BT_JUPYTER_REQUIRE_GPU", "") not in ("", "0", "false"),
             max_artifact_bytes=int(_float("BT_JUPYTER_MAX_ARTIFACT_BYTES", cls.max_artifact_bytes)),
             s3_endpoint=os.environ.get("BT_JUPYTER_SERVICE_S3_ENDPOINT", ""),
-            s3_bucket=os.environ.get("BT_JUPYTER_SERVICE_S3_BUCKET", ""),
+            s3_bucket=bucket,
         )

@@ -268,8 +268,11 @@ class Store:
         project_id: str,
         spec: dict[str, Any],
         idempotency_key: str | None = None,
+        status: TrainingJobStatus = TrainingJobStatus.CREATED,
+        error_message: str | None = None,
     ) -> tuple[JobRow, bool]:
-        """Insert a CREATED job; with a known idempotency key, return that job instead.
+        """Insert a job (CREATED, or QUEUED with queue advice in baseten mode); with a known
+        idempotency key, return that job instead.
 
         Returns the job and whether it was created by this call.
         """
@@ -284,24 +287,23 @@ class Store:
             job_id = new_id()
             db.execute(
                 "INSERT INTO jobs (id, project_id, name, spec, status, node_count, priority,"
-                " created_at, updated_at, idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " created_at, updated_at, idempotency_key, error_message)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     job_id,
                     project_id,
                     spec.get("name"),
                     json.dumps(spec),
-                    TrainingJobStatus.CREATED.value,
+                    status.value,
                     spec.get("compute", {}).get("node_count", 1),
                     spec.get("priority") or 0,
                     now,
                     now,
                     idempotency_key,
+                    error_message,
                 ),
             )
-            db.execute(
-                "INSERT INTO status_history VALUES (?, ?, ?)",
-                (job_id, TrainingJobStatus.CREATED.value, now),
-            )
+            db.execute("INSERT INTO status_history VALUES (?, ?, ?)", (job_id, status.value, now))
             db.execute("UPDATE projects SET updated_at = ? WHERE id = ?", (now, project_id))
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row), True
@@ -343,19 +345,26 @@ class Store:
         return found[0] if found else None
 
     def set_status(
-        self, job_id: str, status: TrainingJobStatus, error_message: str | None = None
+        self,
+        job_id: str,
+        status: TrainingJobStatus,
+        error_message: str | None = None,
     ) -> bool:
-        """Move a job to ``status`` if the lifecycle allows it; False (and no change) if not."""
+        """Move a job to ``status`` if the lifecycle allows it; False (and no change) if not.
+        Leaving the queue drops the queue advice the job had as its message."""
         now = time.time()
         with self._tx() as db:
             row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None or not TrainingJobStatus(row["status"]).can_become(status):
                 return False
+            waited = TrainingJobStatus(row["status"]).is_waiting
             db.execute(
                 "UPDATE jobs SET status = ?, error_message = COALESCE(?, error_message),"
                 " updated_at = ? WHERE id = ?",
                 (status.value, error_message, now, job_id),
             )
+            if waited and error_message is None:
+                db.execute("UPDATE jobs SET error_message = NULL WHERE id = ?", (job_id,))
             db.execute("INSERT INTO status_history VALUES (?, ?, ?)", (job_id, status.value, now))
         return True
 
@@ -401,9 +410,17 @@ class Store:
         descending: bool = False,
         limit: int = 500,
         min_level: str | None = None,
+        late_every: int = 0,
+        late_before_ns: int = 0,
     ) -> list[LogRow]:
+        """A window of lines by timestamp. ``late_every``: every that-many-th line is left
+        out until ``late_before_ns`` passes its timestamp (lines that reach a log store
+        late, behind newer ones, as on Baseten)."""
         where: list[str] = ["job_id = ?"]
         args: list[str | int] = [job_id]
+        if late_every:
+            where.append("(id % ? != 0 OR ts_ns <= ?)")
+            args += [late_every, late_before_ns]
         if start_ns is not None:
             where.append("ts_ns >= ?")
             args.append(start_ns)

@@ -5,8 +5,9 @@ Layout of the archive (what the job's working directory holds)::
     bt_bundle/manifest.json   captured names, requirements, Python, entry point, files
     bt_bundle/cell.py         the cell (IPython syntax turned into Python)
     bt_bundle/namespace.pkl   the names that travel by value
+    bt_jupyter/install.py     installs requirements.txt (``python -m bt_jupyter.install``)
     bt_jupyter/runtime.py     the in-job runtime (``python -m bt_jupyter.runtime``)
-    requirements.txt          pinned requirements
+    requirements.txt          pinned requirements of every import the job runs
     <local modules and --include files, at their import paths>
 
 Entries are sorted with fixed times, owners and modes, so the same cell and state give
@@ -25,11 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from bt_jupyter.packaging import capture as capture_mod
-from bt_jupyter.packaging import deps, files
+from bt_jupyter.packaging import deps, files, imports
 from bt_jupyter.runtime import BUNDLE_DIR
 
-RUNTIME_SOURCE = Path(__file__).resolve().parent.parent / "runtime.py"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+#: The modules of bt_jupyter that travel in every bundle (standard library only).
+IN_JOB_SOURCES = ("install.py", "runtime.py")
 RUNTIME_INIT = '"""The part of bt_jupyter that runs inside a job (see runtime.py)."""\n'
+INSTALL = "python -m bt_jupyter.install"
 ENTRY = "python -m bt_jupyter.runtime"
 
 
@@ -42,6 +46,10 @@ class PackageOptions:
     include: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     base_image: str | None = None
+    #: The Python of a ``base_image`` bt_jupyter cannot tell (``--image-python``).
+    image_python: str | None = None
+    #: The job asks for GPUs: its torch must be able to use CUDA.
+    gpu: bool = False
     launcher: str | None = None
     nproc_per_node: int | None = None
     max_value_bytes: int = capture_mod.DEFAULT_MAX_VALUE_BYTES
@@ -89,7 +97,8 @@ class Bundle:
 
     @property
     def start_commands(self) -> list[str]:
-        return [str(self.manifest["entry_point"])]
+        """Install the requirements, then run the cell: all a bare image needs."""
+        return [INSTALL, str(self.manifest["entry_point"])]
 
     def export(self, folder: Path) -> list[Path]:
         """Write the bundle's files into ``folder`` (for ``truss train push``)."""
@@ -108,32 +117,36 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
     captured = capture_mod.capture(
         python_source, namespace, max_value_bytes=options.max_value_bytes
     )
-    local = files.local_modules(captured.modules)
-    bundle_files: dict[str, Data] = {}
-    listed: list[dict[str, Any]] = []
-    for name, root in local.items():
-        for path, file in files.local_module_files(name, root):
-            bundle_files[path] = file.read_bytes()
+    imported = [
+        *imports.in_source(python_source, "the cell"),
+        *captured.code_imports,
+        *(imports.ImportedModule(m, False, "the notebook state") for m in captured.modules),
+    ]
+    if options.launcher == "torchrun":  # torchrun itself comes with torch
+        imported.append(imports.ImportedModule("torch", False, "--launcher torchrun"))
+    local, bundle_files = _local_code(imported)
     for path, file in files.included_files(options.include, options.notebook_dir):
         bundle_files[path] = file.read_bytes()
-    detected = deps.pins_for(captured.modules, skip=local)
     explicit = (
         deps.read_requirements_file(options.requirements_file) if options.requirements_file else []
     )
+    detected = deps.requirements_for(imported, local, [*explicit, *options.pip])
     requirements = deps.merge(
         ("detected", detected),
         (str(options.requirements_file or "--requirements"), explicit),
         ("--pip", options.pip),
     )
     base_image = options.base_image or deps.default_base_image(requirements)
-    deps.check_image(base_image)
+    requirements = deps.check_image(base_image, requirements, options.gpu, options.image_python)
     entry = ENTRY
     if options.launcher == "torchrun":
         entry += " --launcher torchrun"
         if options.nproc_per_node:
             entry += f" --nproc-per-node {options.nproc_per_node}"
-    for path, data in sorted(bundle_files.items()):
-        listed.append({"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    listed = [
+        {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        for path, data in sorted(bundle_files.items())
+    ]
     manifest: dict[str, Any] = {
         "format": 1,
         "python": deps.PYTHON,
@@ -154,11 +167,40 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
             f"{BUNDLE_DIR}/namespace.pkl": captured.payload,
             **{f"{BUNDLE_DIR}/buffers/{i}.bin": b for i, b in enumerate(captured.buffers)},
             "bt_jupyter/__init__.py": RUNTIME_INIT.encode(),
-            "bt_jupyter/runtime.py": RUNTIME_SOURCE.read_bytes(),
+            **{f"bt_jupyter/{f}": (PACKAGE_DIR / f).read_bytes() for f in IN_JOB_SOURCES},
             "requirements.txt": "".join(f"{r}\n" for r in requirements).encode(),
         }
     )
     return Bundle(files=bundle_files, manifest=manifest)
+
+
+def _local_code(imported: list[imports.ImportedModule]) -> tuple[dict[str, Path], dict[str, Data]]:
+    """Local modules the job imports, followed through their own imports, and their files.
+
+    ``imported`` grows by the imports found in the local modules' source.
+    """
+    local: dict[str, Path] = {}
+    bundle_files: dict[str, Data] = {}
+    checked: set[str] = set()
+    pending = {m.top for m in imported}
+    while pending - checked:
+        found = files.local_modules(pending - checked)
+        checked |= pending
+        for name, root in found.items():
+            local[name] = root
+            for path, file in files.local_module_files(name, root):
+                data = bundle_files[path] = file.read_bytes()
+                if not path.endswith(".py"):
+                    continue
+                try:
+                    more = imports.in_source(data.decode("utf-8", "replace"), path)
+                except SyntaxError as exc:
+                    raise capture_mod.CaptureError(
+                        f"local module {path} is not valid Python: line {exc.lineno}: {exc.msg}"
+                    ) from None
+                imported.extend(more)
+                pending |= {m.top for m in more}
+    return local, bundle_files
 
 
 def _plain_python(source: str) -> str:
@@ -183,7 +225,8 @@ def describe(bundle: Bundle) -> Iterable[str]:
     m = bundle.manifest
     yield f"bundle {bundle.sha256[:12]}  {len(bundle.archive):,} bytes  Python {m['python']}"
     yield f"image     {m['base_image']}"
-    yield f"command   {m['entry_point']}"
+    for command in bundle.start_commands:
+        yield f"command   {command}"
     for c in m["captured"]:
         if c["kind"] == "import":
             detail = c["source"]

@@ -33,6 +33,7 @@ from typing import Any
 import cloudpickle
 
 from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.packaging import imports as imports_mod
 
 DEFAULT_MAX_VALUE_BYTES = 100 * 1000 * 1000
 _BUILTINS = frozenset(dir(builtins))
@@ -63,6 +64,8 @@ class Capture:
     buffers: list[memoryview]
     #: Top-level modules the job must be able to import (imports and unpickling).
     modules: set[str] = field(default_factory=set)
+    #: Imports inside the notebook functions and classes that travel by value.
+    code_imports: list[imports_mod.ImportedModule] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- names
@@ -339,12 +342,14 @@ def capture(
     modules = {s.split()[1].split(".")[0] for s in imports.values()}
     modules |= pickled_modules(payload)
     ordered = [names[n] for n in sorted(names)]
+    code = [(n, o) for n, o in by_value.items() if names[n].kind in ("function", "class")]
     return Capture(
         names=ordered,
         imports=[imports[n] for n in sorted(imports)],
         payload=payload,
         buffers=buffers,
         modules=modules,
+        code_imports=imports_mod.in_objects(code),
     )
 
 

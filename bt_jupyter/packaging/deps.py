@@ -1,16 +1,19 @@
-"""Pinned requirements for what a cell imports, and the base image that can run it.
+"""Pinned requirements for every import a job runs, and the base image that can run it.
 
-Top-level modules map to the distributions that provide them, pinned to the versions
-installed here, so the job runs with the notebook's versions. The standard library,
-local code (which travels as source) and bt_jupyter's runtime (which travels in the
-bundle) need nothing. Requirements given with ``--pip`` or ``--requirements`` are merged
-in; two different pins of one distribution are reported, never silently resolved.
+Top-level modules map to the distributions that provide them (``yaml`` -> PyYAML,
+``sklearn`` -> scikit-learn), pinned to the versions installed here without local labels
+(``2.13.0+cpu`` -> ``2.13.0``, so a CPU notebook still gets CUDA torch on a GPU node).
+The standard library and local code (which travels as source) need nothing; the
+runtime needs cloudpickle. Requirements given with ``--pip`` or ``--requirements`` are
+merged in; two different pins of one distribution are reported, never silently
+resolved. A module the job imports that nothing here can provide is an error before
+anything is sent.
 """
 
 from __future__ import annotations
 
 import functools
-import re
+import importlib.util
 import sys
 from collections.abc import Iterable
 from importlib import metadata
@@ -18,18 +21,21 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.images import TORCH_IMAGES, image_python, torch_image
+from bt_jupyter.packaging.imports import ImportedModule
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
-#: Python in the official pytorch/pytorch images, by torch minor version.
-_PYTORCH_IMAGE_PYTHON = {"2.4": "3.11", "2.5": "3.11", "2.6": "3.11", "2.7": "3.11", "2.8": "3.12"}
-_CUDA_FOR_TORCH = {"2.4": "12.4", "2.5": "12.4", "2.6": "12.6", "2.7": "12.8", "2.8": "12.8"}
+#: What the job's runtime itself imports besides the standard library.
+RUNTIME_DISTRIBUTIONS = ("cloudpickle",)
+#: The only part of bt_jupyter a job can import (it travels in the bundle).
+IN_JOB_MODULES = frozenset({"bt_jupyter", "bt_jupyter.runtime"})
 
 
 class DependencyError(BtJupyterError):
-    """Requirements that conflict or cannot be read."""
+    """Requirements that conflict, cannot be read, or cannot be found."""
 
 
 @functools.cache
@@ -37,20 +43,105 @@ def _distributions() -> dict[str, list[str]]:
     return dict(metadata.packages_distributions())
 
 
-def pins_for(modules: Iterable[str], skip: Iterable[str] = ()) -> list[str]:
-    """``dist==version`` for each third-party top-level module (stdlib and ``skip`` excluded)."""
-    skipped = {*skip, "bt_jupyter", "__main__"}
+def _is_stdlib(top: str) -> bool:
+    return top in sys.stdlib_module_names or top in sys.builtin_module_names
+
+
+def distributions_for(module: str) -> list[str]:
+    """The installed distributions that provide ``module`` (a dotted name).
+
+    A namespace package (``google``) is shared by many distributions: the ones whose
+    files hold the imported sub-package are kept.
+    """
+    parts = module.split(".")
+    candidates = sorted(set(_distributions().get(parts[0], [])))
+    if len(candidates) <= 1 or len(parts) == 1:
+        return candidates
+    prefix = "/".join(parts[:2])
+    holding = [
+        dist
+        for dist in candidates
+        if any(str(f).startswith((f"{prefix}/", f"{prefix}.")) for f in metadata.files(dist) or [])
+    ]
+    return holding or candidates
+
+
+def pin(dist: str) -> str | None:
+    """``dist==version`` for an installed distribution, without a local label."""
+    try:
+        version = Version(metadata.version(dist)).public
+    except (metadata.PackageNotFoundError, InvalidVersion):
+        return None
+    return f"{metadata.metadata(dist)['Name'] or dist}=={version}"
+
+
+def requirements_for(
+    imported: Iterable[ImportedModule], local: Iterable[str], explicit: Iterable[str] = ()
+) -> list[str]:
+    """Pins for the modules a job imports, plus the runtime's own; clear errors otherwise.
+
+    ``local`` are top-level modules that travel as source; ``explicit`` the user's own
+    requirements (``--pip``/``--requirements``), which may provide a module not
+    installed here.
+    """
+    local_names = {*local, "__main__"}
+    unverifiable = [r for r in explicit if not _installed(r)]
+    by_top: dict[str, ImportedModule] = {}
+    for module in imported:  # one entry per top-level module; a required import wins
+        seen = by_top.get(module.top)
+        if seen is None or (seen.optional and not module.optional):
+            by_top[module.top] = module
     pins: dict[str, str] = {}
-    for module in sorted(set(modules) - skipped):
-        if module in sys.stdlib_module_names or module in sys.builtin_module_names:
+    for top, module in sorted(by_top.items()):
+        if _is_stdlib(top) or top in local_names:
             continue
-        for dist in _distributions().get(module, []):
-            try:
-                version = metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                continue
-            pins[canonicalize_name(dist)] = f"{dist}=={Version(version).public}"
+        if top == "bt_jupyter":
+            if module.name not in IN_JOB_MODULES and not module.optional:
+                raise DependencyError(
+                    f"{module.where}: `{module.name}` is not available inside a job; only "
+                    "bt_jupyter.runtime (log_metrics, checkpoint_dir) travels with it"
+                )
+            continue
+        dists = distributions_for(module.name)
+        for dist in dists:
+            if (line := pin(dist)) is not None:
+                pins[canonicalize_name(dist)] = line
+        if dists or module.optional or unverifiable:
+            continue
+        found = _find_spec(top)
+        if found is not None:
+            raise DependencyError(
+                f"{module.where}: `{top}` is installed here ({found}) but belongs to no "
+                "pip distribution, so the job cannot install it; put its source next to "
+                "the notebook, or add it with --include"
+            )
+        raise DependencyError(
+            f"{module.where}: `{top}` is not installed here and is not local code; "
+            f"install it in this notebook's environment, or name the distribution that "
+            f"provides it with --pip (e.g. --pip {top.replace('_', '-')})"
+        )
+    for dist in RUNTIME_DISTRIBUTIONS:
+        if (line := pin(dist)) is not None:
+            pins.setdefault(canonicalize_name(dist), line)
     return [pins[k] for k in sorted(pins)]
+
+
+def _installed(line: str) -> bool:
+    try:
+        metadata.version(Requirement(line).name)
+    except (InvalidRequirement, metadata.PackageNotFoundError):
+        return False
+    return True
+
+
+def _find_spec(top: str) -> str | None:
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if found is None:
+        return None
+    return found.origin or ", ".join(found.submodule_search_locations or []) or top
 
 
 def merge(*sources: tuple[str, Iterable[str]]) -> list[str]:
@@ -73,7 +164,7 @@ def merge(*sources: tuple[str, Iterable[str]]) -> list[str]:
             first_origin, first = chosen[key]
             if str(first.specifier) == str(req.specifier):
                 continue
-            pinned = _pinned(first)
+            pinned = pinned_version(first)
             if (
                 origin != "detected"
                 and first_origin == "detected"
@@ -88,7 +179,7 @@ def merge(*sources: tuple[str, Iterable[str]]) -> list[str]:
     return [str(req) for _, req in sorted(chosen.values(), key=lambda c: c[1].name.lower())]
 
 
-def _pinned(req: Requirement) -> str | None:
+def pinned_version(req: Requirement) -> str | None:
     specs = list(req.specifier)
     return specs[0].version if len(specs) == 1 and specs[0].operator == "==" else None
 
@@ -105,43 +196,75 @@ def read_requirements_file(path: Path) -> list[str]:
     ]
 
 
-def default_base_image(requirements: list[str]) -> str:
-    """The official PyTorch image for the torch in use (its CUDA), else python:X.Y-slim."""
-    torch = next(
-        (r for r in requirements if canonicalize_name(Requirement(r).name) == "torch"), None
-    )
-    version = _pinned(Requirement(torch)) if torch else None
-    if version:
-        minor = ".".join(version.split(".")[:2])
-        cuda = _local_cuda() or _CUDA_FOR_TORCH.get(minor)
-        if cuda and _PYTORCH_IMAGE_PYTHON.get(minor) == PYTHON:
-            return f"pytorch/pytorch:{version}-cuda{cuda}-cudnn9-runtime"
-    return f"python:{PYTHON}-slim"
-
-
-def _local_cuda() -> str | None:
-    module = sys.modules.get("torch")
-    return getattr(getattr(module, "version", None), "cuda", None) if module else None
-
-
-def image_python(image: str) -> str | None:
-    """The Python major.minor a known image runs, or None when it cannot be told."""
-    name, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
-    if name.endswith("python") or name == "python":
-        match = re.match(r"(\d+\.\d+)", tag)
-        return match.group(1) if match else None
-    if name.endswith("pytorch/pytorch"):
-        match = re.match(r"(\d+\.\d+)", tag)
-        return _PYTORCH_IMAGE_PYTHON.get(match.group(1)) if match else None
+def _torch(requirements: Iterable[str]) -> Requirement | None:
+    for line in requirements:
+        req = Requirement(line)
+        if canonicalize_name(req.name) == "torch":
+            return req
     return None
 
 
-def check_image(image: str) -> None:
-    """Refuse an image whose Python cannot unpickle what this Python captured."""
-    python = image_python(image)
-    if python is not None and python != PYTHON:
+def default_base_image(requirements: list[str]) -> str:
+    """The official PyTorch image for the pinned torch when it runs this Python, else
+    python:X.Y-slim (where the job's start commands install torch from PyPI)."""
+    torch = _torch(requirements)
+    version = pinned_version(torch) if torch else None
+    if version:
+        image = TORCH_IMAGES.get(".".join(version.split(".")[:2]))
+        if image is not None and image.torch == version and image.python == PYTHON:
+            return image.name
+    return f"python:{PYTHON}-slim"
+
+
+def check_image(
+    image: str, requirements: list[str], gpu: bool = False, declared_python: str | None = None
+) -> list[str]:
+    """Refuse an image that cannot run the job; return the requirements fitted to it.
+
+    The image's Python must be the notebook's (pickled notebook code is bytecode of one
+    Python): known images are checked, any other needs its Python declared
+    (``--image-python``). On an official PyTorch image torch is the image's own, never
+    reinstalled. A GPU job needs a torch that can use CUDA.
+    """
+    python = image_python(image) or declared_python
+    if python is None:
+        raise DependencyError(
+            f"cannot tell which Python base image {image} runs, and the cell's state "
+            f"travels as Python {PYTHON} bytecode; if it runs Python {PYTHON}, say so with "
+            f"--image-python {PYTHON}, or use python:{PYTHON}-slim or an official "
+            "pytorch/pytorch image"
+        )
+    if python != PYTHON:
         raise DependencyError(
             f"base image {image} runs Python {python}, but the cell's state was captured with "
             f"Python {PYTHON} and cannot be unpickled there; use an image with Python {PYTHON} "
             f"(e.g. python:{PYTHON}-slim)"
         )
+    torch = _torch(requirements)
+    shipped = torch_image(image)
+    if (
+        shipped is not None
+        and torch is not None
+        and not torch.specifier.contains(shipped.torch, prereleases=True)
+    ):
+        if pinned_version(torch) is None:
+            raise DependencyError(
+                f"base image {image} ships torch {shipped.torch}, but the job asks for "
+                f"{torch}; choose the image of that torch or drop the requirement"
+            )
+        # the notebook's pin: the image's torch replaces it (a chosen image wins)
+        requirements = [
+            f"torch=={shipped.torch}" if _torch([r]) is not None else r for r in requirements
+        ]
+    if gpu and torch is not None and (torch_local := _local_label(torch)):
+        raise DependencyError(
+            f"the job asks for a GPU but its torch requirement `{torch}` is a {torch_local} "
+            "build; drop the local label (e.g. torch=="
+            f"{(pinned_version(torch) or '').split('+')[0]}) to get CUDA torch on the node"
+        )
+    return requirements
+
+
+def _local_label(req: Requirement) -> str | None:
+    version = pinned_version(req)
+    return version.split("+", 1)[1] if version and "+" in version else None

@@ -9,6 +9,7 @@ virtualenvs and checkpoint folders never travel.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import sysconfig
@@ -50,7 +51,7 @@ def local_modules(modules: Iterable[str], skip: Iterable[str] = ("bt_jupyter",))
     found: dict[str, Path] = {}
     for name in sorted(set(modules) - set(skip)):
         module = sys.modules.get(name)
-        file = getattr(module, "__file__", None)
+        file = getattr(module, "__file__", None) if module else _origin(name)
         if not file:
             continue
         path = Path(file).resolve()
@@ -59,6 +60,15 @@ def local_modules(modules: Iterable[str], skip: Iterable[str] = ("bt_jupyter",))
         is_package = path.name == "__init__.py"
         found[name] = path.parent.parent if is_package else path.parent
     return found
+
+
+def _origin(name: str) -> str | None:
+    """Where a module not imported yet would load from (found, not executed)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None and spec.has_location else None
 
 
 def local_module_files(name: str, root: Path) -> Iterator[tuple[str, Path]]:

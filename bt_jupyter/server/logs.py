@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from bt_jupyter import api
+from bt_jupyter.client import LOG_GRACE_S, LOG_LOOK_BACK_MS, node_of
 from bt_jupyter.jobs import Client, Job
 from bt_jupyter.server.errors import BadRequest
 from bt_jupyter.server.wire import JSON, updated_at
@@ -37,8 +38,8 @@ MAX_TIMEOUT_S = 30.0
 MAX_LINES = 5000
 CLOUD_POLL_S = 1.0
 #: Lines can reach Baseten's log store shortly after the job ended: keep reading this
-#: long after the end before saying ``done`` (as ApiClient.poll_logs does).
-CLOUD_LINGER_S = 3.0
+#: long after the end before saying ``done`` (as ApiClient.poll_logs and truss do).
+CLOUD_LINGER_S = LOG_GRACE_S
 
 
 @dataclass(frozen=True)
@@ -103,12 +104,7 @@ class LogPage:
 
 
 def line_json(line: api.LogV1) -> JSON:
-    node = line.replica
-    return {
-        "timestamp": _ms(line),
-        "message": line.message,
-        "node": int(node) if node is not None and node.isdigit() else None,
-    }
+    return {"timestamp": _ms(line), "message": line.message, "node": node_of(line.replica)}
 
 
 def read(client: Client, job_id: str, query: LogQuery) -> JSON:
@@ -125,7 +121,7 @@ def _ms(line: api.LogV1) -> int:
 
 
 def _on_node(line: api.LogV1, node: int | None) -> bool:
-    return node is None or line.replica == str(node)
+    return node is None or node_of(line.replica) == node
 
 
 # --------------------------------------------------------------------------- local
@@ -199,12 +195,16 @@ def _is_digest(text: str) -> bool:
 
 
 def _cloud_tail(job: Job, tail: int) -> list[api.LogV1]:
-    """The newest ``tail`` lines (at most one window), oldest first."""
-    since = int(job.created_at.timestamp() * 1000) - 1000
+    """The newest ``tail`` lines (at most one request), oldest first: a window that ends
+    at the job's end (or now) and starts at its creation, at most 7 days before."""
+    last = job.updated_at.timestamp() if job.status.is_terminal else time.time()
+    end = int(last * 1000) + LOG_LOOK_BACK_MS
+    since = max(int(job.created_at.timestamp() * 1000) - 1000, end - api.MAX_LOG_WINDOW_MS)
     window = job.client.api.logs(
         job.project_id,
         job.id,
         start_epoch_millis=since,
+        end_epoch_millis=end,
         direction=api.SortOrderV1.DESC,
         limit=min(tail, api.MAX_LOG_LIMIT),
     )

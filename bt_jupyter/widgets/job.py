@@ -276,9 +276,10 @@ class JobWatcher:
         if names != self._rank_names:
             ranks: dict[str, set[int]] = {}
             for f in self.job.client.api.checkpoint_files(self.job.project_id, self.job.id):
-                parts = f.relative_file_name.split("/")
+                parts = f.relative_file_name.split("/")  # rank-N/<checkpoint>/... or rank-N/file
                 if len(parts) > 1:
-                    ranks.setdefault(parts[1], set()).add(f.node_rank)
+                    name = parts[1] if len(parts) > 2 else api.ROOT_CHECKPOINT
+                    ranks.setdefault(name, set()).add(f.node_rank)
             self._rank_cache = {name: sorted(r) for name, r in ranks.items()}
             self._rank_names = names
         return self._rank_cache
