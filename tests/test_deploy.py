@@ -16,7 +16,7 @@ from bt_jupyter.deployments import DeploymentFailed
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from bt_jupyter.packaging import PackageOptions, package_cell
-from tests.helpers import bundle
+from tests.helpers import INSTALL, bundle, requirements
 
 pytest.importorskip("transformers")
 
@@ -75,15 +75,19 @@ def bt(local_home: Home) -> Iterator[Client]:
         yield client
 
 
+#: What the training scripts import: a job installs it, as on a Baseten node.
+NEEDS = requirements("torch", "tokenizers", "transformers", "peft", "safetensors")
+
+
 def _run(bt: Client, script: str, **env: str) -> Job:
-    artifact = bt.api.upload_artifact(bundle({"train.py": script}))[0]
+    artifact = bt.api.upload_artifact(bundle({"train.py": script, **NEEDS}))[0]
     project = bt.api.upsert_project(f"deploy-{new_id()}")
     job = bt.api.create_job(
         project.id,
         spec.TrainingJob(
             image=spec.Image(base_image="python:3.11-slim"),
             runtime=spec.Runtime(
-                start_commands=["python train.py"],
+                start_commands=[INSTALL, "python train.py"],
                 environment_variables=env,
                 checkpointing_config=spec.CheckpointingConfig(enabled=True),
             ),

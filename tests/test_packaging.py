@@ -27,7 +27,7 @@ from bt_jupyter.packaging import (
     names_read,
     package_cell,
 )
-from bt_jupyter.packaging.deps import PYTHON, merge
+from bt_jupyter.packaging.deps import PYTHON, merge, pin
 from bt_jupyter.packaging.export import export_project
 from tests.helpers import messages, wait_terminal
 
@@ -258,8 +258,9 @@ def test_requirements_file_and_pip_options(shell: InteractiveShell, tmp_path: Pa
     bundle = package_cell(
         "x = 1", shell.user_ns, PackageOptions(requirements_file=reqs, pip=("peft==0.12.0",))
     )
-    assert bundle.requirements == ["peft==0.12.0", "trl==0.9.6"]
-    assert bundle.files["requirements.txt"] == b"peft==0.12.0\ntrl==0.9.6\n"
+    runtime_pin = pin("cloudpickle")  # what the in-job runtime needs, always
+    assert bundle.requirements == [runtime_pin, "peft==0.12.0", "trl==0.9.6"]
+    assert bundle.files["requirements.txt"] == f"{runtime_pin}\npeft==0.12.0\ntrl==0.9.6\n".encode()
 
 
 def test_a_base_image_with_another_python_is_refused(shell: InteractiveShell) -> None:
@@ -424,6 +425,8 @@ def test_tracebacks_point_at_the_cell(
     assert done.status == S.FAILED
     assert done.error_message == "node 0 exited with code 1: ValueError: stop at 3"
     out = messages(client, job, node="0")
+    assert out[0].startswith("bt_jupyter install: ")  # the first start command
+    out = out[1:]
     assert out[0] == "Traceback (most recent call last):"
     assert out[1].endswith('bt_bundle/cell.py", line 5, in <module>')
     assert out[2].strip() == "raise ValueError(f'stop at {i}')"
@@ -457,8 +460,10 @@ dist.destroy_process_group()
         cell, shell.user_ns, PackageOptions(launcher="torchrun", nproc_per_node=2)
     )
     assert bundle.start_commands == [
-        "python -m bt_jupyter.runtime --launcher torchrun --nproc-per-node 2"
+        "python -m bt_jupyter.install",
+        "python -m bt_jupyter.runtime --launcher torchrun --nproc-per-node 2",
     ]
+    assert any(r.startswith("torch==") for r in bundle.requirements)  # torchrun needs it
     job = _submit(client, project, bundle, compute=spec.Compute(node_count=2))
     done = wait_terminal(client, job, timeout=240)
     assert done.status == S.COMPLETED, done.error_message

@@ -200,13 +200,16 @@ def _version_of(layer: Layer) -> str:
 def _venv(image: Layer, root: Path, below: list[Layer]) -> None:
     """A virtualenv of the image's Python that sees the site-packages of ``below``."""
     python = _base_python(image)
-    subprocess.run(
+    made = subprocess.run(
         [python, "-m", "venv", "--without-pip", str(root)],
-        check=True,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
     )
+    if made.returncode != 0:
+        detail = made.stderr.strip().splitlines()[-1:] or [f"exit {made.returncode}"]
+        raise EnvBuildError(f"could not create a virtualenv at {root}: {detail[0]}")
     site = _site(root, _version_of(image))
     adds = "".join(f"; site.addsitedir({str(layer.site)!r})" for layer in below)
     # addsitedir (not a plain path line) so the layers' own .pth files are processed too

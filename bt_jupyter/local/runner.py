@@ -125,6 +125,7 @@ class Node:
     ps: psutil.Process
     gpu_indices: list[int]
     last_error: str = ""
+    saw_error: bool = False
     readers: list[threading.Thread] = field(default_factory=list)
 
     def tree(self) -> list[psutil.Process]:
@@ -140,9 +141,9 @@ class Runner:
         self.dir = home.job_dir(job.id)
         self.spec: dict[str, Any] = job.spec
         self.nodes: list[Node] = []
-        self.image: envs.Layer | None = None
-        #: The layers each node's environment sees, top first (see envs).
+        #: The layers each node's environment sees, top first, and each node's own (envs).
         self.layers: list[envs.Layer] = []
+        self.node_envs: list[envs.Layer] = []
         # A plain flag, not a threading.Event: the SIGTERM handler sets it, and a handler
         # runs on the main thread, maybe inside Event.wait() with the Event's lock held
         # (setting the Event there deadlocked the runner).
@@ -217,16 +218,20 @@ class Runner:
         self._unpack(runtime.get("artifacts", []), work)
         user_env = self._resolve_env(runtime.get("environment_variables", {}))
         cache = envs.default_cache()
-        self.image = envs.image_layer(stand_in, cache, self.log.add)
-        self.layers = [self.image]
+        image = envs.image_layer(stand_in, cache, self.log.add)
+        self.layers = [image]
         requirements = work / "requirements.txt"
         commands = runtime.get("start_commands") or []
         if envs.installs_requirements(commands) and requirements.is_file():
             layer = envs.requirements_layer(
-                self.image, stand_in, requirements.read_text(), cache, self.log.add
+                image, stand_in, requirements.read_text(), cache, self.log.add
             )
             if layer is not None:
                 self.layers.insert(0, layer)
+        self.node_envs = [
+            envs.node_env(self.dir / f"env-node-{rank}", image, self.layers)
+            for rank in range(len(plan))
+        ]
         return self._base_env(user_env, runtime), plan
 
     def _unpack(self, artifacts: list[dict[str, str]], work: Path) -> None:
@@ -387,8 +392,7 @@ class Runner:
         )
         for rank, gpu_indices in enumerate(plan):
             cwd = work if rank == 0 else self._node_copy(work, rank)
-            assert self.image is not None
-            node_env = envs.node_env(self.dir / f"env-node-{rank}", self.image, self.layers)
+            node_env = self.node_envs[rank]
             home = self.dir / f"home-node-{rank}"
             home.mkdir(parents=True, exist_ok=True)
             path = [str(node_env.bin), *(str(layer.bin) for layer in self.layers)]
@@ -436,8 +440,12 @@ class Runner:
             for start in range(0, max(len(text), 1), MAX_LINE):
                 chunk = text[start : start + MAX_LINE]
                 level = level_of(chunk)
+                # The error is the last ERROR line on stderr (a traceback's last line,
+                # pip's "ERROR: ..."), not a notice printed after it.
                 if is_err and chunk.strip() and level != "DEBUG":
-                    node.last_error = chunk.strip()
+                    if level == "ERROR" or not node.saw_error:
+                        node.last_error = chunk.strip()
+                    node.saw_error |= level == "ERROR"
                 self.log.add(chunk, node=node.rank, level=level)
         stream.close()
 
