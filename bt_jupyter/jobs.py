@@ -21,7 +21,7 @@ from typing import Any, Literal, overload
 from bt_jupyter import api, spec
 from bt_jupyter.client import SYNC_TIMEOUT_S, ApiClient, FollowedLog, node_of
 from bt_jupyter.deployments import CloudDeployment, Deployment, LocalDeployment
-from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.errors import BtJupyterError, InvalidConfigError
 from bt_jupyter.packaging import Bundle
 from bt_jupyter.packaging.files import included_files
 
@@ -129,6 +129,11 @@ class Client:
         """Create ``project.job`` with the bundle's files (uploaded once per content), in
         the project of that name (of ``team`` when given)."""
         project = spec.as_training_project(project)
+        if bundle is not None and not project.job.enable_baseten_workdir:
+            raise InvalidConfigError(
+                "TrainingJob.enable_baseten_workdir: a packaged cell runs from its files in "
+                "the working directory, so it needs enable_baseten_workdir=True (the default)"
+            )
         if team is not None and not self.api.local_extensions:
             from bt_jupyter.cloud.teams import team_id
 

@@ -9,6 +9,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import psutil
@@ -89,6 +90,17 @@ def requirements(*dists: str) -> dict[str, str]:
 
     pins = [f"{d}=={Version(metadata.version(d)).public}" for d in dists]
     return {"requirements.txt": "".join(f"{p}\n" for p in pins)}
+
+
+def in_job_runtime() -> dict[str, str]:
+    """bt_jupyter's in-job runtime as files, as a packaged cell carries it (a job's image
+    has no bt_jupyter: ``from bt_jupyter.runtime import log_metrics`` needs these)."""
+    from bt_jupyter import runtime
+
+    return {
+        "bt_jupyter/__init__.py": "",
+        "bt_jupyter/runtime.py": Path(runtime.__file__).read_text(),
+    }
 
 
 def bundle(files: dict[str, str]) -> bytes:

@@ -15,8 +15,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bt_jupyter.packaging import Bundle
-
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -67,8 +65,3 @@ def run_like_a_node(
         if proc.returncode != 0:
             return NodeRun(proc.returncode, "".join(output))
     return NodeRun(0, "".join(output))
-
-
-def unpack(bundle: Bundle, work: Path) -> Path:
-    bundle.export(work)
-    return work

@@ -12,7 +12,7 @@ from bt_jupyter import api, runtime, spec
 from bt_jupyter.client import ApiClient, AuthError, ConnectionFailed, RetryPolicy
 from bt_jupyter.local import daemon
 from bt_jupyter.local.home import Home
-from tests.helpers import submit, wait_terminal
+from tests.helpers import in_job_runtime, submit, wait_terminal
 
 S = spec.TrainingJobStatus
 FAST = RetryPolicy(attempts=6, base_delay=0.01, max_delay=0.05)
@@ -208,7 +208,8 @@ def test_tail_follow_keeps_the_newest_lines_and_every_metric(
         "    if i % 100 == 0:\n"
         "        log_metrics(step=i, loss=1.0)\n"
     )
-    job = submit(client, project, ["python flood.py"], files={"flood.py": script})
+    files = {"flood.py": script, **in_job_runtime()}
+    job = submit(client, project, ["python flood.py"], files=files)
     assert wait_terminal(client, job).status == S.COMPLETED
     batches = list(
         client.follow_batches(project.id, job.id, tail=10, keep_prefix=runtime.METRIC_PREFIX)

@@ -36,7 +36,7 @@ from bt_jupyter.local.home import Home
 from bt_jupyter.local.secrets import SecretStore
 from bt_jupyter.local.store import new_id
 from bt_jupyter.packaging import PackageOptions, package_cell
-from tests.helpers import bundle, running_service, wait_for
+from tests.helpers import INSTALL, bundle, requirements, running_service, wait_for
 from tests.openapi import OpenAPI
 from tests.test_deploy import LORA, TINY_GPT
 from tests.test_local_contract import Recorder, _contract_problems
@@ -258,13 +258,14 @@ def test_a_wrong_key_is_one_clear_error_and_not_retried(cloud_home: Home) -> Non
 
 def _train(client: Client, script: str, gpu: str | None = "H100:1", **env: str) -> Job:
     """A job whose files are ``train.py``, submitted through S3 like on Baseten."""
-    artifact, _ = upload_bundle(client.api, bundle({"train.py": script}))
+    needs = requirements("torch", "tokenizers", "transformers", "peft", "safetensors")
+    artifact, _ = upload_bundle(client.api, bundle({"train.py": script, **needs}))
     project = client.api.upsert_project(f"cloud-deploy-{new_id()}")
     job = spec.TrainingJob(
         image=spec.Image(base_image="python:3.11-slim"),
         compute=spec.Compute(accelerator=gpu) if gpu else spec.Compute(),
         runtime=spec.Runtime(
-            start_commands=["python train.py"],
+            start_commands=[INSTALL, "python train.py"],
             environment_variables=env,
             checkpointing_config=spec.CheckpointingConfig(enabled=True),
         ),

@@ -27,7 +27,7 @@ from tests.helpers import (
     submit,
     wait_terminal,
 )
-from tests.node_harness import bare_image, run_like_a_node, unpack
+from tests.node_harness import bare_image, run_like_a_node
 
 S = spec.TrainingJobStatus
 REPO = Path(__file__).resolve().parents[1]
@@ -195,12 +195,6 @@ def test_a_packaged_cell_runs_on_a_bare_node_and_so_does_its_export(
         " yaml.safe_dump({'ok': 1}).strip())\n"
     )
     bundle = package_cell(cell, shell.user_ns, PackageOptions(notebook_dir=folder))
-    image = bare_image(tmp_path / "image")
-    run = run_like_a_node(image, unpack(bundle, tmp_path / "work"), bundle.start_commands)
-    assert run.returncode == 0, run.output[-3000:]
-    assert "sum 3 6.0 8 8 ok: 1" in run.output
-    assert "bt_jupyter install: installing" in run.output
-
     project = spec.TrainingProject(
         name="exported",
         job=spec.TrainingJob(
@@ -208,12 +202,17 @@ def test_a_packaged_cell_runs_on_a_bare_node_and_so_does_its_export(
             runtime=spec.Runtime(start_commands=bundle.start_commands),
         ),
     )
+    # The exported project is the bundle's files plus config.py: running it on a bare
+    # node runs the bundle too (one install of transformers instead of two).
     exported = tmp_path / "exported"
     export_project(bundle, project, exported)
+    written = {p.relative_to(exported).as_posix() for p in exported.rglob("*") if p.is_file()}
+    assert written == {*bundle.files, "config.py"}
     assert "python -m bt_jupyter.install" in (exported / "config.py").read_text()
-    again = run_like_a_node(bare_image(tmp_path / "image2"), exported, bundle.start_commands)
-    assert again.returncode == 0, again.output[-3000:]
-    assert "sum 3 6.0 8 8 ok: 1" in again.output
+    run = run_like_a_node(bare_image(tmp_path / "image"), exported, bundle.start_commands)
+    assert run.returncode == 0, run.output[-3000:]
+    assert "sum 3 6.0 8 8 ok: 1" in run.output
+    assert "bt_jupyter install: installing" in run.output
 
 
 # --------------------------------------------------------------------------- the local service
@@ -374,3 +373,62 @@ def test_dry_run_shows_the_image_requirements_and_start_commands(
     assert '"python -m bt_jupyter.install"' in out
     assert f"requires  {_pin('torch')}" in out
     assert f"image     {deps.default_base_image([_pin('torch')])}" in out
+
+
+def test_a_packaged_cell_without_the_baseten_workdir_is_refused(
+    shell: InteractiveShell, leaky_service: ApiClient
+) -> None:
+    from bt_jupyter import Client
+    from bt_jupyter.errors import InvalidConfigError
+
+    bundle = package_cell("print(1)\n", shell.user_ns, PackageOptions())
+    project = spec.TrainingProject(
+        name=f"faithful-{new_id()}",
+        job=spec.TrainingJob(
+            image=spec.Image(base_image=bundle.base_image),
+            runtime=spec.Runtime(start_commands=bundle.start_commands),
+            enable_baseten_workdir=False,
+        ),
+    )
+    client = Client(leaky_service, "local", "test")
+    with pytest.raises(InvalidConfigError, match="needs enable_baseten_workdir=True"):
+        client.submit(project, bundle)
+    assert not any(p.name == project.name for p in leaky_service.projects())
+
+
+def test_each_node_loads_only_its_own_ranks_checkpoint(leaky_service: ApiClient) -> None:
+    """Baseten puts node N's loaded files in $BT_LOAD_CHECKPOINT_DIR/rank-N/, and only
+    those: a node that reads another rank's files must fail here as it would there."""
+    project = leaky_service.upsert_project(f"faithful-{new_id()}")
+    two_nodes = spec.Compute(node_count=2)
+    writer = submit(
+        leaky_service,
+        project,
+        [
+            'mkdir "$BT_CHECKPOINT_DIR/checkpoint-1"',
+            'echo $BT_NODE_RANK > "$BT_CHECKPOINT_DIR/checkpoint-1/w"',
+        ],
+        compute=two_nodes,
+        runtime=spec.Runtime(checkpointing_config=spec.CheckpointingConfig(enabled=True)),
+    )
+    assert wait_terminal(leaky_service, writer).status == S.COMPLETED
+    reader = submit(
+        leaky_service,
+        project,
+        [
+            'echo "node $BT_NODE_RANK sees $(ls "$BT_LOAD_CHECKPOINT_DIR") $(cat "$BT_LOAD_CHECKPOINT_DIR"/rank-$BT_NODE_RANK/checkpoint-1/w)"'
+        ],
+        compute=two_nodes,
+        runtime=spec.Runtime(
+            load_checkpoint_config=spec.LoadCheckpointConfig(
+                enabled=True,
+                checkpoints=[
+                    spec.NamedCheckpoint(checkpoint_name="checkpoint-1", job_id=writer.id)
+                ],
+            )
+        ),
+    )
+    done = wait_terminal(leaky_service, reader)
+    assert done.status == S.COMPLETED, done.error_message
+    assert "node 0 sees rank-0 0" in messages(leaky_service, reader, node="0")
+    assert "node 1 sees rank-1 1" in messages(leaky_service, reader, node="1")

@@ -50,6 +50,8 @@ _INSTALLS = re.compile(
 def installs_requirements(commands: list[str]) -> bool:
     """Whether a job's start commands install its ``requirements.txt``."""
     return any(_INSTALLS.match(line) for c in commands for line in c.split("&&"))
+
+
 #: What a Debian-based image puts on PATH.
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -322,6 +322,15 @@ class Runner:
             self.log.add(f"Loaded checkpoint {name} of job {job_id} ({placed} rank(s))")
         env["BT_LOAD_CHECKPOINT_DIR"] = str(target)
 
+    def _loaded_for(self, rank: int, loaded: Path) -> str:
+        """Node ``rank``'s load folder: only ``rank-<rank>/``, as a Baseten node has only
+        its own rank's files (a job reading another rank's passes here, fails there)."""
+        own = self.dir / f"loaded-node-{rank}"
+        own.mkdir(exist_ok=True)
+        if (loaded / f"rank-{rank}").is_dir() and not (own / f"rank-{rank}").exists():
+            (own / f"rank-{rank}").symlink_to(loaded / f"rank-{rank}")
+        return str(own)
+
     def _resolve_checkpoint(self, ref: dict[str, Any]) -> tuple[str, str]:
         typ = ref.get("typ")
         if typ == "baseten_named_checkpoint":
@@ -403,6 +412,10 @@ class Runner:
                 BT_NUM_GPUS=str(len(gpu_indices)),
                 CUDA_VISIBLE_DEVICES=",".join(map(str, gpu_indices)),
             )
+            if "BT_LOAD_CHECKPOINT_DIR" in base:
+                env["BT_LOAD_CHECKPOINT_DIR"] = self._loaded_for(
+                    rank, Path(base["BT_LOAD_CHECKPOINT_DIR"])
+                )
             if checkpointing:
                 ckpt = self.dir / "checkpoints" / f"rank-{rank}"
                 ckpt.mkdir(parents=True, exist_ok=True)
