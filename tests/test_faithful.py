@@ -416,7 +416,8 @@ def test_each_node_loads_only_its_own_ranks_checkpoint(leaky_service: ApiClient)
         leaky_service,
         project,
         [
-            'echo "node $BT_NODE_RANK sees $(ls "$BT_LOAD_CHECKPOINT_DIR") $(cat "$BT_LOAD_CHECKPOINT_DIR"/rank-$BT_NODE_RANK/checkpoint-1/w)"'
+            'own="$BT_LOAD_CHECKPOINT_DIR/rank-$BT_NODE_RANK/checkpoint-1/w"',
+            'echo "node $BT_NODE_RANK sees $(ls "$BT_LOAD_CHECKPOINT_DIR") $(cat "$own")"',
         ],
         compute=two_nodes,
         runtime=spec.Runtime(
