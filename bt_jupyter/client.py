@@ -546,26 +546,13 @@ class ApiClient:
         ``interval`` seconds: faster (down to ``fastest``) while lines arrive, slower (up
         to ``slowest``) while none do. Late lines come after newer ones, as they arrive.
         """
-        created = self.job(project_id, job_id).training_job.created_at
-        floor = int(created.timestamp() * 1000) - 1000
-        seen: dict[LogKey, int] = {}  # key -> its millisecond, for the look-back window
-        last_poll: int | None = None
+        poller = LogPoller(self, project_id, job_id)
         ended_at: float | None = None
         while True:
             status = self.job(project_id, job_id).training_job.status
-            now = int(time.time() * 1000)
-            start = floor if last_poll is None else max(floor, last_poll - LOG_LOOK_BACK_MS)
-            fresh = 0
-            for line in self._log_windows(project_id, job_id, start, now + LOG_LOOK_BACK_MS):
-                key = _key(line)
-                if key in seen:
-                    continue
-                seen[key] = int(line.timestamp) // 1_000_000
-                fresh += 1
+            fresh = poller.poll()
+            for line in fresh:
                 yield FollowedLog(line, status)
-            last_poll = now
-            horizon = now - LOG_LOOK_BACK_MS  # the next poll starts here: older keys go
-            seen = {k: ms for k, ms in seen.items() if ms >= horizon}
             if status.is_terminal:
                 ended_at = ended_at or time.monotonic()
                 if time.monotonic() - ended_at >= linger:
@@ -802,6 +789,56 @@ class ApiClient:
             pass
         self.request("PUT", path, content=data, headers={"content-type": "application/x-tar"})
         return artifact, len(data)
+
+
+class LogPoller:
+    """One reader of a job's log by time windows, Baseten's only way, one poll at a time.
+
+    Like truss, each poll re-reads from ``LOG_LOOK_BACK_MS`` before the previous one, so
+    lines that reach the log store late (behind newer ones) are still caught; lines it
+    returned before are skipped. Kept by ``ApiClient.poll_logs`` and, across requests,
+    by the server extension's log handler.
+    """
+
+    def __init__(
+        self, client: ApiClient, project_id: str, job_id: str, since_ms: int | None = None
+    ) -> None:
+        self.client, self.project_id, self.job_id = client, project_id, job_id
+        if since_ms is None:
+            created = client.job(project_id, job_id).training_job.created_at
+            since_ms = int(created.timestamp() * 1000) - 1000
+        self.floor = since_ms
+        self.last_poll: int | None = None
+        self._seen: dict[LogKey, int] = {}  # key -> its millisecond, within the look-back
+
+    def mark_seen(self, lines: list[api.LogV1], polled_at_ms: int) -> None:
+        """Count ``lines`` as returned (read elsewhere, e.g. a tail) by a poll at that time."""
+        for line in lines:
+            self._seen[_key(line)] = int(line.timestamp) // 1_000_000
+        self.last_poll = polled_at_ms
+
+    def poll(self, limit: int | None = None) -> list[api.LogV1]:
+        """The lines not returned before, ascending as read (late lines come after newer
+        ones); at most ``limit``, the rest with the next poll."""
+        now = int(time.time() * 1000)
+        start = self.floor if self.last_poll is None else self.last_poll - LOG_LOOK_BACK_MS
+        fresh: list[api.LogV1] = []
+        windows = self.client._log_windows(
+            self.project_id, self.job_id, max(self.floor, start), now + LOG_LOOK_BACK_MS
+        )
+        for line in windows:
+            key = _key(line)
+            if key in self._seen:
+                continue
+            self._seen[key] = int(line.timestamp) // 1_000_000
+            fresh.append(line)
+            if limit is not None and len(fresh) >= limit:
+                # not all read: the next poll starts where this one did
+                return fresh
+        self.last_poll = now
+        horizon = now - LOG_LOOK_BACK_MS  # the next poll starts here: older keys go
+        self._seen = {k: ms for k, ms in self._seen.items() if ms >= horizon}
+        return fresh
 
 
 def _key(line: api.LogV1) -> LogKey:

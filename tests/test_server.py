@@ -24,8 +24,16 @@ from bt_jupyter import __version__, api, spec
 from bt_jupyter.client import ApiClient
 from bt_jupyter.local import daemon
 from bt_jupyter.local.home import Home
+from bt_jupyter.local.store import new_id
 from bt_jupyter.server.backends import BtJupyterServer
-from tests.helpers import messages, submit, wait_for, wait_status, wait_terminal
+from tests.helpers import (
+    messages,
+    running_service,
+    submit,
+    wait_for,
+    wait_status,
+    wait_terminal,
+)
 
 JOB_KEYS = {
     "id", "name", "project", "project_id", "status", "status_short", "is_terminal",
@@ -442,3 +450,23 @@ def test_baseten_backend_reads_logs_by_time_windows(
     assert detail["job"]["status_short"] == "COMPLETED"
     assert detail["deployments"] == []
     assert [h["status_short"] for h in detail["history"]] == ["COMPLETED"]
+
+
+def test_baseten_backend_sends_late_lines_once(
+    call: Call, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against the stand-in in baseten mode, where every third line reaches the log API
+    1.5 s late (behind newer ones): the panel's follow still gets each line once."""
+    home = Home(tmp_path / "baseten_mode")
+    with running_service(home, BT_JUPYTER_SERVICE_MODE="baseten") as info:
+        monkeypatch.setenv("BASETEN_API_KEY", info.api_key)
+        monkeypatch.setenv("BT_JUPYTER_BASETEN_URL", info.url)
+        with ApiClient(info.url, info.api_key) as cloud:
+            project = cloud.upsert_project(f"late-{new_id()}")
+            job = submit(cloud, project, ["python steady.py"], files={"steady.py": STEADY_SCRIPT})
+            lines, _ = follow(call, job.id, backend="baseten")
+            stored = [m for m in messages(cloud, job) if m.startswith("line ")]
+    in_order = [f"line {i}" for i in range(30)]
+    got = [line["message"] for line in lines if is_ours(line)]
+    assert sorted(got) == sorted(stored) == sorted(in_order)  # each line once, none lost
+    assert got != in_order, "no line came late: the stand-in checked nothing"

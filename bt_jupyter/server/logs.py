@@ -5,10 +5,9 @@ once each and none are missed across calls:
 
 - local backend: the cursor is the local service's own follow cursor (its append order),
   read through :meth:`ApiClient.follow_batches` (``L<position>``);
-- Baseten's cloud, which has only time windows: the cursor is the last millisecond
-  returned plus digests of the lines of that millisecond already returned, so the next
-  window (which starts at that millisecond) is deduplicated
-  (``B<epoch ms>.<digest>...``).
+- Baseten's cloud, which has only time windows: the cursor names a reader kept here
+  (:class:`bt_jupyter.client.LogPoller`) that re-reads the last minute, as truss does,
+  so lines that reach Baseten late are still sent, once (``B<token>.<epoch ms>``).
 
 An empty cursor starts with the newest ``tail`` lines. With ``follow`` the call waits,
 up to ``timeout`` seconds, for at least one new line. ``done`` is true once the job has
@@ -17,15 +16,17 @@ ended and a read after that found nothing new.
 
 from __future__ import annotations
 
-import hashlib
 import math
+import secrets
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from bt_jupyter import api
-from bt_jupyter.client import LOG_GRACE_S, LOG_LOOK_BACK_MS, node_of
+from bt_jupyter.client import LOG_GRACE_S, LOG_LOOK_BACK_MS, LogPoller, node_of
 from bt_jupyter.jobs import Client, Job
 from bt_jupyter.server.errors import BadRequest
 from bt_jupyter.server.wire import JSON, updated_at
@@ -160,38 +161,49 @@ def _read_local(job: Job, query: LogQuery, deadline: float) -> LogPage:
 # --------------------------------------------------------------------------- cloud
 
 
-@dataclass(frozen=True)
-class _Mark:
-    """Where a cloud reader is: the last millisecond returned, and its lines returned."""
+class _Pollers:
+    """The cloud readers of open log panels, by cursor token (newest ``size`` kept).
 
-    ms: int
-    seen: frozenset[str]
+    A cloud cursor is ``B<token>.<ms of its last poll>``. The token finds the reader,
+    which remembers the lines of its last minute so late lines are caught once; a token
+    this process no longer has (a server restart, an evicted reader) starts a new reader
+    a look-back before that millisecond, so nothing is missed (the panel drops lines it
+    already shows).
+    """
 
-    def encode(self) -> str:
-        return "B" + ".".join([str(self.ms), *sorted(self.seen)])
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._readers: OrderedDict[str, LogPoller] = OrderedDict()
+        self._lock = threading.Lock()
 
-    @classmethod
-    def decode(cls, cursor: str) -> _Mark | None:
-        if not cursor:
-            return None
-        parts = cursor[1:].split(".")
-        if cursor.startswith("B") and parts[0].isdigit() and all(_is_digest(p) for p in parts[1:]):
-            return cls(int(parts[0]), frozenset(parts[1:]))
-        raise BadRequest(f"invalid log cursor {cursor!r} for the baseten backend")
+    def new(self, job: Job, since_ms: int) -> tuple[str, LogPoller]:
+        reader = LogPoller(job.client.api, job.project_id, job.id, since_ms=since_ms)
+        token = secrets.token_hex(8)
+        with self._lock:
+            self._readers[token] = reader
+            while len(self._readers) > self.size:
+                self._readers.popitem(last=False)
+        return token, reader
 
-    def after(self, fresh: list[api.LogV1]) -> _Mark:
-        last = _ms(fresh[-1])
-        seen = {_digest(line) for line in fresh if _ms(line) == last}
-        return _Mark(last, frozenset(seen | self.seen if last == self.ms else seen))
+    def find(self, job: Job, cursor: str) -> tuple[str, LogPoller]:
+        token, _, ms = cursor[1:].partition(".")
+        if not cursor.startswith("B") or not token.isalnum() or not ms.isdigit():
+            raise BadRequest(f"invalid log cursor {cursor!r} for the baseten backend")
+        with self._lock:
+            reader = self._readers.get(token)
+            if reader is not None and reader.job_id == job.id:
+                self._readers.move_to_end(token)
+                return token, reader
+        token, reader = self.new(job, int(ms) - LOG_LOOK_BACK_MS)
+        reader.last_poll = int(ms)
+        return token, reader
 
 
-def _digest(line: api.LogV1) -> str:
-    key = f"{line.timestamp}\0{line.replica}\0{line.message}".encode()
-    return hashlib.blake2b(key, digest_size=6).hexdigest()
+_POLLERS = _Pollers()
 
 
-def _is_digest(text: str) -> bool:
-    return len(text) == 12 and all(c in "0123456789abcdef" for c in text)
+def _cursor(token: str, reader: LogPoller) -> str:
+    return f"B{token}.{reader.last_poll or reader.floor}"
 
 
 def _cloud_tail(job: Job, tail: int) -> list[api.LogV1]:
@@ -211,29 +223,26 @@ def _cloud_tail(job: Job, tail: int) -> list[api.LogV1]:
     return window[::-1]
 
 
-def _cloud_after(job: Job, mark: _Mark) -> list[api.LogV1]:
-    fresh: list[api.LogV1] = []
-    for line in job.client.api.all_logs(job.project_id, job.id, start_epoch_millis=mark.ms):
-        if _digest(line) in mark.seen:
-            continue
-        fresh.append(line)
-        if len(fresh) >= MAX_LINES:
-            break
-    return fresh
-
-
 def _read_cloud(job: Job, query: LogQuery, deadline: float) -> LogPage:
-    mark = _Mark.decode(query.cursor)
+    if query.cursor:
+        token, reader = _POLLERS.find(job, query.cursor)
+        first: list[api.LogV1] | None = None
+    else:  # the newest lines first; a reader then follows from there
+        polled = int(time.time() * 1000)
+        first = _cloud_tail(job, query.tail)
+        # lines older than the tail are not the panel's: the reader starts at the tail
+        since = _ms(first[0]) if first else int(job.created_at.timestamp() * 1000) - 1000
+        token, reader = _POLLERS.new(job, since)
+        reader.mark_seen(first, polled)
     while True:
         job.refresh()  # the status before the read: a job seen ended has written its lines
         ended = job.status.is_terminal
         ended_for = (datetime.now(timezone.utc) - updated_at(job)).total_seconds()
-        fresh = _cloud_tail(job, query.tail) if mark is None else _cloud_after(job, mark)
-        if fresh:
-            mark = (mark or _Mark(-1, frozenset())).after(fresh)
+        fresh = first if first is not None else reader.poll(limit=MAX_LINES)
+        first = None
         lines = [line for line in fresh if _on_node(line, query.node)]
         done = ended and not fresh and ended_for >= CLOUD_LINGER_S
         left = deadline - time.monotonic()
         if lines or done or left <= 0:
-            return LogPage(lines, mark.encode() if mark else query.cursor, done)
+            return LogPage(lines, _cursor(token, reader), done)
         time.sleep(min(CLOUD_POLL_S, left))
