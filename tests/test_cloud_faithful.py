@@ -24,6 +24,7 @@ from bt_jupyter import Client, Job, api, runtime, spec
 from bt_jupyter.client import ApiError, GraphQLError, OutputsMissing, node_of
 from bt_jupyter.cloud import deploy as cloud_deploy
 from bt_jupyter.jobs import JobFailed
+from bt_jupyter.widgets.job import JobWidget
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from tests.helpers import running_service, wait_for
@@ -33,6 +34,7 @@ from tests.test_local_contract import Recorder
 S = spec.TrainingJobStatus
 Cloud = tuple[Client, Recorder]
 SYNC_S = 3.0  # long enough that a test sees checkpoints still syncing after a job ends
+QUEUE_S = 2.0  # long enough that a test sees a job still queued after submitting it
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +47,7 @@ def cloud_home(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> It
         BT_JUPYTER_SERVICE_S3_BUCKET=BUCKET,
         BT_JUPYTER_SERVICE_TEAMS=TEAMS,
         BT_JUPYTER_SERVICE_CHECKPOINT_SYNC_S=str(SYNC_S),
+        BT_JUPYTER_SERVICE_QUEUE_S=str(QUEUE_S),
     ):
         yield home
 
@@ -80,7 +83,18 @@ def test_a_queued_job_is_handled_and_its_message_is_advice(cloud: Cloud) -> None
     assert "error:" not in job.summary()
     assert "error=" not in repr(job)
     assert [j.status for j in client.jobs(project=name)] == [S.QUEUED]  # no parse error
-    assert job.wait(timeout=120).status == S.COMPLETED
+    widget = JobWidget(job)  # the widget shows the advice as a notice, not as an error
+    try:
+        wait_for(lambda: widget.status, 10, "the widget's first state")
+        assert widget.status == S.QUEUED.value
+        assert "capacity" in widget.notice
+        assert widget.error == ""
+    finally:
+        assert job.wait(timeout=120).status == S.COMPLETED
+        assert widget.watcher is not None
+        widget.watcher.close()
+        widget.watcher.join(timeout=30)  # its threads end with the job's last lines
+        widget.close()
     assert job.error_message is None
     assert job.notice is None
     statuses = [s for s, _ in client.api.history(job.project_id, job.id)]

@@ -2,7 +2,9 @@
 // `log_tail` holds the newest lines, each with a sequence number, so this view appends
 // only lines it has not seen and keeps its own bounded buffer.
 const KEEP = 5000;
-const STEPS = ["PENDING", "CREATED", "DEPLOYING", "RUNNING", "COMPLETED"];
+const STEPS = ["PENDING", "QUEUED", "CREATED", "DEPLOYING", "RUNNING", "COMPLETED"];
+/** Steps a job may skip (Baseten shows them only while it waits for capacity). */
+const WAITING = ["PENDING", "QUEUED"];
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
 
 function el(tag, attrs = {}, ...children) {
@@ -94,6 +96,7 @@ function render({ model, el: root }) {
   const header = el("div", { class: "btj-header" });
   const stepper = el("div", { class: "btj-stepper" });
   const error = el("div", { class: "btj-error" });
+  const notice = el("div", { class: "btj-notice", "data-testid": "notice" });
   const buttons = el("div", { class: "btj-buttons" });
   const logBox = el("pre", { class: "btj-logs", "data-testid": "logs" });
   const logInfo = el("span", { class: "btj-muted" });
@@ -124,7 +127,7 @@ function render({ model, el: root }) {
   const controls = el("div", { class: "btj-controls" }, search, nodeSelect,
     el("label", {}, followBox, " follow"), logInfo);
 
-  root.append(header, stepper, error, buttons,
+  root.append(header, stepper, notice, error, buttons,
     el("details", { open: "" }, el("summary", {}, "Logs"), controls, logBox),
     el("details", { open: "" }, el("summary", {}, "Metrics"), resources, plotBox),
     el("details", { open: "" }, el("summary", {}, "Checkpoints"), ckptBox, deployBox));
@@ -145,10 +148,11 @@ function render({ model, el: root }) {
     const reached = new Map(history.map((x) => [short(x.status), x.at]));
     const final = short(status);
     const steps = ["FAILED", "STOPPED", "DEPLOY_FAILED"].includes(final) ? [...STEPS.slice(0, -1), final] : STEPS;
-    stepper.replaceChildren(...steps.filter((s) => s !== "PENDING" || reached.has("PENDING")).map((s) =>
+    stepper.replaceChildren(...steps.filter((s) => !WAITING.includes(s) || reached.has(s) || s === final).map((s) =>
       el("span", { class: `btj-step ${reached.has(s) ? "btj-done" : ""} ${s === final ? "btj-current" : ""}` },
         s, el("small", {}, reached.has(s) ? ` ${fmtTime(reached.get(s))}` : ""))));
     error.textContent = model.get("error") || "";
+    notice.textContent = model.get("notice") || "";
     stop.disabled = ["COMPLETED", "FAILED", "STOPPED", "DEPLOY_FAILED"].includes(final);
   }
 
@@ -210,6 +214,7 @@ function render({ model, el: root }) {
   model.on("change:status", drawHeader);
   model.on("change:history", drawHeader);
   model.on("change:error", drawHeader);
+  model.on("change:notice", drawHeader);
   model.on("change:log_tail", takeLogs);
   model.on("change:metrics", () => plotBox.replaceChildren(plot(model.get("metrics"))));
   model.on("change:checkpoints", drawCheckpoints);

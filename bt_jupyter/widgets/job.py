@@ -59,6 +59,8 @@ class JobWidget(anywidget.AnyWidget):
     status = traitlets.Unicode("").tag(sync=True)
     history: traitlets.List[dict[str, str]] = traitlets.List().tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
+    #: Baseten's advice while the job waits for capacity (PENDING/QUEUED): not an error.
+    notice = traitlets.Unicode("").tag(sync=True)
     log_tail: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
     log_count = traitlets.Int(0).tag(sync=True)
     metrics: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
@@ -291,6 +293,7 @@ class JobWatcher:
             job = self.job.refresh()
             state["status"] = job.status.value
             state["error"] = job.error_message or ""
+            state["notice"] = job.notice or ""
             state["history"] = [{"status": s.value, "at": at} for s, at in job.history()]
             found = job.checkpoints()
             ranks = self._ranks({c.checkpoint_id for c in found})

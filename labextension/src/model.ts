@@ -11,6 +11,8 @@ export const BACKENDS: readonly Backend[] = ['local', 'baseten'];
 
 /** `status_short` as the server sends it. */
 export type StatusShort =
+  | 'PENDING'
+  | 'QUEUED'
   | 'CREATED'
   | 'DEPLOYING'
   | 'RUNNING'
@@ -99,6 +101,8 @@ export interface LogsPage {
 
 /** Statuses of a job that has not ended yet (what the status bar counts). */
 export const ACTIVE_STATUSES: ReadonlySet<StatusShort> = new Set<StatusShort>([
+  'PENDING',
+  'QUEUED',
   'CREATED',
   'DEPLOYING',
   'RUNNING'

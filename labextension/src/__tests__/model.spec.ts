@@ -57,6 +57,8 @@ describe('status filters', () => {
     expect(runningCount(jobs)).toBe(3);
     expect(runningCount([job('a', 'STOPPED'), job('b', 'RUNNING')])).toBe(1);
     expect(runningCount([job('a', 'CREATED'), job('b', 'UNKNOWN')])).toBe(1);
+    // waiting for capacity on Baseten is going on now too
+    expect(runningCount([job('a', 'QUEUED'), job('b', 'PENDING')])).toBe(2);
     expect(runningCount([])).toBe(0);
   });
 
