@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
 
 from bt_jupyter import api
 from bt_jupyter.client import ApiClient
@@ -38,6 +39,15 @@ def openapi_if_present() -> dict[str, Any] | None:
     """The spec where it is, for tests whose behaviour counts without it too (they add
     the contract check when it is there)."""
     return json.loads(SPEC_PATH.read_text()) if SPEC_PATH.is_file() else None
+
+
+@pytest.fixture
+def shell() -> Iterator[InteractiveShell]:
+    """The IPython shell cells are packaged from, with a clean namespace each test."""
+    ip = InteractiveShell.instance()
+    ip.reset(new_session=False)
+    yield ip
+    ip.reset(new_session=False)
 
 
 # --------------------------------------------------------------------------- local service

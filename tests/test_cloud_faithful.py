@@ -24,9 +24,9 @@ from bt_jupyter import Client, Job, api, runtime, spec
 from bt_jupyter.client import ApiError, GraphQLError, OutputsMissing, node_of
 from bt_jupyter.cloud import deploy as cloud_deploy
 from bt_jupyter.jobs import JobFailed
-from bt_jupyter.widgets.job import JobWidget
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
+from bt_jupyter.widgets.job import JobWidget
 from tests.helpers import running_service, wait_for
 from tests.test_cloud import BUCKET, TEAMS, _bundle, cloud, s3_endpoint  # noqa: F401
 from tests.test_local_contract import Recorder

@@ -34,14 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def shell() -> Iterator[InteractiveShell]:
-    ip = InteractiveShell.instance()
-    ip.reset(new_session=False)
-    yield ip
-    ip.reset(new_session=False)
-
-
-@pytest.fixture
 def helpers_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A local helper module (not imported yet) that imports another local module,
     which imports yaml: all of it must travel, and yaml must be required."""

@@ -35,14 +35,6 @@ S = spec.TrainingJobStatus
 
 
 @pytest.fixture
-def shell() -> Iterator[InteractiveShell]:
-    ip = InteractiveShell.instance()
-    ip.reset(new_session=False)
-    yield ip
-    ip.reset(new_session=False)
-
-
-@pytest.fixture
 def notebook_dir(tmp_path: Path) -> Iterator[Path]:
     """A notebook folder with a helper module, importable as the notebook would."""
     module = f"nb_helpers_{new_id()}"

@@ -63,10 +63,6 @@ class Home:
             return None
         return self.artifacts / urllib.parse.quote(key, safe="")
 
-    @property
-    def envs(self) -> Path:
-        return self.root / "envs"
-
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
 
@@ -78,7 +74,7 @@ class Home:
 
     def ensure(self) -> Home:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for folder in (self.artifacts, self.envs, self.root / "jobs"):
+        for folder in (self.artifacts, self.root / "jobs"):
             folder.mkdir(exist_ok=True)
         return self
 

@@ -13,7 +13,6 @@ anything is sent.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import sys
 from collections.abc import Iterable
 from importlib import metadata
@@ -25,6 +24,7 @@ from packaging.version import InvalidVersion, Version
 
 from bt_jupyter.errors import BtJupyterError
 from bt_jupyter.images import TORCH_IMAGES, image_python, torch_image
+from bt_jupyter.packaging import files
 from bt_jupyter.packaging.imports import ImportedModule
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -108,7 +108,7 @@ def requirements_for(
                 pins[canonicalize_name(dist)] = line
         if dists or module.optional or unverifiable:
             continue
-        found = _find_spec(top)
+        found = files.module_origin(top)
         if found is not None:
             raise DependencyError(
                 f"{module.where}: `{top}` is installed here ({found}) but belongs to no "
@@ -132,16 +132,6 @@ def _installed(line: str) -> bool:
     except (InvalidRequirement, metadata.PackageNotFoundError):
         return False
     return True
-
-
-def _find_spec(top: str) -> str | None:
-    try:
-        found = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        return None
-    if found is None:
-        return None
-    return found.origin or ", ".join(found.submodule_search_locations or []) or top
 
 
 def merge(*sources: tuple[str, Iterable[str]]) -> list[str]:

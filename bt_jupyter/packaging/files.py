@@ -51,8 +51,8 @@ def local_modules(modules: Iterable[str], skip: Iterable[str] = ("bt_jupyter",))
     found: dict[str, Path] = {}
     for name in sorted(set(modules) - set(skip)):
         module = sys.modules.get(name)
-        file = getattr(module, "__file__", None) if module else _origin(name)
-        if not file:
+        file = getattr(module, "__file__", None) if module else module_origin(name)
+        if not file or not Path(file).is_file():  # built-in, frozen, namespace package
             continue
         path = Path(file).resolve()
         if any(path.is_relative_to(root) for root in installed):
@@ -62,13 +62,15 @@ def local_modules(modules: Iterable[str], skip: Iterable[str] = ("bt_jupyter",))
     return found
 
 
-def _origin(name: str) -> str | None:
-    """Where a module not imported yet would load from (found, not executed)."""
+def module_origin(name: str) -> str | None:
+    """Where module ``name`` would load from (found, not executed), or None."""
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         return None
-    return spec.origin if spec is not None and spec.has_location else None
+    if spec is None:
+        return None
+    return spec.origin or ", ".join(spec.submodule_search_locations or []) or name
 
 
 def local_module_files(name: str, root: Path) -> Iterator[tuple[str, Path]]:
