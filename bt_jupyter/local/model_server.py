@@ -30,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from bt_jupyter.local.home import Home
-from bt_jupyter.local.runner import LogSink
+from bt_jupyter.local.log_sink import LogSink
 from bt_jupyter.local.store import DeploymentRow, Store
 
 

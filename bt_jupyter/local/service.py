@@ -14,10 +14,11 @@ import time
 
 import uvicorn
 
-from bt_jupyter.local.app import Service, build_app
+from bt_jupyter.local.app import build_app
 from bt_jupyter.local.dispatch import Dispatcher
 from bt_jupyter.local.home import Home, write_private
 from bt_jupyter.local.settings import Settings
+from bt_jupyter.local.state import ServiceState
 from bt_jupyter.local.store import Store
 
 
@@ -26,8 +27,7 @@ def serve(home: Home, port: int = 0) -> None:
     settings = Settings.from_env()
     store = Store(home.db)
     dispatcher = Dispatcher(home, store)
-    service = Service(home, settings, dispatcher)
-    app = build_app(service)
+    app = build_app(ServiceState(home, settings, dispatcher))
 
     # IPPROTO_TCP (not 0) so asyncio sets TCP_NODELAY on accepted connections: without
     # it every response after the first on a connection waits ~40 ms for a delayed ACK.

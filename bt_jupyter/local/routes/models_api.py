@@ -16,22 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import httpx
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bt_jupyter import api, serving_api
 from bt_jupyter.local import checkpoints, deploy
 from bt_jupyter.local.secrets import SecretStore
+from bt_jupyter.local.state import ServiceState, State
 from bt_jupyter.local.store import DeploymentRow, JobRow
 from bt_jupyter.local.wire import ApiError, blocking, log_wire, utc
-
-if TYPE_CHECKING:
-    from bt_jupyter.local.app import Service
 
 #: Local deployment status -> Baseten's model deployment status.
 STATUS = {"DEPLOYING": "DEPLOYING", "ACTIVE": "ACTIVE", "FAILED": "FAILED", "STOPPED": "INACTIVE"}
@@ -187,17 +184,17 @@ def _checkpoint_path(name: str) -> str:
     return "rank-0/" if name == api.ROOT_CHECKPOINT else f"rank-0/{name}/"
 
 
-def _refuse_unsynced(service: Service, job: JobRow, name: str) -> None:
+def _refuse_unsynced(state: ServiceState, job: JobRow, name: str) -> None:
     """Baseten serves a checkpoint from storage: not while the ended job's final sync
     runs, nor one whose files are still syncing (baseten mode's ``checkpoint_sync_s``)."""
-    if service.checkpoint_sync_status(job) == api.CHECKPOINT_SYNCING and job.status.is_terminal:
+    if state.checkpoint_sync_status(job) == api.CHECKPOINT_SYNCING and job.status.is_terminal:
         raise GraphQLFailure(
             f"the checkpoints of training job {job.id} are still syncing to storage"
         )
-    synced_before = service.synced_before(job)
+    synced_before = state.synced_before(job)
     if synced_before is None:
         return
-    root = service.home.job_dir(job.id) / "checkpoints"
+    root = state.home.job_dir(job.id) / "checkpoints"
     synced = checkpoints.scan(job.id, root, include_outputs=True, synced_before=synced_before)
     written = checkpoints.scan(job.id, root, include_outputs=True)
     size = {c.name: c.size_bytes for c in written}.get(name)
@@ -207,129 +204,135 @@ def _refuse_unsynced(service: Service, job: JobRow, name: str) -> None:
         )
 
 
-def build_router(
-    service: Service, authenticated: Callable[[Request], Awaitable[None]]
-) -> APIRouter:
-    router = APIRouter(dependencies=[Depends(authenticated)])
+router = APIRouter()
 
-    def deploy_version(request: InferenceTemplateRequest) -> dict[str, Any]:
-        instance = next((i for i in INSTANCES if i["id"] == request.instance_type_id), None)
-        if instance is None:
-            raise GraphQLFailure(f"instance type {request.instance_type_id!r} does not exist")
-        if instance["nodeCount"] != 1 or not instance["gpuCount"]:
-            raise GraphQLFailure("vLLM deployments need a single-node GPU instance type")
-        source = request.weights_sources[0].b10_training_checkpoint_weights_source.checkpoint
-        job = service.store.job(source.training_job_id)
-        if job is None:
-            raise GraphQLFailure(
-                f"training job {source.training_job_id} not found", "RESOURCE_NOT_FOUND"
-            )
-        known = SecretStore(service.home).names()
-        for var in request.inference_stack.environment_variables:
-            if var.is_secret_reference and var.value not in known:
-                raise GraphQLFailure(f"secret {var.value!r} does not exist", "RESOURCE_NOT_FOUND")
-        truss_config = _truss_config(request, instance)
-        _refuse_unsynced(service, job, source.checkpoint_name)
-        if request.dry_run:
-            deploy.resolve_checkpoint(service.home, job, source.checkpoint_name)
-            return {"model_version": None, "truss_config": truss_config}
-        row = deploy.start(
-            service.home,
-            service.store,
-            job,
-            source.checkpoint_name,
-            request.metadata.oracle_name,
-            None,
-            None,
+
+def _deploy_version(state: ServiceState, request: InferenceTemplateRequest) -> dict[str, Any]:
+    instance = next((i for i in INSTANCES if i["id"] == request.instance_type_id), None)
+    if instance is None:
+        raise GraphQLFailure(f"instance type {request.instance_type_id!r} does not exist")
+    if instance["nodeCount"] != 1 or not instance["gpuCount"]:
+        raise GraphQLFailure("vLLM deployments need a single-node GPU instance type")
+    source = request.weights_sources[0].b10_training_checkpoint_weights_source.checkpoint
+    job = state.store.job(source.training_job_id)
+    if job is None:
+        raise GraphQLFailure(
+            f"training job {source.training_job_id} not found", "RESOURCE_NOT_FOUND"
         )
-        name = request.metadata.oracle_name
-        version = {"id": row.id, "name": name, "model_id": model_id(name)}
-        return {"model_version": version, "truss_config": truss_config}
+    known = SecretStore(state.home).names()
+    for var in request.inference_stack.environment_variables:
+        if var.is_secret_reference and var.value not in known:
+            raise GraphQLFailure(f"secret {var.value!r} does not exist", "RESOURCE_NOT_FOUND")
+    truss_config = _truss_config(request, instance)
+    _refuse_unsynced(state, job, source.checkpoint_name)
+    if request.dry_run:
+        deploy.resolve_checkpoint(state.home, job, source.checkpoint_name)
+        return {"model_version": None, "truss_config": truss_config}
+    row = deploy.start(
+        state.home,
+        state.store,
+        job,
+        source.checkpoint_name,
+        request.metadata.oracle_name,
+        None,
+        None,
+    )
+    name = request.metadata.oracle_name
+    version = {"id": row.id, "name": name, "model_id": model_id(name)}
+    return {"model_version": version, "truss_config": truss_config}
 
-    def answer(body: dict[str, Any]) -> dict[str, Any]:
-        query = str(body.get("query", ""))
-        if "create_model_version_from_inference_template" in query:
-            raw = (body.get("variables") or {}).get("request")
-            try:
-                request = InferenceTemplateRequest.model_validate(raw)
-            except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors()
-                )
-                raise GraphQLFailure(f"invalid request: {problems}") from None
-            try:
-                result = deploy_version(request)
-            except deploy.DeployRefused as exc:
-                raise GraphQLFailure(str(exc)) from None
-            return {"create_model_version_from_inference_template": result}
-        if "listed_instances" in query:
-            return {"listedInstances": INSTANCES}
-        if "teams" in query:
-            return {"teams": teams()}
-        raise GraphQLFailure("this stand-in answers only the operations of Baseten's CLI")
 
-    @router.post("/graphql/")
-    async def graphql(request: Request) -> JSONResponse:
+def _answer(state: ServiceState, body: dict[str, Any]) -> dict[str, Any]:
+    query = str(body.get("query", ""))
+    if "create_model_version_from_inference_template" in query:
+        raw = (body.get("variables") or {}).get("request")
         try:
-            body = await request.json()
-            if not isinstance(body, dict):
-                raise GraphQLFailure("the body must be a JSON object with a query")
-            data = await blocking(answer, body)
-        except (GraphQLFailure, ValueError) as exc:
-            code = getattr(exc, "code", "BAD_REQUEST")
-            return JSONResponse(
-                {"data": None, "errors": [{"message": str(exc), "extensions": {"code": code}}]}
+            request = InferenceTemplateRequest.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors()
             )
-        return JSONResponse({"data": data})
+            raise GraphQLFailure(f"invalid request: {problems}") from None
+        try:
+            result = _deploy_version(state, request)
+        except deploy.DeployRefused as exc:
+            raise GraphQLFailure(str(exc)) from None
+        return {"create_model_version_from_inference_template": result}
+    if "listed_instances" in query:
+        return {"listedInstances": INSTANCES}
+    if "teams" in query:
+        return {"teams": teams()}
+    raise GraphQLFailure("this stand-in answers only the operations of Baseten's CLI")
 
-    def version(model: str, deployment_id: str) -> DeploymentRow:
-        row = service.store.deployment(deployment_id)
-        if row is None or model_id(row.name) != model:
-            raise ApiError(404, "NOT_FOUND", f"no deployment {deployment_id} of model {model}")
-        settled: DeploymentRow = deploy.settle(service.store, row)
-        return settled
 
-    def wire(row: DeploymentRow) -> serving_api.ModelDeploymentV1:
-        return serving_api.ModelDeploymentV1(
-            id=row.id,
-            created_at=utc(row.created_at),
-            name=row.name,
-            model_id=model_id(row.name),
-            status=STATUS.get(row.status, row.status),
-            active_replica_count=1 if row.status == "ACTIVE" else 0,
+@router.post("/graphql/")
+async def graphql(request: Request, state: State) -> JSONResponse:
+    try:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise GraphQLFailure("the body must be a JSON object with a query")
+        data = await blocking(_answer, state, body)
+    except (GraphQLFailure, ValueError) as exc:
+        code = getattr(exc, "code", "BAD_REQUEST")
+        return JSONResponse(
+            {"data": None, "errors": [{"message": str(exc), "extensions": {"code": code}}]}
         )
+    return JSONResponse({"data": data})
 
-    @router.get("/v1/models/{model}/deployments/{deployment_id}")
-    async def get_deployment(model: str, deployment_id: str) -> JSONResponse:
-        return JSONResponse(wire(version(model, deployment_id)).model_dump(mode="json"))
 
-    @router.post("/v1/models/{model}/deployments/{deployment_id}/deactivate")
-    async def deactivate(model: str, deployment_id: str) -> JSONResponse:
-        deploy.stop(service.store, version(model, deployment_id))
-        return JSONResponse({"success": True})
+def _version(state: ServiceState, model: str, deployment_id: str) -> DeploymentRow:
+    row = state.store.deployment(deployment_id)
+    if row is None or model_id(row.name) != model:
+        raise ApiError(404, "NOT_FOUND", f"no deployment {deployment_id} of model {model}")
+    settled: DeploymentRow = deploy.settle(state.store, row)
+    return settled
 
-    @router.post("/v1/models/{model}/deployments/{deployment_id}/logs")
-    async def logs(model: str, deployment_id: str) -> JSONResponse:
-        row = version(model, deployment_id)
-        rows = await blocking(service.store.logs_after, row.id, 0, 5000)
-        newest_first = [log_wire(r).model_dump(mode="json") for r in reversed(rows)]
-        return JSONResponse({"logs": newest_first})
 
-    @router.post("/v1/local/model_gateway/model-{model}/deployment/{deployment_id}/{path:path}")
-    async def gateway(model: str, deployment_id: str, path: str, request: Request) -> Response:
-        row = version(model, deployment_id)
-        target = "/" + path.removeprefix("sync/")
-        async with httpx.AsyncClient(timeout=300) as http:
-            try:
-                answer = await http.post(
-                    f"http://127.0.0.1:{row.port}{target}",
-                    content=await request.body(),
-                    headers={"content-type": request.headers.get("content-type", "")},
-                )
-            except httpx.HTTPError:
-                return JSONResponse(
-                    {"message": f"deployment {deployment_id} is {STATUS[row.status]}"}, 503
-                )
-        return Response(answer.content, answer.status_code, media_type="application/json")
+def _wire(row: DeploymentRow) -> serving_api.ModelDeploymentV1:
+    return serving_api.ModelDeploymentV1(
+        id=row.id,
+        created_at=utc(row.created_at),
+        name=row.name,
+        model_id=model_id(row.name),
+        status=STATUS.get(row.status, row.status),
+        active_replica_count=1 if row.status == "ACTIVE" else 0,
+    )
 
-    return router
+
+@router.get("/v1/models/{model}/deployments/{deployment_id}")
+async def get_deployment(model: str, deployment_id: str, state: State) -> JSONResponse:
+    return JSONResponse(_wire(_version(state, model, deployment_id)).model_dump(mode="json"))
+
+
+@router.post("/v1/models/{model}/deployments/{deployment_id}/deactivate")
+async def deactivate(model: str, deployment_id: str, state: State) -> JSONResponse:
+    deploy.stop(state.store, _version(state, model, deployment_id))
+    return JSONResponse({"success": True})
+
+
+@router.post("/v1/models/{model}/deployments/{deployment_id}/logs")
+async def logs(model: str, deployment_id: str, state: State) -> JSONResponse:
+    row = _version(state, model, deployment_id)
+    rows = await blocking(state.store.logs_after, row.id, 0, 5000)
+    newest_first = [log_wire(r).model_dump(mode="json") for r in reversed(rows)]
+    return JSONResponse({"logs": newest_first})
+
+
+@router.post("/v1/local/model_gateway/model-{model}/deployment/{deployment_id}/{path:path}")
+async def gateway(
+    model: str, deployment_id: str, path: str, request: Request, state: State
+) -> Response:
+    row = _version(state, model, deployment_id)
+    target = "/" + path.removeprefix("sync/")
+    async with httpx.AsyncClient(timeout=300) as http:
+        try:
+            answer = await http.post(
+                f"http://127.0.0.1:{row.port}{target}",
+                content=await request.body(),
+                headers={"content-type": request.headers.get("content-type", "")},
+            )
+        except httpx.HTTPError:
+            return JSONResponse(
+                {"message": f"deployment {deployment_id} is {STATUS[row.status]}"}, 503
+            )
+    return Response(answer.content, answer.status_code, media_type="application/json")

@@ -1,0 +1,226 @@
+"""What a job says while it runs: logs (Baseten's window query and the local long-poll
+follow), its status history, resource metrics, and the (empty) interactive-session codes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from bt_jupyter import api
+from bt_jupyter.local.state import ServiceState, State
+from bt_jupyter.local.wire import ApiError, int_param, log_wire, ok, parse_body, parse_query, utc
+from bt_jupyter.local.wire import blocking as run
+
+FOLLOW_POLL_SECONDS = 0.02
+#: In baseten mode every LATE_EVERY-th log line reaches the log API late.
+LATE_EVERY = 3
+
+router = APIRouter(prefix="/v1")
+
+# ---------------------------------------------------------------------- logs
+
+
+async def _logs(
+    state: ServiceState, project_id: str, job_id: str, query: api.GetTrainingJobLogsRequestV1
+) -> JSONResponse:
+    _, job = state.job(project_id, job_id)
+    start, end = _log_window(query)
+    late_s = state.settings.log_late_s if state.settings.baseten_mode else 0.0
+    rows = await run(
+        state.store.logs,
+        job.id,
+        start * 1_000_000,
+        (end + 1) * 1_000_000 - 1,
+        query.direction != api.SortOrderV1.ASC,  # newest first unless asked, as on Baseten
+        query.limit or 500,
+        query.min_level.value if query.min_level else None,
+        LATE_EVERY if late_s > 0 else 0,
+        time.time_ns() - int(late_s * 1e9),
+    )
+    return ok(api.GetLogsResponseV1(logs=[log_wire(r) for r in rows]))
+
+
+@router.get("/training_projects/{project_id}/jobs/{job_id}/logs")
+async def get_logs(project_id: str, job_id: str, request: Request, state: State) -> JSONResponse:
+    query = parse_query(request, api.GetTrainingJobLogsRequestV1)
+    return await _logs(state, project_id, job_id, query)
+
+
+@router.post("/training_projects/{project_id}/jobs/{job_id}/logs")
+async def post_logs(project_id: str, job_id: str, request: Request, state: State) -> JSONResponse:
+    query = await parse_body(request, api.GetTrainingJobLogsRequestV1)
+    return await _logs(state, project_id, job_id, query)
+
+
+def _log_window(query: api.GetTrainingJobLogsRequestV1) -> tuple[int, int]:
+    """(start, end) in epoch ms as Baseten reads them: end defaults to now, start to 30
+    minutes before the end; a window over 7 days is refused."""
+    end = query.end_epoch_millis
+    if end is None:
+        end = time.time_ns() // 1_000_000
+    start = query.start_epoch_millis
+    if start is None:
+        start = end - api.DEFAULT_LOG_WINDOW_MS
+    if start > end:
+        raise ApiError(
+            400,
+            "INVALID_REQUEST",
+            f"start_epoch_millis ({start}) is after end_epoch_millis ({end})",
+        )
+    if end - start > api.MAX_LOG_WINDOW_MS:
+        raise ApiError(
+            400,
+            "INVALID_REQUEST",
+            "the window from start_epoch_millis to end_epoch_millis must not exceed 7 days "
+            f"(asked for {(end - start) / 86_400_000:.1f} days)",
+        )
+    return start, end
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+async def _metrics(
+    state: ServiceState, project_id: str, job_id: str, query: api.GetTrainingJobMetricsRequestV1
+) -> JSONResponse:
+    project, job = state.job(project_id, job_id)
+    start = query.start_epoch_millis / 1000 if query.start_epoch_millis is not None else None
+    end = query.end_epoch_millis / 1000 if query.end_epoch_millis is not None else None
+    rows = await run(state.store.metrics, job.id, start, end)
+    per_node = []
+    for rank in range(job.node_count):
+        series = [r for r in rows if r.node == rank]
+        per_node.append(
+            api.TrainingJobNodeMetricsV1(node_id=str(rank), metrics=_node_metrics(series))
+        )
+    leader = per_node[0].metrics if per_node else api.TrainingJobMetricsV1()
+    cache = None
+    if ((job.spec.get("runtime") or {}).get("cache_config") or {}).get("enabled"):
+        size = _tree_size(state.home.project_cache(project.id))
+        point = api.TrainingJobMetricV1(value=size, timestamp=utc(time.time()))
+        cache = api.StorageMetricsV1(usage_bytes=[point], utilization=[])
+    return ok(
+        api.GetTrainingJobMetricsResponseV1(
+            **leader.model_dump(),
+            training_job=state.job_wire(job, project),
+            cache=cache,
+            per_node_metrics=per_node,
+        )
+    )
+
+
+@router.get("/training_projects/{project_id}/jobs/{job_id}/metrics")
+async def get_metrics(project_id: str, job_id: str, request: Request, state: State) -> JSONResponse:
+    query = parse_query(request, api.GetTrainingJobMetricsRequestV1)
+    return await _metrics(state, project_id, job_id, query)
+
+
+@router.post("/training_projects/{project_id}/jobs/{job_id}/metrics")
+async def post_metrics(
+    project_id: str, job_id: str, request: Request, state: State
+) -> JSONResponse:
+    query = await parse_body(request, api.GetTrainingJobMetricsRequestV1)
+    return await _metrics(state, project_id, job_id, query)
+
+
+def _node_metrics(rows: list[Any]) -> api.TrainingJobMetricsV1:
+    def point(value: float, at: float) -> api.TrainingJobMetricV1:
+        return api.TrainingJobMetricV1(value=value, timestamp=utc(at))
+
+    gpu_util: dict[str, list[api.TrainingJobMetricV1]] = {}
+    gpu_mem: dict[str, list[api.TrainingJobMetricV1]] = {}
+    for r in rows:
+        for index, sample in r.gpus.items():
+            gpu_util.setdefault(index, []).append(point(sample["utilization"], r.at))
+            gpu_mem.setdefault(index, []).append(point(sample["memory_bytes"], r.at))
+    return api.TrainingJobMetricsV1(
+        gpu_memory_usage_bytes=gpu_mem,
+        gpu_utilization=gpu_util,
+        cpu_usage=[point(r.cpu_usage, r.at) for r in rows],
+        cpu_memory_usage_bytes=[point(r.memory_bytes, r.at) for r in rows],
+        ephemeral_storage=api.StorageMetricsV1(
+            usage_bytes=[point(r.storage_bytes, r.at) for r in rows], utilization=[]
+        ),
+    )
+
+
+def _tree_size(root: Path) -> int:
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
+
+
+@router.get("/training_projects/{project_id}/jobs/{job_id}/auth_codes")
+async def auth_codes(project_id: str, job_id: str, state: State) -> JSONResponse:
+    """No interactive sessions here (``truss train logs`` asks before printing)."""
+    state.job(project_id, job_id)
+    return ok(api.GetAuthCodesResponseV1(auth_codes=[]))
+
+
+# ---------------------------------------------------------------------- local extensions
+
+
+@router.get("/local/training_projects/{project_id}/jobs/{job_id}/logs/follow")
+async def follow_logs(project_id: str, job_id: str, request: Request, state: State) -> JSONResponse:
+    """Long-poll: lines after ``cursor`` as soon as there are any (or ``timeout``).
+
+    The cursor is the store's append order, so reconnecting with the last cursor
+    gives no duplicates and no gaps. ``done`` is true once the job is terminal and
+    every line has been returned. With ``tail=N`` (a view that shows recent lines,
+    such as the widget) only the newest N lines come back, plus the older ones that
+    start with ``keep_prefix``, and ``skipped`` counts the rest.
+    """
+    _, job = state.job(project_id, job_id)
+    cursor = int_param(request, "cursor", 0, 0, None)
+    limit = int_param(request, "limit", 1000, 1, 5000)
+    tail = int_param(request, "tail", 0, 0, 5000)
+    keep_prefix = request.query_params.get("keep_prefix", "")
+    timeout = int_param(request, "timeout", 20, 0, 60)
+    deadline = time.monotonic() + timeout
+    skipped = 0
+    while True:
+        # one row read per poll (this loop runs every 20 ms for every follower)
+        current = await run(state.store.job, job.id) or job
+        terminal = current.status.is_terminal
+        if tail:
+            rows, skipped = await run(
+                state.store.logs_tail_after, job.id, cursor, tail, keep_prefix
+            )
+        else:
+            rows = await run(state.store.logs_after, job.id, cursor, limit)
+        if rows or terminal or time.monotonic() >= deadline or await request.is_disconnected():
+            break
+        await asyncio.sleep(FOLLOW_POLL_SECONDS)
+    next_cursor = rows[-1].id if rows else cursor
+    return JSONResponse(
+        {
+            "logs": [  # plain dicts: this path carries every line of every job
+                {
+                    "timestamp": str(r.ts_ns),
+                    "message": r.message,
+                    "replica": str(r.node) if r.node is not None else None,
+                    "request_id": None,
+                    "level": r.level,
+                    "cursor": r.id,
+                }
+                for r in rows
+            ],
+            "cursor": next_cursor,
+            "skipped": skipped,
+            "status": current.status.value,
+            "done": terminal and (bool(tail) or len(rows) < limit),
+        }
+    )
+
+
+@router.get("/local/training_projects/{project_id}/jobs/{job_id}/history")
+async def job_history(project_id: str, job_id: str, state: State) -> JSONResponse:
+    """Every status the job reached, with when: the widget's lifecycle stepper."""
+    _, job = state.job(project_id, job_id)
+    history = await run(state.store.history, job.id)
+    return JSONResponse(
+        {"history": [{"status": s.value, "at": utc(at).isoformat()} for s, at in history]}
+    )

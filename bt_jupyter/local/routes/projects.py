@@ -1,0 +1,165 @@
+"""Training projects and their jobs: upsert, list, get, update, stop, recreate, delete,
+search. Paths and bodies are those of Baseten's training API (``/v1``)."""
+
+from __future__ import annotations
+
+import shutil
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from bt_jupyter import api, spec
+from bt_jupyter.local.state import State
+from bt_jupyter.local.wire import ApiError, ok, parse_body
+from bt_jupyter.local.wire import blocking as run
+
+S = spec.TrainingJobStatus
+router = APIRouter(prefix="/v1")
+
+# ---------------------------------------------------------------------- projects
+
+
+async def _upsert(state: State, request: Request, team: str | None) -> JSONResponse:
+    body = await parse_body(request, api.UpsertTrainingProjectRequestV1)
+    project = await run(
+        state.store.upsert_project,
+        body.training_project.name,
+        team or body.training_project.team_name,
+    )
+    return ok(api.UpsertTrainingProjectResponseV1(training_project=state.project_wire(project)))
+
+
+@router.post("/training_projects")
+async def upsert_project(request: Request, state: State) -> JSONResponse:
+    return await _upsert(state, request, None)
+
+
+@router.post("/teams/{team_id}/training_projects")
+async def upsert_team_project(team_id: str, request: Request, state: State) -> JSONResponse:
+    return await _upsert(state, request, team_id)
+
+
+@router.get("/training_projects")
+async def list_projects(state: State) -> JSONResponse:
+    projects = await run(state.store.projects)
+    return ok(
+        api.ListTrainingProjectsResponseV1(
+            training_projects=[state.project_wire(p) for p in projects]
+        )
+    )
+
+
+@router.get("/training_projects/{project_id}")
+async def get_project(project_id: str, state: State) -> JSONResponse:
+    project = state.project(project_id)
+    return ok(api.GetTrainingProjectResponseV1(training_project=state.project_wire(project)))
+
+
+@router.delete("/training_projects/{project_id}")
+async def delete_project(project_id: str, state: State) -> JSONResponse:
+    project = state.project(project_id)
+    live = [j.id for j in state.store.jobs(project_id=project.id) if not j.status.is_terminal]
+    if live:
+        raise ApiError(
+            409,
+            "CONFLICT",
+            f"project {project.name!r} has running jobs {live}; stop them first",
+        )
+    for job in state.store.jobs(project_id=project.id):
+        shutil.rmtree(state.home.job_dir(job.id), ignore_errors=True)
+    await run(state.store.delete_project, project.id)
+    return ok(api.TrainingProjectTombstoneV1(id=project.id, deleted=True))
+
+
+# ---------------------------------------------------------------------- jobs
+
+
+@router.post("/training_projects/{project_id}/jobs")
+async def create_job(project_id: str, request: Request, state: State) -> JSONResponse:
+    project = state.project(project_id)
+    body = await parse_body(request, api.CreateTrainingJobRequestV1)
+    for artifact in body.training_job.runtime.artifacts:
+        if not await run(state.artifact_exists, artifact):
+            raise ApiError(
+                400,
+                "ARTIFACT_NOT_FOUND",
+                f"artifact s3://{artifact.s3_bucket}/{artifact.s3_key} was not uploaded to "
+                "this service; PUT it to /v1/local/artifacts/{key} first",
+            )
+    job, _ = await run(
+        state.create_job,
+        project,
+        body.training_job.model_dump(mode="json"),
+        request.headers.get("idempotency-key"),
+    )
+    return ok(api.CreateTrainingJobResponseV1(training_job=state.job_wire(job, project)))
+
+
+@router.get("/training_projects/{project_id}/jobs")
+async def list_jobs(project_id: str, state: State) -> JSONResponse:
+    project = state.project(project_id)
+    jobs = await run(state.store.jobs, project.id)
+    return ok(
+        api.ListTrainingJobsResponseV1(
+            training_project=state.project_wire(project),
+            training_jobs=[state.job_wire(j, project) for j in jobs],
+        )
+    )
+
+
+@router.get("/training_projects/{project_id}/jobs/{job_id}")
+async def get_job(project_id: str, job_id: str, state: State) -> JSONResponse:
+    project, job = state.job(project_id, job_id)
+    return ok(
+        api.GetTrainingJobResponseV1(
+            training_project=state.project_wire(project),
+            training_job=state.job_wire(job, project),
+        )
+    )
+
+
+@router.patch("/training_projects/{project_id}/jobs/{job_id}")
+async def update_job(project_id: str, job_id: str, request: Request, state: State) -> JSONResponse:
+    project, job = state.job(project_id, job_id)
+    body = await parse_body(request, api.UpdateTrainingJobRequestV1)
+    await run(state.store.set_priority, job.id, body.priority)
+    job = state.job(project_id, job_id)[1]
+    return ok(api.UpdateTrainingJobResponseV1(training_job=state.job_wire(job, project)))
+
+
+@router.delete("/training_projects/{project_id}/jobs/{job_id}")
+async def delete_job(project_id: str, job_id: str, state: State) -> JSONResponse:
+    project, job = state.job(project_id, job_id)
+    if not job.status.is_terminal:
+        raise ApiError(409, "CONFLICT", f"job {job.id} is {job.status.short}; stop it first")
+    shutil.rmtree(state.home.job_dir(job.id), ignore_errors=True)
+    await run(state.store.delete_job, job.id)
+    return ok(api.TrainingJobTombstoneV1(id=job.id, deleted=True, training_project_id=project.id))
+
+
+@router.post("/training_projects/{project_id}/jobs/{job_id}/stop")
+async def stop_job(project_id: str, job_id: str, request: Request, state: State) -> JSONResponse:
+    project, job = state.job(project_id, job_id)
+    await parse_body(request, api.StopTrainingJobRequestV1)
+    if not job.status.is_terminal:
+        await run(state.dispatcher.stop, job)
+    job = state.job(project_id, job_id)[1]
+    return ok(api.StopTrainingJobResponseV1(training_job=state.job_wire(job, project)))
+
+
+@router.post("/training_projects/{project_id}/jobs/{job_id}/recreate")
+async def recreate_job(project_id: str, job_id: str, state: State) -> JSONResponse:
+    project, job = state.job(project_id, job_id)
+    new, _ = await run(state.create_job, project, job.spec, None)
+    return ok(api.RecreateTrainingJobResponseV1(training_job=state.job_wire(new, project)))
+
+
+@router.post("/training_jobs/search")
+async def search_jobs(request: Request, state: State) -> JSONResponse:
+    body = await parse_body(request, api.SearchTrainingJobsRequestV1)
+    order = body.order_by[0] if body.order_by else api.OrderByV1(field="created_at", order="desc")
+    statuses = [S.parse(s).value for s in body.statuses or []] if body.statuses else None
+    jobs = await run(
+        state.store.jobs, body.project_id, body.job_id, statuses, order.order, order.field
+    )
+    return ok(api.SearchTrainingJobsResponseV1(training_jobs=[state.job_wire(j) for j in jobs]))

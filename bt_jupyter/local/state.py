@@ -1,0 +1,216 @@
+"""ServiceState: what every route of the local service reads and changes.
+
+Named for what it is, the state of one running service (its home, store, settings,
+runner dispatcher, API key and issued upload keys), not the service itself: service.py
+runs the process, app.py assembles the HTTP app, and the routes get this object from
+the :data:`State` dependency. It also owns what turns its rows into wire shapes (jobs,
+projects) and the lookups that answer 404 when something is missing.
+"""
+
+from __future__ import annotations
+
+import getpass
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from bt_jupyter import api, spec
+from bt_jupyter.local import checkpoints
+from bt_jupyter.local.dispatch import Dispatcher
+from bt_jupyter.local.home import Home
+from bt_jupyter.local.settings import Settings, s3_client
+from bt_jupyter.local.store import JobRow, ProjectRow, Store
+from bt_jupyter.local.wire import ApiError, not_found, sign, utc
+
+S = spec.TrainingJobStatus
+#: What a queued job says (Baseten's PENDING/QUEUED jobs carry such advice).
+QUEUE_ADVICE = "Waiting for capacity; the job starts when GPUs of its type are free."
+
+
+class ServiceState:
+    """The state behind the routes: store, home, settings and the runner dispatcher."""
+
+    def __init__(self, home: Home, settings: Settings, dispatcher: Dispatcher) -> None:
+        self.home, self.settings, self.dispatcher = home, settings, dispatcher
+        self.store = Store(home.db)
+        self.api_key = home.api_key()
+        #: Access key ids of the blob credentials handed out (the S3 stand-in takes only these)
+        self.issued_access_keys: set[str] = set()
+        #: Who creates jobs here; Baseten always names the user (truss's CLI expects one).
+        self.user = api.UserV1(email=f"{getpass.getuser()}@localhost")
+
+    def release_queued(self) -> None:
+        """Jobs queued when an earlier service ended: CREATED, so the dispatcher's watch
+        starts them (their queue timers ended with that service)."""
+        for queued in self.store.jobs(statuses=[S.QUEUED.value]):
+            self.store.set_status(queued.id, S.CREATED)
+
+    # ------------------------------------------------------------------ lookups
+
+    def project(self, project_id: str) -> ProjectRow:
+        found = self.store.project(project_id)
+        if found is None:
+            raise not_found("training project", project_id)
+        return found
+
+    def job(self, project_id: str, job_id: str) -> tuple[ProjectRow, JobRow]:
+        project = self.project(project_id)
+        job = self.store.job(job_id)
+        if job is None or job.project_id != project.id:
+            raise not_found(f"training job in project {project_id}", job_id)
+        return project, job
+
+    def artifact_path(self, key: str) -> Path:
+        """Where the local artifact store keeps ``key``; 400 for a key that is no object key."""
+        path = self.home.artifact_file(key)
+        if path is None:
+            raise ApiError(400, "INVALID_KEY", f"artifact key {key!r} is not a valid object key")
+        return path
+
+    def artifact_exists(self, artifact: api.CreateTrainingJobS3Artifact) -> bool:
+        """In the local artifact store, or (baseten mode) in the service's S3 bucket."""
+        if artifact.s3_bucket == api.LOCAL_ARTIFACT_BUCKET:
+            return self.artifact_path(artifact.s3_key).is_file()
+        if not self.settings.s3_bucket or artifact.s3_bucket != self.settings.s3_bucket:
+            return False
+        try:
+            s3_client(self.settings).head_object(  # type: ignore[attr-defined]
+                Bucket=artifact.s3_bucket, Key=artifact.s3_key
+            )
+        except Exception:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ wire shapes
+
+    def job_wire(self, job: JobRow, project: ProjectRow | None = None) -> api.TrainingJobV1:
+        project = project or self.project(job.project_id)
+        compute = job.spec.get("compute") or {}
+        return api.TrainingJobV1(
+            id=job.id,
+            created_at=utc(job.created_at),
+            current_status=job.status.value,
+            error_message=job.error_message,
+            instance_type=_instance_type(compute),
+            node_count=job.node_count,
+            updated_at=utc(job.updated_at),
+            training_project_id=project.id,
+            training_project=api.TrainingProjectSummaryV1(id=project.id, name=project.name),
+            name=job.name,
+            checkpoint_sync_status=self.checkpoint_sync_status(job),
+            priority=job.priority,
+            availability_model=compute.get("availability_model", "dedicated"),
+            user=self.user,
+        )
+
+    def project_wire(self, project: ProjectRow) -> api.TrainingProjectV1:
+        latest = self.store.latest_job(project.id)
+        return api.TrainingProjectV1(
+            id=project.id,
+            name=project.name,
+            created_at=utc(project.created_at),
+            updated_at=utc(project.updated_at),
+            team_name=project.team_name,
+            latest_job=self.job_wire(latest, project) if latest else None,
+        )
+
+    # ------------------------------------------------------------------ checkpoint sync
+
+    def checkpoint_sync_status(self, job: JobRow) -> str | None:
+        """SYNCING while the job runs and for ``checkpoint_sync_s`` after it ended (the
+        last files written are then in storage); None without checkpointing."""
+        runtime = job.spec.get("runtime") or {}
+        if not (runtime.get("checkpointing_config") or {}).get("enabled"):
+            return None
+        if not job.status.is_terminal:
+            return api.CHECKPOINT_SYNCING
+        if time.time() - job.updated_at < self.settings.checkpoint_sync_s:
+            return api.CHECKPOINT_SYNCING
+        return api.CHECKPOINT_SYNCED
+
+    def synced_before(self, job: JobRow) -> float | None:
+        """Files written after this are not in (the stand-in's) storage yet: while the job
+        runs, those of the last ``checkpoint_sync_s``; after it ended, until its final
+        sync is done, also at least the last file written (its ``--out`` values)."""
+        delay = self.settings.checkpoint_sync_s
+        if delay <= 0:
+            return None
+        now = time.time()
+        if not job.status.is_terminal:
+            return now - delay
+        if now - job.updated_at >= delay:
+            return None  # the final sync is done
+        root = self.home.job_dir(job.id) / "checkpoints"
+        newest = max((p.stat().st_mtime for _, _, p in checkpoints.files(root)), default=0.0)
+        return min(job.updated_at - delay, newest - 1e-3)
+
+    # ------------------------------------------------------------------ job lifecycle
+
+    def create_job(
+        self, project: ProjectRow, spec_json: dict[str, Any], idempotency_key: str | None
+    ) -> tuple[JobRow, bool]:
+        """Create and start a job. In baseten mode it first waits in the queue (QUEUED,
+        with queue advice as its message, like Baseten's) for ``queue_s`` seconds."""
+        if self.settings.baseten_mode and self.settings.queue_s > 0:
+            job, created = self.store.create_job(
+                project.id, spec_json, idempotency_key, S.QUEUED, QUEUE_ADVICE
+            )
+            if created:
+                timer = threading.Timer(self.settings.queue_s, self.dequeue, (job.id,))
+                timer.daemon = True
+                timer.start()
+            return job, created
+        job, created = self.store.create_job(project.id, spec_json, idempotency_key)
+        if created:
+            self.dispatcher.dispatch(job.id)
+        return job, created
+
+    def dequeue(self, job_id: str) -> None:
+        """QUEUED -> CREATED, then run it (not if it was stopped while queued)."""
+        if self.store.set_status(job_id, S.CREATED):
+            self.dispatcher.dispatch(job_id)
+
+    # ------------------------------------------------------------------ presigned URLs
+
+    def sign(self, path: str) -> str:
+        return sign(self.api_key, path)
+
+    def signed_url(self, request: Request, path: str) -> str:
+        return f"{str(request.base_url).rstrip('/')}{path}?sig={self.sign(path)}"
+
+
+async def _current(request: Request) -> ServiceState:
+    """The state of the app that got the request (app.py puts it on ``app.state``)."""
+    state: ServiceState = request.app.state.service
+    return state
+
+
+#: A route's parameter ``state: State`` is the service's state.
+State = Annotated[ServiceState, Depends(_current)]
+
+
+def _instance_type(compute: dict[str, Any]) -> api.InstanceTypeV1:
+    accelerator = compute.get("accelerator") or {}
+    gpu_type, gpu_count = accelerator.get("accelerator"), int(accelerator.get("count") or 0)
+    name = f"{gpu_type}:{gpu_count}" if gpu_type else f"CPU:{compute.get('cpu_count', 1)}"
+    return api.InstanceTypeV1(
+        id=f"local-{name}",
+        name=name,
+        memory_limit_mib=_mib(str(compute.get("memory", "2Gi"))),
+        millicpu_limit=int(compute.get("cpu_count", 1)) * 1000,
+        gpu_count=gpu_count,
+        gpu_type=gpu_type,
+        gpu_memory_limit_mib=None,
+    )
+
+
+def _mib(quantity: str) -> int:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024**2, "K": 1e3 / 2**20}
+    units |= {"M": 1e6 / 2**20, "G": 1e9 / 2**20, "T": 1e12 / 2**20}
+    for unit in sorted(units, key=len, reverse=True):
+        if quantity.endswith(unit):
+            return int(float(quantity[: -len(unit)]) * units[unit])
+    return int(float(quantity) / 2**20)
