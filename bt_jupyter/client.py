@@ -172,11 +172,11 @@ class ApiClient:
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
-        local_extensions: bool = False,
+        retry_creates: bool = False,
         graphql_url: str | None = None,
     ) -> None:
-        """``local_extensions``: the service is bt_jupyter's local one, which honours
-        Idempotency-Key on creates and serves ``/v1/local/`` (log follow, history, uploads).
+        """``retry_creates``: the service honours Idempotency-Key, so a create whose
+        answer was lost may be sent again (bt_jupyter's local service does).
         ``graphql_url``: Baseten's GraphQL endpoint, by default the app host's ``/graphql/``
         (``api.baseten.co`` -> ``app.baseten.co``)."""
         self.base_url = base_url.rstrip("/")
@@ -184,7 +184,7 @@ class ApiClient:
         # GraphQL and model endpoints take the key the way Baseten's CLI sends it
         self._key_header = {"Authorization": f"Api-Key {api_key}"}
         self.retry = retry or RetryPolicy()
-        self.local_extensions = local_extensions
+        self.retry_creates = retry_creates
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": "bt_jupyter"},
@@ -198,7 +198,7 @@ class ApiClient:
         from bt_jupyter.local.home import Home
 
         info = ensure_running(Home(home) if home else None)
-        kwargs.setdefault("local_extensions", True)
+        kwargs.setdefault("retry_creates", True)
         return cls(info.url, info.api_key, **kwargs)
 
     def close(self) -> None:
@@ -332,7 +332,7 @@ class ApiClient:
             body,
             api.CreateTrainingJobResponseV1,
             headers={"Idempotency-Key": uuid.uuid4().hex},
-            retry_ambiguous=self.local_extensions,
+            retry_ambiguous=self.retry_creates,
         )
         return answer.training_job
 
@@ -465,12 +465,6 @@ class ApiClient:
             # keep only the keys that can reappear (the overlapping millisecond)
             seen = {_key(line) for line in page if int(line.timestamp) // 1_000_000 == last_ms}
             start = last_ms if last_ms > start else start + 1
-
-    def stream_logs(self, project_id: str, job_id: str) -> Iterator[FollowedLog]:
-        """Every line of the job, live, until it ends: long-poll locally, else polling."""
-        if self.local_extensions:
-            return self.follow_logs(project_id, job_id)
-        return self.poll_logs(project_id, job_id)
 
     def follow_logs(
         self,

@@ -7,13 +7,11 @@ status comes from and which URL a call goes to, so the waiting and calling live 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bt_jupyter import api, serving_api
+from bt_jupyter.client import ApiClient, model_url
 from bt_jupyter.errors import BtJupyterError
-
-if TYPE_CHECKING:
-    from bt_jupyter.jobs import Client
 
 
 class DeploymentFailed(BtJupyterError):
@@ -31,8 +29,8 @@ class Deployment:
     #: How long ``wait()`` waits by default: a local process loads in seconds.
     wait_timeout = 300.0
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    def __init__(self, rest: ApiClient) -> None:
+        self.rest = rest
 
     def __repr__(self) -> str:
         return f"<Deployment {self.id} {self.name} [{self.status}] {self.url}>"
@@ -136,8 +134,8 @@ class Deployment:
 class LocalDeployment(Deployment):
     """A serving process of the local service (``/v1/local/deployments``)."""
 
-    def __init__(self, client: Client, wire: api.LocalDeploymentV1) -> None:
-        super().__init__(client)
+    def __init__(self, rest: ApiClient, wire: api.LocalDeploymentV1) -> None:
+        super().__init__(rest)
         self._wire = wire
         self.id, self.name, self.checkpoint = wire.id, wire.name, wire.checkpoint
         self.kind = wire.kind
@@ -155,11 +153,11 @@ class LocalDeployment(Deployment):
         return self._wire.error_message
 
     def refresh(self) -> LocalDeployment:
-        self._wire = self.client.api.deployment(self.id)
+        self._wire = self.rest.deployment(self.id)
         return self
 
     def logs(self) -> list[api.LogV1]:
-        return self.client.api.deployment_logs(self.id)
+        return self.rest.deployment_logs(self.id)
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         import httpx
@@ -170,7 +168,7 @@ class LocalDeployment(Deployment):
         return response.json()
 
     def _request_stop(self) -> None:
-        self._wire = self.client.api.stop_deployment(self.id)
+        self._wire = self.rest.stop_deployment(self.id)
 
 
 class CloudDeployment(Deployment):
@@ -185,12 +183,12 @@ class CloudDeployment(Deployment):
 
     def __init__(
         self,
-        client: Client,
+        rest: ApiClient,
         version: serving_api.ModelVersionV1,
         checkpoint: str,
         served_model: str | None = None,
     ) -> None:
-        super().__init__(client)
+        super().__init__(rest)
         self.id, self.name, self.model_id = version.id, version.name, version.model_id
         self.checkpoint, self.kind = checkpoint, "vllm"
         self._served_model = served_model
@@ -202,22 +200,20 @@ class CloudDeployment(Deployment):
 
     @property
     def url(self) -> str:
-        from bt_jupyter.client import model_url
-
-        return f"{model_url(self.client.url, self.model_id)}/deployment/{self.id}"
+        return f"{model_url(self.rest.base_url, self.model_id)}/deployment/{self.id}"
 
     def refresh(self) -> CloudDeployment:
-        self._status = self.client.api.model_deployment(self.model_id, self.id).status
+        self._status = self.rest.model_deployment(self.model_id, self.id).status
         return self
 
     def logs(self) -> list[api.LogV1]:
-        return self.client.api.model_deployment_logs(self.model_id, self.id)
+        return self.rest.model_deployment_logs(self.model_id, self.id)
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
-        return self.client.api.invoke_model(self.model_id, self.id, path, body)
+        return self.rest.invoke_model(self.model_id, self.id, path, body)
 
     def _request_stop(self) -> None:
-        self.client.api.deactivate_model_deployment(self.model_id, self.id)
+        self.rest.deactivate_model_deployment(self.model_id, self.id)
 
     def _model_field(self) -> dict[str, str]:
         return {"model": self._served_model} if self._served_model else {}

@@ -19,8 +19,16 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from bt_jupyter import api, spec
-from bt_jupyter.client import SYNC_TIMEOUT_S, ApiClient, FollowedLog, node_of
-from bt_jupyter.deployments import CloudDeployment, Deployment, LocalDeployment
+from bt_jupyter.backends import Backend, DeployRequest, backend_named
+from bt_jupyter.client import (
+    SYNC_TIMEOUT_S,
+    ApiClient,
+    FollowedLog,
+    LogBatch,
+    LogPoller,
+    node_of,
+)
+from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import BtJupyterError, InvalidConfigError
 from bt_jupyter.packaging import Bundle
 from bt_jupyter.packaging.files import included_files
@@ -35,10 +43,6 @@ class JobFailed(BtJupyterError):
 
 class NoSuchJob(BtJupyterError):
     pass
-
-
-class NoCheckpoint(BtJupyterError):
-    """A "latest" checkpoint to load was asked for, and there is none."""
 
 
 class MissingApiKey(BtJupyterError):
@@ -91,8 +95,10 @@ def find_api_key(api_key: str | None = None, remote: str | None = None) -> ApiKe
 class Client:
     """A backend to train on: ``Client.local()`` (the default) or ``Client.baseten()``."""
 
-    def __init__(self, api_client: ApiClient, backend: str, key_source: str) -> None:
-        self.api, self.backend, self.key_source = api_client, backend, key_source
+    def __init__(self, api_client: ApiClient, backend: str | Backend, key_source: str) -> None:
+        self.api, self.key_source = api_client, key_source
+        #: The service's differences (``.name``: "local" or "baseten").
+        self.backend = backend_named(backend, api_client) if isinstance(backend, str) else backend
 
     @classmethod
     def local(cls, home: Path | None = None) -> Client:
@@ -120,8 +126,11 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    def projects(self) -> list[api.TrainingProjectV1]:
+        return self.api.projects()
+
     def _project_id(self, name: str) -> str | None:
-        return next((p.id for p in self.api.projects() if p.name == name), None)
+        return next((p.id for p in self.projects() if p.name == name), None)
 
     def submit(
         self, project: spec.TrainingProject, bundle: Bundle | None = None, team: str | None = None
@@ -134,69 +143,14 @@ class Client:
                 "TrainingJob.enable_baseten_workdir: a packaged cell runs from its files in "
                 "the working directory, so it needs enable_baseten_workdir=True (the default)"
             )
-        if team is not None and not self.api.local_extensions:
-            from bt_jupyter.cloud.teams import team_id
-
-            team = team_id(self.api, team)  # Baseten's path takes the id; people know names
+        if team is not None:
+            team = self.backend.team_id(team)
         remote = self.api.upsert_project(project, team_id=team)
-        artifacts = []
-        if bundle is not None:
-            if self.api.local_extensions:
-                artifacts.append(self.api.upload_artifact(bundle.archive)[0])
-            else:
-                from bt_jupyter.cloud.upload import upload_bundle
-
-                artifacts.append(upload_bundle(self.api, bundle.archive)[0])
-        job = project.job
-        if not self.api.local_extensions:
-            job = self._name_latest_checkpoints(job, project.name)
+        artifacts = [self.backend.upload(bundle.archive)] if bundle is not None else []
+        job = self.backend.prepare(project.job, project.name)
         created = self.api.create_job(remote.id, job, artifacts)
         outputs = [str(n) for n in bundle.manifest.get("outputs") or []] if bundle else []
         return Job(self, created, base_image=job.image.base_image, outputs=outputs)
-
-    def _name_latest_checkpoints(self, job: spec.TrainingJob, project: str) -> spec.TrainingJob:
-        """Replace "latest" checkpoint references by the checkpoint they mean now.
-
-        Baseten resolves "latest" on its side, to the newest top-level folder of the
-        checkpoint directory, and the folder a job's ``--out`` values are saved in is
-        written last: Baseten would load that instead of the model. So on Baseten the
-        client resolves "latest" itself, skipping that folder, and sends a named
-        checkpoint (what is loaded is then also what was printed at submission)."""
-        config = job.runtime.load_checkpoint_config
-        if config is None or not config.enabled:
-            return job
-        if not any(isinstance(r, spec.LatestCheckpoint) for r in config.checkpoints):
-            return job
-        refs: list[spec.CheckpointReference] = []
-        for ref in config.checkpoints:
-            if isinstance(ref, spec.LatestCheckpoint):
-                job_id, name = self._latest_checkpoint(ref, project)
-                refs.append(spec.NamedCheckpoint(checkpoint_name=name, job_id=job_id))
-            else:
-                refs.append(ref)
-        runtime = job.runtime.model_copy(
-            update={"load_checkpoint_config": config.model_copy(update={"checkpoints": refs})}
-        )
-        return job.model_copy(update={"runtime": runtime})
-
-    def _latest_checkpoint(self, ref: spec.LatestCheckpoint, project: str) -> tuple[str, str]:
-        """(job id, checkpoint name): the newest model checkpoint of ``ref``'s job, or of
-        the newest job of its project (this job's project by default) that has one."""
-        if ref.job_id:
-            candidates = self.api.search_jobs(job_id=ref.job_id)
-            where = f"job {ref.job_id}"
-        else:
-            name = ref.project_name or project
-            project_id = self._project_id(name)
-            candidates = self.api.search_jobs(project_id=project_id) if project_id else []
-            where = f"project {name!r}"
-        for found in sorted(candidates, key=lambda j: j.created_at, reverse=True):
-            checkpoints = self.api.checkpoints(found.training_project_id, found.id)
-            if checkpoints:
-                return found.id, max(
-                    reversed(checkpoints), key=lambda c: c.created_at
-                ).checkpoint_id
-        raise NoCheckpoint(f"no checkpoint to load: {where} has no job with checkpoints")
 
     def push(self, project: Any, source_dir: Path | str | None = None) -> Job:
         """Like ``truss_train.push``: the project's job with ``source_dir`` as its files."""
@@ -223,7 +177,7 @@ class Client:
         """Re-attach to a job by id (after a kernel restart, from another notebook, ...)."""
         found = self.api.search_jobs(job_id=job_id)
         if not found:
-            raise NoSuchJob(f"no job {job_id!r} on the {self.backend} backend ({self.url})")
+            raise NoSuchJob(f"no job {job_id!r} on the {self.backend.name} backend ({self.url})")
         return Job(self, found[0])
 
 
@@ -336,12 +290,10 @@ class Job:
 
     def follow(self) -> Iterator[FollowedLog]:
         """Every log line, live, until the job ends."""
-        return self._rest.stream_logs(self.project_id, self.id)
+        return self.client.backend.follow(self._wire)
 
     def history(self) -> list[tuple[spec.TrainingJobStatus, str]]:
-        if not self._rest.local_extensions:
-            return [(self.status, self._wire.updated_at.isoformat())]
-        return self._rest.history(self.project_id, self.id)
+        return self.client.backend.history(self._wire)
 
     def metrics(self) -> api.GetTrainingJobMetricsResponseV1:
         return self._rest.metrics(self.project_id, self.id)
@@ -383,38 +335,54 @@ class Job:
         completions, or any checkpoint through a ``class Model`` bundle (``%%bt_model``).
         On Baseten: a LoRA or full checkpoint on vLLM, on the ``gpu`` given or the one the
         job trained on, with ``hf_secret`` (a Baseten secret's name) as ``HF_TOKEN``."""
-        if self._rest.local_extensions:
-            if gpu or hf_secret or env:
-                raise BtJupyterError(
-                    "gpu=, hf_secret= and env= choose Baseten's serving; the local backend "
-                    "serves on this machine without them"
-                )
-            artifact = self._rest.upload_artifact(model.archive)[0] if model else None
-            wire = self._rest.create_deployment(self.id, checkpoint, name, artifact, port)
-            return LocalDeployment(self.client, wire)
-        if model is not None or port is not None:
-            raise BtJupyterError(
-                "Baseten deploys checkpoints on vLLM: model= and port= are for the local "
-                "backend (package a class Model with `truss push` for custom serving)"
-            )
-        from bt_jupyter.cloud import deploy as cloud_deploy
-
-        # the checkpoint's files must be in storage before Baseten can serve them
-        self._wire = self._rest.wait_checkpoints_synced(self.project_id, self.id)
-        plan = cloud_deploy.plan(self._rest, self._wire, checkpoint, name, gpu, hf_secret, env)
-        created = cloud_deploy.create(self._rest, plan.request)
-        if created.model_version is None:
-            raise BtJupyterError(f"Baseten created no model version for {plan.model_name}")
-        served = plan.checkpoint.checkpoint_id if plan.lora_rank is not None else None
-        return CloudDeployment(
-            self.client, created.model_version, plan.checkpoint.checkpoint_id, served
+        request = DeployRequest(
+            checkpoint, name, model.archive if model else None, port, gpu, hf_secret, env
         )
+        deployment = self.client.backend.deploy(self._wire, request)
+        return deployment
+
+    def deployments(self) -> list[Deployment]:
+        """Deployments started from this job that the service lists (the local one does)."""
+        return self.client.backend.deployments(self.id)
+
+    def log_batches(self, tail: int, keep_prefix: str) -> Iterator[tuple[list[api.LogV1], int]]:
+        """The log, live, to the end, in batches: (lines, lines skipped before them).
+        Where the service can skip, only the newest ``tail`` lines of a batch and every
+        line starting with ``keep_prefix`` come (so a flood of output never lags a view)."""
+        return self.client.backend.log_batches(self._wire, tail, keep_prefix)
+
+    def follow_batch(self, cursor: int, poll_timeout: int, tail: int | None) -> LogBatch:
+        """One long-poll of the log after ``cursor`` (services that follow by cursor)."""
+        batches = self._rest.follow_batches(
+            self.project_id, self.id, cursor=cursor, poll_timeout=poll_timeout, tail=tail
+        )
+        return next(iter(batches))
+
+    def log_window(self, start_ms: int, end_ms: int, limit: int) -> list[api.LogV1]:
+        """The newest ``limit`` lines between two times, oldest first (one request)."""
+        window = self._rest.logs(
+            self.project_id,
+            self.id,
+            start_epoch_millis=start_ms,
+            end_epoch_millis=end_ms,
+            direction=api.SortOrderV1.DESC,
+            limit=limit,
+        )
+        return window[::-1]
+
+    def log_poller(self, since_ms: int) -> LogPoller:
+        """A reader of the log by time windows, from ``since_ms`` (see LogPoller)."""
+        return LogPoller(self._rest, self.project_id, self.id, since_ms=since_ms)
+
+    def checkpoint_files(self) -> list[api.CheckpointFile]:
+        """Every file of every checkpoint, with a presigned URL each."""
+        return self._rest.checkpoint_files(self.project_id, self.id)
 
     def summary(self) -> str:
         """A few lines for terminals and nbconvert runs."""
         compute = f"{self.node_count} x {self.instance_type.name}"
         lines = [f"Job {self.id} ({self.name or 'unnamed'}) in {self.project}: {self.status.short}"]
-        lines.append(f"  backend {self.client.backend}, compute {compute}")
+        lines.append(f"  backend {self.client.backend.name}, compute {compute}")
         if self.error_message:
             lines.append(f"  error: {self.error_message}")
         if self.notice:

@@ -236,7 +236,7 @@ class BtMagics(Magics):
 
     def _wait(self, job: Job, outputs: list[str]) -> None:
         """Stream status changes and log lines as text, then bind ``--out`` variables."""
-        print(f"Job {job.id} submitted to project {job.project!r} ({job.client.backend})")
+        print(f"Job {job.id} submitted to project {job.project!r} ({job.client.backend.name})")
         status = None
         try:
             for followed in job.follow():
@@ -426,7 +426,7 @@ class BtMagics(Magics):
     def bt_config(self, line: str) -> None:
         """``%bt_config``: backend, service URL and where the API key came from (never the key)."""
         client = self.client()
-        print(f"backend: {client.backend}")
+        print(f"backend: {client.backend.name}")
         print(f"url: {client.url}")
         print(f"api key: from {client.key_source}")
         print(f"project: {self.default_project}")

@@ -85,7 +85,7 @@ def test_create_survives_every_fault_and_creates_exactly_one_job(
         connect_error,
     ]
     transport = FaultyTransport(faults, _is_create)
-    with _client(local_home, transport, local_extensions=True) as faulty:
+    with _client(local_home, transport, retry_creates=True) as faulty:
         job = faulty.create_job(
             project.id, spec.TrainingJob(image=spec.Image(base_image="x"), runtime=spec.Runtime())
         )

@@ -24,11 +24,11 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from bt_jupyter import Client, Job, spec
+from bt_jupyter.backends.baseten import deploy as cloud_deploy
+from bt_jupyter.backends.baseten.deploy import DeployError
+from bt_jupyter.backends.baseten.teams import UnknownTeam
+from bt_jupyter.backends.baseten.upload import upload_bundle
 from bt_jupyter.client import ApiClient, AuthError, GraphQLError
-from bt_jupyter.cloud import deploy as cloud_deploy
-from bt_jupyter.cloud.deploy import DeployError
-from bt_jupyter.cloud.teams import UnknownTeam
-from bt_jupyter.cloud.upload import upload_bundle
 from bt_jupyter.deployments import CloudDeployment, DeploymentFailed
 from bt_jupyter.errors import BtJupyterError, InvalidConfigError
 from bt_jupyter.local.daemon import ServiceInfo
@@ -132,7 +132,7 @@ def test_a_cell_runs_through_s3_and_polling_like_on_baseten(
     cloud: tuple[Client, Recorder], openapi_if_present: dict[str, Any] | None
 ) -> None:
     client, recorder = cloud
-    assert not client.api.local_extensions
+    assert not client.api.retry_creates
     bundle = _bundle(
         "import time\nfor i in range(5):\n    print('line', i); time.sleep(0.1)\nanswer = base * 2",
         base=21,

@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from bt_jupyter import Client, Job, api, runtime, spec
+from bt_jupyter.backends.baseten import deploy as cloud_deploy
 from bt_jupyter.client import ApiError, GraphQLError, OutputsMissing, node_of
-from bt_jupyter.cloud import deploy as cloud_deploy
 from bt_jupyter.jobs import JobFailed
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id

@@ -96,7 +96,7 @@ def test_baseten_key_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert find_api_key().source == "$BASETEN_API_KEY"
     assert find_api_key("explicit").source == "the api_key argument"
     with Client.baseten() as client:
-        assert (client.backend, client.url) == ("baseten", "https://api.baseten.co")
+        assert (client.backend.name, client.url) == ("baseten", "https://api.baseten.co")
     monkeypatch.delenv("BASETEN_API_KEY")
     trussrc.unlink()
     with pytest.raises(MissingApiKey, match="set BASETEN_API_KEY, or run `truss login`"):

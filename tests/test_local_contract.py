@@ -155,7 +155,7 @@ def test_every_endpoint_matches_the_spec(
     assert {op.key for op in openapi.operations()} >= NOT_LOCAL, "NOT_LOCAL names unknown ops"
     info = _service(local_home)
     recorder = Recorder()
-    with ApiClient(info.url, info.api_key, transport=recorder, local_extensions=True) as c:
+    with ApiClient(info.url, info.api_key, transport=recorder, retry_creates=True) as c:
         _walk_every_endpoint(c, tmp_path)
 
     problems: list[str] = []

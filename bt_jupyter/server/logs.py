@@ -112,7 +112,7 @@ def read(client: Client, job_id: str, query: LogQuery) -> JSON:
     """One page of the job's log after ``query.cursor`` (blocking up to the timeout)."""
     job = client.job(job_id)
     deadline = time.monotonic() + (query.timeout if query.follow else 0.0)
-    if client.api.local_extensions:
+    if client.backend.follows_by_cursor:
         return _read_local(job, query, deadline).json()
     return _read_cloud(job, query, deadline).json()
 
@@ -142,13 +142,7 @@ def _read_local(job: Job, query: LogQuery, deadline: float) -> LogPage:
     moved = start is not None
     while True:
         wait = max(0, math.ceil(deadline - time.monotonic()))
-        batch = next(
-            iter(
-                job.client.api.follow_batches(
-                    job.project_id, job.id, cursor=position, poll_timeout=wait, tail=tail
-                )
-            )
-        )
+        batch = job.follow_batch(position, wait, tail)
         if batch.logs:
             position, tail, moved = batch.logs[-1].cursor, None, True
         lines: list[api.LogV1] = [line for line in batch.logs if _on_node(line, query.node)]
@@ -177,7 +171,7 @@ class _Pollers:
         self._lock = threading.Lock()
 
     def new(self, job: Job, since_ms: int) -> tuple[str, LogPoller]:
-        reader = LogPoller(job.client.api, job.project_id, job.id, since_ms=since_ms)
+        reader = job.log_poller(since_ms)
         token = secrets.token_hex(8)
         with self._lock:
             self._readers[token] = reader
@@ -212,15 +206,7 @@ def _cloud_tail(job: Job, tail: int) -> list[api.LogV1]:
     last = job.updated_at.timestamp() if job.status.is_terminal else time.time()
     end = int(last * 1000) + LOG_LOOK_BACK_MS
     since = max(int(job.created_at.timestamp() * 1000) - 1000, end - api.MAX_LOG_WINDOW_MS)
-    window = job.client.api.logs(
-        job.project_id,
-        job.id,
-        start_epoch_millis=since,
-        end_epoch_millis=end,
-        direction=api.SortOrderV1.DESC,
-        limit=min(tail, api.MAX_LOG_LIMIT),
-    )
-    return window[::-1]
+    return job.log_window(since, end, min(tail, api.MAX_LOG_LIMIT))
 
 
 def _read_cloud(job: Job, query: LogQuery, deadline: float) -> LogPage:

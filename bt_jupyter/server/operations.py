@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from bt_jupyter import spec
 from bt_jupyter._version import __version__
-from bt_jupyter.deployments import LocalDeployment
 from bt_jupyter.jobs import Client, MissingApiKey, find_api_key
 from bt_jupyter.server.backends import BACKENDS
 from bt_jupyter.server.errors import BadRequest, Conflict
@@ -38,7 +37,7 @@ def config(default_backend: str) -> JSON:
 
 
 def projects(client: Client) -> JSON:
-    return {"projects": [project_json(p) for p in client.api.projects()]}
+    return {"projects": [project_json(p) for p in client.projects()]}
 
 
 def jobs(client: Client, project: str | None, status: spec.TrainingJobStatus | None) -> JSON:
@@ -47,13 +46,7 @@ def jobs(client: Client, project: str | None, status: spec.TrainingJobStatus | N
 
 def job(client: Client, job_id: str) -> JSON:
     found = client.job(job_id)
-    deployments = []
-    if client.api.local_extensions:  # deployments are the local service's own
-        deployments = [
-            deployment_json(LocalDeployment(client, wire))
-            for wire in client.api.deployments()
-            if wire.job_id == found.id
-        ]
+    deployments = [deployment_json(d) for d in found.deployments()]
     return {
         "job": job_json(found),
         "history": history_json(found.history()),

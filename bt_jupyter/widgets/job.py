@@ -45,7 +45,7 @@ _HERE = Path(__file__).parent
 
 def cost_per_hour(job: Job, prices: dict[str, float] | None = None) -> float:
     """Estimated cost per hour of the job's GPUs; 0 on the local backend."""
-    if job.client.backend == "local" or not job.instance_type.gpu_type:
+    if not job.client.backend.bills or not job.instance_type.gpu_type:
         return 0.0
     price = (prices or GPU_HOUR_PRICES).get(job.instance_type.gpu_type, 0.0)
     return price * job.instance_type.gpu_count * job.node_count
@@ -111,7 +111,7 @@ class JobWidget(anywidget.AnyWidget):
             "id": job.id,
             "name": job.name or "",
             "project": job.project,
-            "backend": job.client.backend,
+            "backend": job.client.backend.name,
             "compute": f"{job.node_count} x {job.instance_type.name}",
             "base_image": job.base_image or "",
             "created": job.created_at.isoformat(),
@@ -223,15 +223,7 @@ class JobWatcher:
     def _batches(self) -> Iterator[tuple[list[api.LogV1], int]]:
         """(new lines, lines skipped before them): only the newest lines and every
         metric line from the local service, so a flood of output never lags the view."""
-        job = self.job
-        if job.client.api.local_extensions:
-            for batch in job.client.api.follow_batches(
-                job.project_id, job.id, tail=TAIL_LINES, keep_prefix=runtime.METRIC_PREFIX
-            ):
-                yield list(batch.logs), batch.skipped
-        else:
-            for followed in job.follow():
-                yield [followed.log], 0
+        return self.job.log_batches(TAIL_LINES, runtime.METRIC_PREFIX)
 
     def _follow(self) -> None:
         try:
@@ -277,7 +269,7 @@ class JobWatcher:
         """Which nodes wrote each checkpoint (from its files; fetched when the set changes)."""
         if names != self._rank_names:
             ranks: dict[str, set[int]] = {}
-            for f in self.job.client.api.checkpoint_files(self.job.project_id, self.job.id):
+            for f in self.job.checkpoint_files():
                 parts = f.relative_file_name.split("/")  # rank-N/<checkpoint>/... or rank-N/file
                 if len(parts) > 1:
                     name = parts[1] if len(parts) > 2 else api.ROOT_CHECKPOINT

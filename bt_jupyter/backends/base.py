@@ -1,0 +1,75 @@
+"""The Backend protocol and what its methods take: what each service implements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from bt_jupyter import api, spec
+from bt_jupyter.client import ApiClient, FollowedLog
+from bt_jupyter.deployments import Deployment
+
+#: (new lines, lines skipped before them) of a followed log.
+LinesBatch = tuple[list[api.LogV1], int]
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """What ``Job.deploy`` was asked; each backend takes the fields it serves with."""
+
+    checkpoint: str = "latest"
+    name: str | None = None
+    model_archive: bytes | None = None
+    port: int | None = None
+    gpu: str | None = None
+    hf_secret: str | None = None
+    env: dict[str, str] | None = None
+
+
+class Backend(Protocol):
+    """A service that runs training jobs: the same REST API, and what differs around it."""
+
+    #: ``"local"`` or ``"baseten"``: what people read.
+    name: str
+    #: The one REST client of Baseten's training API, for this service.
+    rest: ApiClient
+    #: Whether a job's GPUs cost money (the widget's cost estimate).
+    bills: bool
+    #: Whether the service follows a log from a cursor (else only by time windows).
+    follows_by_cursor: bool
+
+    def upload(self, archive: bytes) -> api.CreateTrainingJobS3Artifact:
+        """Store a bundle where this service's jobs read it (sent once per content)."""
+        ...
+
+    def team_id(self, team: str) -> str:
+        """The id of a team given by name or id."""
+        ...
+
+    def prepare(self, job: spec.TrainingJob, project: str) -> spec.TrainingJob:
+        """The job as this service must receive it (e.g. "latest" named beforehand)."""
+        ...
+
+    def history(self, job: api.TrainingJobV1) -> list[tuple[spec.TrainingJobStatus, str]]:
+        """The job's status changes with their times, as far as the service keeps them."""
+        ...
+
+    def follow(self, job: api.TrainingJobV1) -> Iterator[FollowedLog]:
+        """Every line of the job, live, until it ends; each once."""
+        ...
+
+    def log_batches(
+        self, job: api.TrainingJobV1, tail: int, keep_prefix: str
+    ) -> Iterator[LinesBatch]:
+        """The job's log, live, to its end: at most the newest ``tail`` lines of each
+        batch plus every line starting with ``keep_prefix`` where the service can skip."""
+        ...
+
+    def deploy(self, job: api.TrainingJobV1, request: DeployRequest) -> Deployment:
+        """Serve a checkpoint of ``job``."""
+        ...
+
+    def deployments(self, job_id: str) -> list[Deployment]:
+        """The deployments started from ``job_id`` that this service lists."""
+        ...

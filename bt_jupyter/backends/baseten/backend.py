@@ -1,0 +1,117 @@
+"""Baseten's cloud: what its service needs that the local one does not (S3 upload with
+blob credentials, team names, "latest" named before submitting, vLLM deploys)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from bt_jupyter import api, spec
+from bt_jupyter.backends.base import DeployRequest, LinesBatch
+from bt_jupyter.backends.baseten import deploy as cloud_deploy
+from bt_jupyter.backends.baseten.teams import team_id
+from bt_jupyter.backends.baseten.upload import upload_bundle
+from bt_jupyter.client import ApiClient, FollowedLog
+from bt_jupyter.deployments import CloudDeployment, Deployment
+from bt_jupyter.errors import BtJupyterError
+
+
+class NoCheckpoint(BtJupyterError):
+    """A "latest" checkpoint to load was asked for, and there is none."""
+
+
+class BasetenBackend:
+    name = "baseten"
+    bills = True
+    follows_by_cursor = False
+
+    def __init__(self, rest: ApiClient) -> None:
+        self.rest = rest
+
+    def upload(self, archive: bytes) -> api.CreateTrainingJobS3Artifact:
+        return upload_bundle(self.rest, archive)[0]
+
+    def team_id(self, team: str) -> str:
+        return team_id(self.rest, team)  # Baseten's path takes the id; people know names
+
+    def prepare(self, job: spec.TrainingJob, project: str) -> spec.TrainingJob:
+        """Replace "latest" checkpoint references by the checkpoint they mean now.
+
+        Baseten resolves "latest" on its side, to the newest top-level folder of the
+        checkpoint directory, and the folder a job's ``--out`` values are saved in is
+        written last: Baseten would load that instead of the model. So the client
+        resolves "latest" itself, skipping that folder, and sends a named checkpoint
+        (what is loaded is then also what was printed at submission)."""
+        config = job.runtime.load_checkpoint_config
+        if config is None or not config.enabled:
+            return job
+        if not any(isinstance(r, spec.LatestCheckpoint) for r in config.checkpoints):
+            return job
+        refs: list[spec.CheckpointReference] = []
+        for ref in config.checkpoints:
+            if isinstance(ref, spec.LatestCheckpoint):
+                job_id, name = self._latest_checkpoint(ref, project)
+                refs.append(spec.NamedCheckpoint(checkpoint_name=name, job_id=job_id))
+            else:
+                refs.append(ref)
+        runtime = job.runtime.model_copy(
+            update={"load_checkpoint_config": config.model_copy(update={"checkpoints": refs})}
+        )
+        return job.model_copy(update={"runtime": runtime})
+
+    def _latest_checkpoint(self, ref: spec.LatestCheckpoint, project: str) -> tuple[str, str]:
+        """(job id, checkpoint name): the newest model checkpoint of ``ref``'s job, or of
+        the newest job of its project (this job's project by default) that has one."""
+        if ref.job_id:
+            candidates = self.rest.search_jobs(job_id=ref.job_id)
+            where = f"job {ref.job_id}"
+        else:
+            name = ref.project_name or project
+            project_id = next((p.id for p in self.rest.projects() if p.name == name), None)
+            candidates = self.rest.search_jobs(project_id=project_id) if project_id else []
+            where = f"project {name!r}"
+        for found in sorted(candidates, key=lambda j: j.created_at, reverse=True):
+            checkpoints = self.rest.checkpoints(found.training_project_id, found.id)
+            if checkpoints:
+                newest = max(reversed(checkpoints), key=lambda c: c.created_at)
+                return found.id, newest.checkpoint_id
+        raise NoCheckpoint(f"no checkpoint to load: {where} has no job with checkpoints")
+
+    def history(self, job: api.TrainingJobV1) -> list[tuple[spec.TrainingJobStatus, str]]:
+        return [(job.status, job.updated_at.isoformat())]  # Baseten keeps only the current
+
+    def follow(self, job: api.TrainingJobV1) -> Iterator[FollowedLog]:
+        return self.rest.poll_logs(job.training_project_id, job.id)  # time windows only
+
+    def log_batches(
+        self, job: api.TrainingJobV1, tail: int, keep_prefix: str
+    ) -> Iterator[LinesBatch]:
+        for followed in self.follow(job):
+            yield [followed.log], 0
+
+    def deploy(self, job: api.TrainingJobV1, request: DeployRequest) -> Deployment:
+        if request.model_archive is not None or request.port is not None:
+            raise BtJupyterError(
+                "Baseten deploys checkpoints on vLLM: model= and port= are for the local "
+                "backend (package a class Model with `truss push` for custom serving)"
+            )
+        # the checkpoint's files must be in storage before Baseten can serve them
+        job = self.rest.wait_checkpoints_synced(job.training_project_id, job.id)
+        plan = cloud_deploy.plan(
+            self.rest,
+            job,
+            request.checkpoint,
+            request.name,
+            request.gpu,
+            request.hf_secret,
+            request.env,
+        )
+        created = cloud_deploy.create(self.rest, plan.request)
+        if created.model_version is None:
+            raise BtJupyterError(f"Baseten created no model version for {plan.model_name}")
+        served = plan.checkpoint.checkpoint_id if plan.lora_rank is not None else None
+        return CloudDeployment(
+            self.rest, created.model_version, plan.checkpoint.checkpoint_id, served
+        )
+
+    def deployments(self, job_id: str) -> list[Deployment]:
+        return []  # Baseten lists models, not the deployments of one training job

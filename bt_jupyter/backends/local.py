@@ -1,0 +1,62 @@
+"""bt_jupyter's own service: artifacts, log follow, status history and deployments are its
+``/v1/local/`` extensions, which Baseten's API does not have."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from bt_jupyter import api, spec
+from bt_jupyter.backends.base import DeployRequest, LinesBatch
+from bt_jupyter.client import ApiClient, FollowedLog
+from bt_jupyter.deployments import Deployment, LocalDeployment
+from bt_jupyter.errors import BtJupyterError
+
+
+class LocalBackend:
+    name = "local"
+    bills = False
+    follows_by_cursor = True
+
+    def __init__(self, rest: ApiClient) -> None:
+        self.rest = rest
+
+    def upload(self, archive: bytes) -> api.CreateTrainingJobS3Artifact:
+        return self.rest.upload_artifact(archive)[0]
+
+    def team_id(self, team: str) -> str:
+        return team  # the local service takes a team's name or id as it is
+
+    def prepare(self, job: spec.TrainingJob, project: str) -> spec.TrainingJob:
+        return job  # the runner resolves "latest" itself, skipping the --out folder
+
+    def history(self, job: api.TrainingJobV1) -> list[tuple[spec.TrainingJobStatus, str]]:
+        return self.rest.history(job.training_project_id, job.id)
+
+    def follow(self, job: api.TrainingJobV1) -> Iterator[FollowedLog]:
+        return self.rest.follow_logs(job.training_project_id, job.id)  # long-poll, cursor
+
+    def log_batches(
+        self, job: api.TrainingJobV1, tail: int, keep_prefix: str
+    ) -> Iterator[LinesBatch]:
+        for batch in self.rest.follow_batches(
+            job.training_project_id, job.id, tail=tail, keep_prefix=keep_prefix
+        ):
+            yield list(batch.logs), batch.skipped
+
+    def deploy(self, job: api.TrainingJobV1, request: DeployRequest) -> Deployment:
+        if request.gpu or request.hf_secret or request.env:
+            raise BtJupyterError(
+                "gpu=, hf_secret= and env= choose Baseten's serving; the local backend "
+                "serves on this machine without them"
+            )
+        archive = request.model_archive
+        artifact = self.rest.upload_artifact(archive)[0] if archive is not None else None
+        wire = self.rest.create_deployment(
+            job.id, request.checkpoint, request.name, artifact, request.port
+        )
+        return LocalDeployment(self.rest, wire)
+
+    def deployments(self, job_id: str) -> list[Deployment]:
+        return [
+            LocalDeployment(self.rest, w) for w in self.rest.deployments() if w.job_id == job_id
+        ]

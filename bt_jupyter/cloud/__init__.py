@@ -1,1 +1,0 @@
-"""What only Baseten's cloud needs: bundle upload to S3 with temporary credentials."""
