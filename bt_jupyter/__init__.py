@@ -8,8 +8,8 @@ from typing import Any
 
 from bt_jupyter._version import __version__
 from bt_jupyter.deployments import Deployment
-from bt_jupyter.errors import BtJupyterError, InvalidConfigError
-from bt_jupyter.jobs import Client, Job, JobFailed
+from bt_jupyter.errors import BtJupyterError, InvalidConfigError, JobFailed
+from bt_jupyter.jobs import Client, Job
 from bt_jupyter.spec import (
     AcceleratorSpec,
     BasetenCheckpoint,

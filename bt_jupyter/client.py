@@ -28,7 +28,16 @@ import httpx
 from pydantic import BaseModel
 
 from bt_jupyter import api, runtime, serving_api, spec
-from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.errors import (  # noqa: F401  (re-exported)
+    ApiError,
+    AuthError,
+    BtJupyterError,
+    CheckpointsSyncing,
+    ConnectionFailed,
+    GraphQLError,
+    NotFound,
+    OutputsMissing,
+)
 
 M = TypeVar("M", bound=BaseModel)
 LogKey = tuple[str, str, str | None]
@@ -46,42 +55,6 @@ SYNC_TIMEOUT_S = 600.0
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-
-
-class ApiError(BtJupyterError):
-    """The service answered with an error; ``message`` says what was wrong."""
-
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
-        super().__init__(f"{message} (HTTP {status})")
-        self.status, self.message, self.code = status, message, code
-
-
-class AuthError(ApiError):
-    """Wrong or missing API key: retrying cannot help."""
-
-
-class NotFound(ApiError):
-    pass
-
-
-class GraphQLError(ApiError):
-    """Baseten's GraphQL endpoint answered 200 with ``errors``; the first one's text."""
-
-    def __init__(self, message: str, code: str | None = None) -> None:
-        BtJupyterError.__init__(self, message)
-        self.status, self.message, self.code = 200, message, code
-
-
-class ConnectionFailed(BtJupyterError):
-    """The service could not be reached, even after retries."""
-
-
-class OutputsMissing(BtJupyterError):
-    """The job was submitted with ``--out`` but its outputs are not (yet) there."""
-
-
-class CheckpointsSyncing(BtJupyterError):
-    """Baseten is still copying the job's checkpoints to storage after the wait."""
 
 
 def node_of(replica: str | None) -> int | None:
@@ -191,6 +164,11 @@ class ApiClient:
             timeout=timeout,
             transport=transport,
         )
+        # URLs that carry their own signature (presigned files) or need no key (a local
+        # deployment's port): no Authorization header at all, the same transport.
+        self._plain = httpx.Client(
+            headers={"User-Agent": "bt_jupyter"}, timeout=timeout, transport=transport
+        )
 
     @classmethod
     def local(cls, home: Path | None = None, **kwargs: Any) -> ApiClient:
@@ -203,6 +181,7 @@ class ApiClient:
 
     def close(self) -> None:
         self._http.close()
+        self._plain.close()
 
     def __enter__(self) -> ApiClient:
         return self
@@ -606,7 +585,7 @@ class ApiClient:
         Without any Authorization header: the signature is in the URL, and S3 refuses a
         request that carries a second one (even an empty header)."""
         target.parent.mkdir(parents=True, exist_ok=True)
-        with httpx.stream("GET", url, timeout=60) as response:
+        with self._plain.stream("GET", url, timeout=60) as response:
             if response.status_code >= 400:
                 response.read()
                 self._check(response)
@@ -617,8 +596,12 @@ class ApiClient:
 
     def fetch_presigned(self, url: str) -> bytes:
         """The body of a presigned URL, sent with no Authorization header (see download)."""
-        response = httpx.get(url, timeout=60)
+        response = self._plain.get(url, timeout=60)
         return self._check(response).content
+
+    def post_unsigned(self, url: str, body: Any, timeout: float = 300) -> httpx.Response:
+        """POST JSON to a URL that takes no API key (a local serving process)."""
+        return self._plain.post(url, json=body, timeout=timeout)
 
     def outputs(
         self,

@@ -11,11 +11,9 @@ from typing import Any
 
 from bt_jupyter import api, serving_api
 from bt_jupyter.client import ApiClient, model_url
-from bt_jupyter.errors import BtJupyterError
-
-
-class DeploymentFailed(BtJupyterError):
-    pass
+from bt_jupyter.errors import (
+    DeploymentFailed,
+)
 
 
 class Deployment:
@@ -160,9 +158,7 @@ class LocalDeployment(Deployment):
         return self.rest.deployment_logs(self.id)
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
-        import httpx
-
-        response = httpx.post(f"{self.url}{path}", json=body, timeout=300)
+        response = self.rest.post_unsigned(f"{self.url}{path}", body)
         if response.status_code >= 400:
             raise DeploymentFailed(f"{path}: HTTP {response.status_code}: {response.text}")
         return response.json()

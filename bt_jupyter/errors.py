@@ -16,3 +16,91 @@ class BtJupyterError(Exception):
 
 class InvalidConfigError(BtJupyterError, ValueError):
     """A training configuration that Baseten would reject (or that cannot run)."""
+
+
+# ------------------------------------------------------------- talking to a service
+
+
+class ApiError(BtJupyterError):
+    """The service answered with an error; ``message`` says what was wrong."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(f"{message} (HTTP {status})")
+        self.status, self.message, self.code = status, message, code
+
+
+class AuthError(ApiError):
+    """Wrong or missing API key: retrying cannot help."""
+
+
+class NotFound(ApiError):
+    """The service has no such project, job or deployment (HTTP 404)."""
+
+
+class GraphQLError(ApiError):
+    """Baseten's GraphQL endpoint answered 200 with ``errors``; the first one's text."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        BtJupyterError.__init__(self, message)
+        self.status, self.message, self.code = 200, message, code
+
+
+class ConnectionFailed(BtJupyterError):
+    """The service could not be reached, even after retries."""
+
+
+class MissingApiKey(BtJupyterError):
+    """No Baseten API key where bt_jupyter looks for one."""
+
+
+class UnknownTeam(BtJupyterError):
+    """No team of that name or id in the Baseten workspace."""
+
+
+# ------------------------------------------------------------- jobs and what they leave
+
+
+class NoSuchJob(BtJupyterError):
+    """No job of that id on this backend."""
+
+
+class JobFailed(BtJupyterError):
+    """The job ended FAILED or DEPLOY_FAILED; the message is the job's error message."""
+
+
+class OutputsMissing(BtJupyterError):
+    """The job was submitted with ``--out`` but its outputs are not (yet) there."""
+
+
+class CheckpointsSyncing(BtJupyterError):
+    """Baseten is still copying the job's checkpoints to storage after the wait."""
+
+
+class NoCheckpoint(BtJupyterError):
+    """A "latest" checkpoint to load was asked for, and there is none."""
+
+
+# ------------------------------------------------------------- deploying checkpoints
+
+
+class DeployError(BtJupyterError):
+    """The checkpoint cannot be deployed as asked; nothing was sent."""
+
+
+class DeploymentFailed(BtJupyterError):
+    """A deployment ended FAILED (or did not become ACTIVE in time)."""
+
+
+# ------------------------------------------------ packaging a cell (nothing is sent yet)
+
+
+class CaptureError(BtJupyterError):
+    """Notebook state the cell needs cannot be sent to the job."""
+
+
+class DependencyError(BtJupyterError):
+    """Requirements that conflict, cannot be read, or cannot be found."""
+
+
+class IncludeError(BtJupyterError):
+    """An ``--include`` path that does not exist or cannot be read."""

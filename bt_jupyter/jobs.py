@@ -29,24 +29,18 @@ from bt_jupyter.client import (
     node_of,
 )
 from bt_jupyter.deployments import Deployment
-from bt_jupyter.errors import BtJupyterError, InvalidConfigError
+from bt_jupyter.errors import (  # noqa: F401  (re-exported)
+    BtJupyterError,
+    InvalidConfigError,
+    JobFailed,
+    MissingApiKey,
+    NoSuchJob,
+)
 from bt_jupyter.packaging import Bundle
 from bt_jupyter.packaging.files import included_files
 
 BASETEN_API_URL = "https://api.baseten.co"
 S = spec.TrainingJobStatus
-
-
-class JobFailed(BtJupyterError):
-    """The job ended FAILED or DEPLOY_FAILED; the message is the job's error message."""
-
-
-class NoSuchJob(BtJupyterError):
-    pass
-
-
-class MissingApiKey(BtJupyterError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -249,6 +243,11 @@ class Job:
         return self._wire.node_count
 
     @property
+    def compute(self) -> str:
+        """``"2 x H100:8"``: nodes and what each one has, as the widget and CLI show it."""
+        return f"{self.node_count} x {self.instance_type.name}"
+
+    @property
     def instance_type(self) -> api.InstanceTypeV1:
         return self._wire.instance_type
 
@@ -380,7 +379,7 @@ class Job:
 
     def summary(self) -> str:
         """A few lines for terminals and nbconvert runs."""
-        compute = f"{self.node_count} x {self.instance_type.name}"
+        compute = self.compute
         lines = [f"Job {self.id} ({self.name or 'unnamed'}) in {self.project}: {self.status.short}"]
         lines.append(f"  backend {self.client.backend.name}, compute {compute}")
         if self.error_message:

@@ -29,7 +29,7 @@ from bt_jupyter.local.routes import (
     s3_api,
 )
 from bt_jupyter.local.state import ServiceState, State
-from bt_jupyter.local.wire import ApiError
+from bt_jupyter.local.wire import HttpError
 
 
 async def authenticated(request: Request, state: State) -> None:
@@ -39,7 +39,7 @@ async def authenticated(request: Request, state: State) -> None:
     if scheme.lower() not in ("bearer", "api-key") or not hmac.compare_digest(
         key.strip(), state.api_key
     ):
-        raise ApiError(
+        raise HttpError(
             401,
             "UNAUTHENTICATED",
             "missing or wrong API key: send 'Authorization: Bearer <key>' "
@@ -47,7 +47,7 @@ async def authenticated(request: Request, state: State) -> None:
         )
 
 
-async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+async def _api_error(_: Request, exc: HttpError) -> JSONResponse:
     return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
 
 
@@ -62,7 +62,7 @@ def build_app(state: ServiceState) -> FastAPI:
     app = FastAPI(title="bt_jupyter local training service", version=__version__)
     app.state.service = state  # what the routes' ``State`` dependency reads
     state.release_queued()
-    app.exception_handler(ApiError)(_api_error)
+    app.exception_handler(HttpError)(_api_error)
     app.exception_handler(StarletteHTTPException)(_http_error)
 
     key = [Depends(authenticated)]

@@ -43,7 +43,7 @@ SAMPLE_SECONDS = 2.0
 FAIL_FAST_GRACE = 5.0
 
 
-class DeployFailed(Exception):
+class CannotStart(Exception):
     """The job cannot start; the message says why and what to do."""
 
 
@@ -113,7 +113,7 @@ class Runner:
             return S.STOPPED, None  # stopped before we began
         try:
             env, plan = self._prepare()
-        except DeployFailed as exc:
+        except CannotStart as exc:
             return S.DEPLOY_FAILED, str(exc)
         except envs.EnvBuildError as exc:
             if self.stop_requested:
@@ -178,7 +178,7 @@ class Runner:
             else:
                 path = self.dir / "no-such-artifact"
             if not path.is_file():
-                raise DeployFailed(
+                raise CannotStart(
                     f"artifact s3://{bucket}/{key} is not on this machine; upload it with "
                     "PUT /v1/local/artifacts (the client does this for you)"
                 )
@@ -193,7 +193,7 @@ class Runner:
             if isinstance(value, dict):
                 secret = store.get(value["name"])
                 if secret is None:
-                    raise DeployFailed(
+                    raise CannotStart(
                         f"secret {value['name']!r} (for ${name}) is not set on this machine; "
                         f"run `bt-jupyter secrets set {value['name']}`"
                     )
@@ -265,7 +265,7 @@ class Runner:
         if typ == "baseten_named_checkpoint":
             job_id, name = ref["job_id"], ref["checkpoint_name"]
             if name not in {c.name for c in self._checkpoints_of(job_id)}:
-                raise DeployFailed(f"job {job_id} has no checkpoint named {name!r}")
+                raise CannotStart(f"job {job_id} has no checkpoint named {name!r}")
             return job_id, name
         if typ == "baseten_latest_checkpoint":
             named = self.store.job(ref["job_id"]) if ref.get("job_id") else None
@@ -282,8 +282,8 @@ class Runner:
                 ckpts = self._checkpoints_of(job.id)
                 if ckpts:
                     return job.id, ckpts[-1].name
-            raise DeployFailed(f"no checkpoint found to load for {ref}")
-        raise DeployFailed(f"checkpoint reference {typ!r} cannot be loaded locally")
+            raise CannotStart(f"no checkpoint found to load for {ref}")
+        raise CannotStart(f"checkpoint reference {typ!r} cannot be loaded locally")
 
     def _checkpoints_of(self, job_id: str) -> list[CheckpointRow]:
         """A job's checkpoints, oldest first (``.`` for files at the root). The ``--out``
@@ -311,7 +311,7 @@ class Runner:
         if per_node:
             wanted = f"{count} x {accelerator.get('accelerator')}:{per_node}"
             if self.settings.require_gpu:
-                raise DeployFailed(
+                raise CannotStart(
                     f"this machine has {available} GPU(s); the job asks for {wanted}. "
                     "Run it on Baseten, or start the local service without BT_JUPYTER_REQUIRE_GPU"
                 )

@@ -23,7 +23,7 @@ from bt_jupyter.local.dispatch import Dispatcher
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.settings import Settings, s3_client
 from bt_jupyter.local.store import JobRow, ProjectRow, Store
-from bt_jupyter.local.wire import ApiError, not_found, sign, utc
+from bt_jupyter.local.wire import HttpError, not_found, sign, utc
 
 S = spec.TrainingJobStatus
 #: What a queued job says (Baseten's PENDING/QUEUED jobs carry such advice).
@@ -67,7 +67,7 @@ class ServiceState:
         """Where the local artifact store keeps ``key``; 400 for a key that is no object key."""
         path = self.home.artifact_file(key)
         if path is None:
-            raise ApiError(400, "INVALID_KEY", f"artifact key {key!r} is not a valid object key")
+            raise HttpError(400, "INVALID_KEY", f"artifact key {key!r} is not a valid object key")
         return path
 
     def artifact_exists(self, artifact: api.CreateTrainingJobS3Artifact) -> bool:

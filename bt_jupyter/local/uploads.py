@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bt_jupyter.local.store import new_id
-from bt_jupyter.local.wire import ApiError
+from bt_jupyter.local.wire import HttpError
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,12 @@ async def save_stream(
             async for chunk in chunks:
                 size += len(chunk)
                 if size > limit:
-                    raise ApiError(413, "TOO_LARGE", too_large(size, limit))
+                    raise HttpError(413, "TOO_LARGE", too_large(size, limit))
                 sha.update(chunk)
                 md5.update(chunk)
                 out.write(chunk)
         if expect_sha256 and expect_sha256 != sha.hexdigest():
-            raise ApiError(
+            raise HttpError(
                 400, "DIGEST_MISMATCH", f"{path.name}: content sha256 is {sha.hexdigest()}"
             )
         os.replace(tmp, path)

@@ -24,7 +24,7 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 
-class ApiError(Exception):
+class HttpError(Exception):
     """Answered as ``{"code", "message"}`` with ``status``."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -32,8 +32,8 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def not_found(what: str, ident: str) -> ApiError:
-    return ApiError(404, "NOT_FOUND", f"no {what} with id {ident!r}")
+def not_found(what: str, ident: str) -> HttpError:
+    return HttpError(404, "NOT_FOUND", f"no {what} with id {ident!r}")
 
 
 def utc(epoch: float) -> datetime:
@@ -67,7 +67,7 @@ async def parse_body(request: Request, model: type[M]) -> M:
     try:
         data = json.loads(raw or b"{}")
     except ValueError as exc:
-        raise ApiError(400, "MALFORMED_JSON", f"request body is not valid JSON: {exc}") from None
+        raise HttpError(400, "MALFORMED_JSON", f"request body is not valid JSON: {exc}") from None
     return validate(model, data)
 
 
@@ -75,9 +75,9 @@ def validate(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except InvalidConfigError as exc:
-        raise ApiError(422, "INVALID_REQUEST", str(exc)) from None
+        raise HttpError(422, "INVALID_REQUEST", str(exc)) from None
     except ValidationError as exc:
-        raise ApiError(422, "INVALID_REQUEST", str(spec.invalid_config(model, exc))) from None
+        raise HttpError(422, "INVALID_REQUEST", str(spec.invalid_config(model, exc))) from None
 
 
 def parse_query(request: Request, model: type[M]) -> M:
@@ -93,10 +93,10 @@ def int_param(request: Request, name: str, default: int, low: int, high: int | N
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(422, "INVALID_REQUEST", f"{name} must be an integer, got {raw!r}") from None
+        raise HttpError(422, "INVALID_REQUEST", f"{name} must be an integer, got {raw!r}") from None
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ApiError(422, "INVALID_REQUEST", f"{name} must be {bound}, got {value}")
+        raise HttpError(422, "INVALID_REQUEST", f"{name} must be {bound}, got {value}")
     return value
 
 
@@ -113,11 +113,11 @@ def check_signature(request: Request, key: str, refuse_authorization: bool) -> N
     (``refuse_authorization``) refuses a request that also sends an Authorization header
     (even an empty one)."""
     if refuse_authorization and "authorization" in request.headers:
-        raise ApiError(
+        raise HttpError(
             403,
             "FORBIDDEN",
             "a presigned URL takes no Authorization header: its signature is in the URL",
         )
     expected = sign(key, request.url.path)
     if not hmac.compare_digest(request.query_params.get("sig", ""), expected):
-        raise ApiError(403, "FORBIDDEN", "missing or invalid signature on this download URL")
+        raise HttpError(403, "FORBIDDEN", "missing or invalid signature on this download URL")

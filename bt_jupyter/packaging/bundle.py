@@ -25,6 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from bt_jupyter.errors import CaptureError
 from bt_jupyter.packaging import capture as capture_mod
 from bt_jupyter.packaging import deps, files, imports
 from bt_jupyter.runtime import BUNDLE_DIR
@@ -195,7 +196,7 @@ def _local_code(imported: list[imports.ImportedModule]) -> tuple[dict[str, Path]
                 try:
                     more = imports.in_source(data.decode("utf-8", "replace"), path)
                 except SyntaxError as exc:
-                    raise capture_mod.CaptureError(
+                    raise CaptureError(
                         f"local module {path} is not valid Python: line {exc.lineno}: {exc.msg}"
                     ) from None
                 imported.extend(more)
@@ -213,7 +214,7 @@ def _plain_python(source: str) -> str:
         if "get_ipython()" in after and "get_ipython()" not in before:
             word = before.strip().split()[0] if before.strip() else before
             hint = "; for `!pip install`, use --pip" if word.startswith("!") else ""
-            raise capture_mod.CaptureError(
+            raise CaptureError(
                 f"line {number}: `{word}` is IPython syntax, which does not run inside a job; "
                 f"remove it from the cell{hint}"
             )

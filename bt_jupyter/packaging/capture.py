@@ -32,16 +32,14 @@ from typing import Any
 
 import cloudpickle
 
-from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.errors import (
+    CaptureError,
+)
 from bt_jupyter.packaging import imports as imports_mod
 
 DEFAULT_MAX_VALUE_BYTES = 100 * 1000 * 1000
 _BUILTINS = frozenset(dir(builtins))
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___"})
-
-
-class CaptureError(BtJupyterError):
-    """Notebook state the cell needs cannot be sent to the job."""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.errors import (
+    DependencyError,
+)
 from bt_jupyter.images import TORCH_IMAGES, image_python, torch_image
 from bt_jupyter.packaging import files
 from bt_jupyter.packaging.imports import ImportedModule
@@ -32,10 +34,6 @@ PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 RUNTIME_DISTRIBUTIONS = ("cloudpickle",)
 #: The only part of bt_jupyter a job can import (it travels in the bundle).
 IN_JOB_MODULES = frozenset({"bt_jupyter", "bt_jupyter.runtime"})
-
-
-class DependencyError(BtJupyterError):
-    """Requirements that conflict, cannot be read, or cannot be found."""
 
 
 @functools.cache

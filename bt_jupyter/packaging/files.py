@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pathspec
 
-from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.errors import (
+    IncludeError,
+)
 
 NEVER = frozenset(
     {
@@ -32,10 +34,6 @@ NEVER = frozenset(
         ".pytest_cache",
     }
 )
-
-
-class IncludeError(BtJupyterError):
-    """An ``--include`` path that does not exist or cannot be read."""
 
 
 def _installed_roots() -> list[Path]:

@@ -19,8 +19,7 @@ from typing import TypeVar
 from traitlets import Enum, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
-from bt_jupyter.client import AuthError, ConnectionFailed
-from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.errors import AuthError, BtJupyterError, ConnectionFailed
 from bt_jupyter.jobs import Client
 from bt_jupyter.server.errors import BackendUnavailable, BadRequest
 

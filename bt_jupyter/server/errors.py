@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bt_jupyter.client import ApiError, AuthError, ConnectionFailed, NotFound
-from bt_jupyter.errors import BtJupyterError
-from bt_jupyter.jobs import MissingApiKey, NoSuchJob
+from bt_jupyter.errors import (
+    ApiError,
+    AuthError,
+    BtJupyterError,
+    ConnectionFailed,
+    MissingApiKey,
+    NoSuchJob,
+    NotFound,
+)
 
 
 class BadRequest(BtJupyterError):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from bt_jupyter import spec
 from bt_jupyter._version import __version__
-from bt_jupyter.jobs import Client, MissingApiKey, find_api_key
+from bt_jupyter.errors import MissingApiKey
+from bt_jupyter.jobs import Client, find_api_key
 from bt_jupyter.server.backends import BACKENDS
 from bt_jupyter.server.errors import BadRequest, Conflict
 from bt_jupyter.server.wire import (

@@ -112,7 +112,7 @@ class JobWidget(anywidget.AnyWidget):
             "name": job.name or "",
             "project": job.project,
             "backend": job.client.backend.name,
-            "compute": f"{job.node_count} x {job.instance_type.name}",
+            "compute": job.compute,
             "base_image": job.base_image or "",
             "created": job.created_at.isoformat(),
             "cost_per_hour": cost_per_hour(job, self.prices),

@@ -3,6 +3,7 @@
 :class:`BasetenBackend` is what ``Client.baseten()`` talks through.
 """
 
-from bt_jupyter.backends.baseten.backend import BasetenBackend, NoCheckpoint
+from bt_jupyter.backends.baseten.backend import BasetenBackend
+from bt_jupyter.errors import NoCheckpoint
 
 __all__ = ["BasetenBackend", "NoCheckpoint"]

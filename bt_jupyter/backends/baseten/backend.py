@@ -12,11 +12,10 @@ from bt_jupyter.backends.baseten.teams import team_id
 from bt_jupyter.backends.baseten.upload import upload_bundle
 from bt_jupyter.client import ApiClient, FollowedLog
 from bt_jupyter.deployments import CloudDeployment, Deployment
-from bt_jupyter.errors import BtJupyterError
-
-
-class NoCheckpoint(BtJupyterError):
-    """A "latest" checkpoint to load was asked for, and there is none."""
+from bt_jupyter.errors import (
+    BtJupyterError,
+    NoCheckpoint,
+)
 
 
 class BasetenBackend:

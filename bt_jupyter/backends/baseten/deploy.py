@@ -18,7 +18,9 @@ from pydantic import ValidationError
 
 from bt_jupyter import api, serving_api, spec
 from bt_jupyter.client import ApiClient
-from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.errors import (
+    DeployError,
+)
 
 #: The ranks vLLM's ``--max-lora-rank`` accepts, as ``truss_train`` lists them.
 ALLOWED_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -58,10 +60,6 @@ mutation ($request: CreateModelVersionFromInferenceTemplateRequest!) {
     }
 }
 """
-
-
-class DeployError(BtJupyterError):
-    """The checkpoint cannot be deployed as asked; nothing was sent."""
 
 
 @dataclass(frozen=True)

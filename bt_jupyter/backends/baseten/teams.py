@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from bt_jupyter import serving_api
 from bt_jupyter.client import ApiClient
-from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.errors import (
+    UnknownTeam,
+)
 
 TEAMS_QUERY = """
 query Teams {
@@ -18,10 +20,6 @@ query Teams {
     }
 }
 """
-
-
-class UnknownTeam(BtJupyterError):
-    pass
 
 
 def teams(rest: ApiClient) -> list[serving_api.TeamV1]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bt_jupyter import api
 from bt_jupyter.client import ApiClient
+from bt_jupyter.local.home import default_home
 
 #: For tests and S3-compatible stand-ins (a moto server); real Baseten uses AWS's S3.
 ENDPOINT_ENV = "BT_JUPYTER_S3_ENDPOINT_URL"
@@ -30,7 +31,7 @@ Progress = Callable[[int, int], None]
 
 
 def _uploads_file() -> Path:
-    root = Path(os.environ.get("BT_JUPYTER_HOME") or Path.home() / ".bt_jupyter")
+    root = default_home()
     root.mkdir(parents=True, exist_ok=True)
     return root / "uploads.json"
 

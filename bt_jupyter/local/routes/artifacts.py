@@ -12,7 +12,7 @@ from bt_jupyter.local.settings import s3_client
 from bt_jupyter.local.state import ServiceState, State
 from bt_jupyter.local.store import new_id
 from bt_jupyter.local.uploads import save_stream, too_large
-from bt_jupyter.local.wire import ApiError, check_signature, ok
+from bt_jupyter.local.wire import HttpError, check_signature, ok
 from bt_jupyter.local.wire import blocking as run
 
 router = APIRouter(prefix="/v1")
@@ -78,7 +78,7 @@ async def put_artifact(key: str, request: Request, state: State) -> JSONResponse
     limit = state.settings.max_artifact_bytes
     declared = int(request.headers.get("content-length") or 0)
     if declared > limit:
-        raise ApiError(413, "TOO_LARGE", too_large(declared, limit))
+        raise HttpError(413, "TOO_LARGE", too_large(declared, limit))
     digest = key.split(".", 1)[0]
     received = await save_stream(
         request.stream(), path, limit, digest if len(digest) == 64 else None
@@ -101,5 +101,5 @@ async def get_artifact(key: str, request: Request, state: State) -> FileResponse
     check_signature(request, state.api_key, state.settings.baseten_mode)
     path = state.artifact_path(key)
     if not path.is_file():
-        raise ApiError(404, "NOT_FOUND", f"no artifact {key}")
+        raise HttpError(404, "NOT_FOUND", f"no artifact {key}")
     return FileResponse(path)

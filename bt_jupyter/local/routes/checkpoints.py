@@ -14,7 +14,7 @@ from bt_jupyter import api
 from bt_jupyter.local import checkpoints
 from bt_jupyter.local.state import State
 from bt_jupyter.local.store import CheckpointRow
-from bt_jupyter.local.wire import ApiError, check_signature, int_param, ok, utc
+from bt_jupyter.local.wire import HttpError, check_signature, int_param, ok, utc
 from bt_jupyter.local.wire import blocking as run
 
 router = APIRouter(prefix="/v1")
@@ -151,5 +151,5 @@ async def get_checkpoint_file(
     root = (state.home.job_dir(job_id) / "checkpoints").resolve()
     path = (root / relative).resolve()
     if not path.is_relative_to(root) or not path.is_file():
-        raise ApiError(404, "NOT_FOUND", f"no checkpoint file {relative} in job {job_id}")
+        raise HttpError(404, "NOT_FOUND", f"no checkpoint file {relative} in job {job_id}")
     return FileResponse(path)

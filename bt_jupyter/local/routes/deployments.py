@@ -10,7 +10,7 @@ from bt_jupyter import api
 from bt_jupyter.local import deploy
 from bt_jupyter.local.state import ServiceState, State
 from bt_jupyter.local.store import DeploymentRow
-from bt_jupyter.local.wire import ApiError, log_wire, not_found, ok, parse_body, utc
+from bt_jupyter.local.wire import HttpError, log_wire, not_found, ok, parse_body, utc
 from bt_jupyter.local.wire import blocking as run
 
 router = APIRouter(prefix="/v1/local")
@@ -47,7 +47,7 @@ async def create_deployment(request: Request, state: State) -> JSONResponse:
     if body.model_artifact is not None:
         bundle = state.artifact_path(body.model_artifact.s3_key)
         if not bundle.is_file():
-            raise ApiError(
+            raise HttpError(
                 400,
                 "ARTIFACT_NOT_FOUND",
                 f"model bundle {body.model_artifact.s3_key} was not uploaded",
@@ -64,7 +64,7 @@ async def create_deployment(request: Request, state: State) -> JSONResponse:
             body.port,
         )
     except deploy.DeployRefused as exc:
-        raise ApiError(exc.status, "DEPLOY_REFUSED", str(exc)) from None
+        raise HttpError(exc.status, "DEPLOY_REFUSED", str(exc)) from None
     return ok(_wire(row))
 
 

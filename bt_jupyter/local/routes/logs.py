@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from bt_jupyter import api
 from bt_jupyter.local.state import ServiceState, State
-from bt_jupyter.local.wire import ApiError, int_param, log_wire, ok, parse_body, parse_query, utc
+from bt_jupyter.local.wire import HttpError, int_param, log_wire, ok, parse_body, parse_query, utc
 from bt_jupyter.local.wire import blocking as run
 
 FOLLOW_POLL_SECONDS = 0.02
@@ -67,13 +67,13 @@ def _log_window(query: api.GetTrainingJobLogsRequestV1) -> tuple[int, int]:
     if start is None:
         start = end - api.DEFAULT_LOG_WINDOW_MS
     if start > end:
-        raise ApiError(
+        raise HttpError(
             400,
             "INVALID_REQUEST",
             f"start_epoch_millis ({start}) is after end_epoch_millis ({end})",
         )
     if end - start > api.MAX_LOG_WINDOW_MS:
-        raise ApiError(
+        raise HttpError(
             400,
             "INVALID_REQUEST",
             "the window from start_epoch_millis to end_epoch_millis must not exceed 7 days "

@@ -28,7 +28,7 @@ from bt_jupyter.local import checkpoints, deploy
 from bt_jupyter.local.secrets import SecretStore
 from bt_jupyter.local.state import ServiceState, State
 from bt_jupyter.local.store import DeploymentRow, JobRow
-from bt_jupyter.local.wire import ApiError, blocking, log_wire, utc
+from bt_jupyter.local.wire import HttpError, blocking, log_wire, utc
 
 #: Local deployment status -> Baseten's model deployment status.
 STATUS = {"DEPLOYING": "DEPLOYING", "ACTIVE": "ACTIVE", "FAILED": "FAILED", "STOPPED": "INACTIVE"}
@@ -283,7 +283,7 @@ async def graphql(request: Request, state: State) -> JSONResponse:
 def _version(state: ServiceState, model: str, deployment_id: str) -> DeploymentRow:
     row = state.store.deployment(deployment_id)
     if row is None or model_id(row.name) != model:
-        raise ApiError(404, "NOT_FOUND", f"no deployment {deployment_id} of model {model}")
+        raise HttpError(404, "NOT_FOUND", f"no deployment {deployment_id} of model {model}")
     settled: DeploymentRow = deploy.settle(state.store, row)
     return settled
 

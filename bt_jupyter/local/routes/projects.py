@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from bt_jupyter import api, spec
 from bt_jupyter.local.state import State
-from bt_jupyter.local.wire import ApiError, ok, parse_body
+from bt_jupyter.local.wire import HttpError, ok, parse_body
 from bt_jupyter.local.wire import blocking as run
 
 S = spec.TrainingJobStatus
@@ -60,7 +60,7 @@ async def delete_project(project_id: str, state: State) -> JSONResponse:
     project = state.project(project_id)
     live = [j.id for j in state.store.jobs(project_id=project.id) if not j.status.is_terminal]
     if live:
-        raise ApiError(
+        raise HttpError(
             409,
             "CONFLICT",
             f"project {project.name!r} has running jobs {live}; stop them first",
@@ -80,7 +80,7 @@ async def create_job(project_id: str, request: Request, state: State) -> JSONRes
     body = await parse_body(request, api.CreateTrainingJobRequestV1)
     for artifact in body.training_job.runtime.artifacts:
         if not await run(state.artifact_exists, artifact):
-            raise ApiError(
+            raise HttpError(
                 400,
                 "ARTIFACT_NOT_FOUND",
                 f"artifact s3://{artifact.s3_bucket}/{artifact.s3_key} was not uploaded to "
@@ -131,7 +131,7 @@ async def update_job(project_id: str, job_id: str, request: Request, state: Stat
 async def delete_job(project_id: str, job_id: str, state: State) -> JSONResponse:
     project, job = state.job(project_id, job_id)
     if not job.status.is_terminal:
-        raise ApiError(409, "CONFLICT", f"job {job.id} is {job.status.short}; stop it first")
+        raise HttpError(409, "CONFLICT", f"job {job.id} is {job.status.short}; stop it first")
     shutil.rmtree(state.home.job_dir(job.id), ignore_errors=True)
     await run(state.store.delete_job, job.id)
     return ok(api.TrainingJobTombstoneV1(id=job.id, deleted=True, training_project_id=project.id))

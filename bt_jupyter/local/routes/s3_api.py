@@ -25,7 +25,7 @@ from bt_jupyter import api
 from bt_jupyter.local.state import ServiceState, State
 from bt_jupyter.local.store import new_id
 from bt_jupyter.local.uploads import aws_chunked, save_stream
-from bt_jupyter.local.wire import ApiError
+from bt_jupyter.local.wire import HttpError
 
 PREFIX = "/s3"
 _CREDENTIAL = re.compile(r"Credential=([A-Za-z0-9]+)/")
@@ -77,7 +77,7 @@ def _check(state: ServiceState, request: Request, bucket: str, key: str) -> Path
 def _uploads(state: ServiceState, upload_id: str) -> Path:
     """The folder of a multipart upload's parts."""
     if not re.fullmatch(r"[a-z0-9]+", upload_id):
-        raise ApiError(400, "InvalidArgument", f"bad upload id {upload_id!r}")
+        raise HttpError(400, "InvalidArgument", f"bad upload id {upload_id!r}")
     return state.home.artifacts / f".multipart-{upload_id}"
 
 
@@ -107,7 +107,7 @@ async def put(bucket: str, key: str, request: Request, state: State) -> Response
             if not folder.is_dir() or not 1 <= number <= 10000:
                 return _error(404, "NoSuchUpload", f"no upload {upload_id} part {number}")
             received = await save_stream(_body(request), folder / f"{number:05d}", limit)
-    except ApiError as exc:
+    except HttpError as exc:
         return _error(exc.status, "EntityTooLarge", exc.message)
     return Response(headers={"ETag": f'"{received.md5}"'})
 
@@ -134,7 +134,7 @@ async def post(bucket: str, key: str, request: Request, state: State) -> Respons
         return _error(400, "InvalidPart", "a listed part was not uploaded")
     try:
         received = await save_stream(_parts(parts), path, state.settings.max_artifact_bytes)
-    except ApiError as exc:
+    except HttpError as exc:
         return _error(exc.status, "EntityTooLarge", exc.message)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
