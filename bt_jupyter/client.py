@@ -57,6 +57,13 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
+def log_text(replica: str | None, message: str) -> str:
+    """How a log line reads as text: ``[node 1] message``, or ``[runner] message`` for
+    the lines of no node (the local runner's own)."""
+    node = node_of(replica)
+    return f"[{'runner' if node is None else f'node {node}'}] {message}"
+
+
 def node_of(replica: str | None) -> int | None:
     """The node rank of a log line's ``replica``: ``"1"`` locally; on Baseten a replica
     name ending in its rank (``...-1``). None for lines of no node (the runner's)."""

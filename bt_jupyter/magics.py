@@ -18,6 +18,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Bool, Float, Unicode
 
 from bt_jupyter import spec
+from bt_jupyter.client import log_text
 from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import BtJupyterError
 from bt_jupyter.jobs import Client, Job
@@ -243,10 +244,7 @@ class BtMagics(Magics):
                 if followed.status != status:
                     status = followed.status
                     print(f"[status] {status.short}")
-                node = followed.log.replica
-                print(
-                    f"[{'node ' + node if node is not None else 'runner'}] {followed.log.message}"
-                )
+                print(log_text(followed.log.replica, followed.log.message))
         except KeyboardInterrupt:
             print(f"Detached; job {job.id} keeps running (%bt_job {job.id}, %bt_stop {job.id})")
             return
@@ -308,9 +306,7 @@ class BtMagics(Magics):
         args = _parse(parser, line)
         lines = self._job(args.job_id).logs(node=args.node)
         for log in lines[-args.tail :] if args.tail else lines:
-            print(
-                f"[{'node ' + log.replica if log.replica is not None else 'runner'}] {log.message}"
-            )
+            print(log_text(log.replica, log.message))
 
     @line_magic
     def bt_stop(self, line: str) -> None:

@@ -21,6 +21,7 @@ import anywidget
 import traitlets
 
 from bt_jupyter import api, runtime
+from bt_jupyter.client import log_text
 from bt_jupyter.deployments import Deployment
 from bt_jupyter.jobs import Job
 
@@ -87,8 +88,7 @@ class JobWidget(anywidget.AnyWidget):
             for h in self.history
         ]
         for line in list(self.log_tail)[-TEXT_LOG_LINES:]:
-            node = f"node {line['node']}" if line["node"] is not None else "runner"
-            lines.append(f"[{node}] {line['message']}")
+            lines.append(log_text(line["node"], line["message"]))
         if self.status:
             lines.append(f"[status] {self.status.removeprefix('TRAINING_JOB_')}")
         return "\n".join(lines)
