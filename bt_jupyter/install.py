@@ -77,7 +77,7 @@ def main() -> int:
     wanted = read(Path(REQUIREMENTS))
     missing = [line for line in wanted if not satisfied(line)]
     if not missing:
-        print(f"{PREFIX} all {len(wanted)} requirement(s) already satisfied by the image")
+        print(f"{PREFIX} all {len(wanted)} requirement(s) already installed")
         return 0
     command, env = installer(missing)
     tool = "uv" if "uv" in Path(command[0]).name else "pip"

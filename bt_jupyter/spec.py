@@ -375,10 +375,6 @@ class Compute(_Concept):
         power = " KMGT".index(unit[:1]) if unit else 0
         return int(min(float(match.group(1)) * base**power, 2.0**62))
 
-    @property
-    def total_gpus(self) -> int:
-        return self.node_count * (self.accelerator.count if self.accelerator else 0)
-
     def describe(self) -> str:
         """``"2 x H100:8"``, ``"1 x CPU"``: how the widget and CLI show compute."""
         return f"{self.node_count} x {self.accelerator or 'CPU'}"
@@ -556,12 +552,6 @@ class Runtime(_Concept):
                 )
             checked[name] = value
         return checked
-
-    @property
-    def secret_names(self) -> list[str]:
-        return [
-            v.name for v in self.environment_variables.values() if isinstance(v, SecretReference)
-        ]
 
 
 # --------------------------------------------------------------------------- job

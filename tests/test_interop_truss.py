@@ -357,4 +357,4 @@ def test_truss_objects_nest_inside_ours() -> None:
         runtime=spec.Runtime(environment_variables={"T": truss_train.SecretReference(name="t")}),
     )
     assert job.compute.accelerator == spec.AcceleratorSpec(accelerator="L4", count=1)
-    assert job.runtime.secret_names == ["t"]
+    assert job.runtime.environment_variables["T"] == spec.SecretReference(name="t")
