@@ -51,7 +51,9 @@ def main() -> None:
         artifacts = bench.upload({"flood.py": SCRIPT})
         created = bench.client.create_job(
             bench.project.id,
-            job_spec([f"python flood.py {args.lines}"]),
+            # -u: a job's image sets no PYTHONUNBUFFERED (packaged cells flush per line);
+            # buffered output would measure the job's buffer, not the path to the widget
+            job_spec([f"python -u flood.py {args.lines}"]),
             artifacts,
         )
         job = Job(client, created)
