@@ -130,7 +130,8 @@ def image_layer(stand_in: StandIn, cache: Path, log: Log) -> Layer:
     root = cache / "images" / stand_in.key
     layer = Layer(root, _site(root, stand_in.python))
     with _locked(root):
-        if (root / ".ready").exists():
+        # bin/python links to this machine's interpreter: rebuilt when that one is gone
+        if (root / ".ready").exists() and (root / "bin" / "python").exists():
             return layer
         python = find_python(stand_in.python)
         if python is None:
@@ -162,7 +163,7 @@ def requirements_layer(
     root = cache / "layers" / key
     layer = Layer(root, _site(root, stand_in.python))
     with _locked(root):
-        if (root / ".ready").exists():
+        if (root / ".ready").exists() and (root / "bin" / "python").exists():
             log(f"Requirements: cached layer {key} (built once for this image and list)")
             return layer
         shutil.rmtree(root, ignore_errors=True)
