@@ -83,7 +83,8 @@ def main() -> int:
     tool = "uv" if "uv" in Path(command[0]).name else "pip"
     print(f"{PREFIX} installing {len(missing)} of {len(wanted)} requirement(s) with {tool}")
     started = time.monotonic()
-    proc = subprocess.Popen(
+    tail: list[str] = []
+    with subprocess.Popen(
         command,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -91,15 +92,14 @@ def main() -> int:
         stderr=subprocess.STDOUT,
         text=True,
         errors="replace",
-    )
-    assert proc.stdout is not None
-    tail: list[str] = []
-    for raw in proc.stdout:
-        line = raw.rstrip()
-        if line:
-            print(line)
-            tail = [*tail[-3:], line]
-    code = proc.wait()
+    ) as proc:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip()
+            if line:
+                print(line)
+                tail = [*tail[-3:], line]
+    code = proc.returncode
     took = time.monotonic() - started
     if code != 0:
         print(

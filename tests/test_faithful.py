@@ -425,3 +425,21 @@ def test_each_node_loads_only_its_own_ranks_checkpoint(leaky_service: ApiClient)
     assert done.status == S.COMPLETED, done.error_message
     assert "node 0 sees rank-0 0" in messages(leaky_service, reader, node="0")
     assert "node 1 sees rank-1 1" in messages(leaky_service, reader, node="1")
+
+
+def test_a_cached_image_layer_whose_python_is_gone_is_rebuilt(tmp_path: Path) -> None:
+    from bt_jupyter.local import envs
+
+    stand_in = envs.StandIn.of(f"python:{deps.PYTHON}-slim")
+    said: list[str] = []
+    layer = envs.image_layer(stand_in, tmp_path, said.append)
+    assert any("building its local stand-in" in line for line in said)
+    said.clear()
+    assert envs.image_layer(stand_in, tmp_path, said.append) == layer
+    assert said == []  # cached: nothing built
+    python = layer.bin / "python"
+    python.unlink()
+    python.symlink_to(tmp_path / "no-such-python")  # the interpreter it was made from is gone
+    envs.image_layer(stand_in, tmp_path, said.append)
+    assert any("building its local stand-in" in line for line in said)
+    assert (layer.bin / "python").exists()

@@ -252,22 +252,22 @@ def _pip(layer: Layer, args: list[str], log: Log) -> None:
 
 
 def _run(cmd: list[str], log: Log, env: dict[str, str] | None = None) -> None:
-    proc = subprocess.Popen(
+    tail: list[str] = []
+    with subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
         env=env,
-    )
-    assert proc.stdout is not None
-    tail: list[str] = []
-    for line in proc.stdout:
-        line = line.rstrip()
-        if line:
-            log(line)
-            tail = [*tail[-2:], line]
-    if proc.wait() != 0:
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                log(line)
+                tail = [*tail[-2:], line]
+    if proc.returncode != 0:
         detail = " | ".join(tail) if tail else "no output"
         raise EnvBuildError(f"`{' '.join(cmd[:5])} ...` failed ({proc.returncode}): {detail}")
 
