@@ -29,7 +29,7 @@ from bt_jupyter.client import (
     node_of,
 )
 from bt_jupyter.deployments import Deployment
-from bt_jupyter.errors import (  # noqa: F401  (re-exported)
+from bt_jupyter.errors import (
     BtJupyterError,
     InvalidConfigError,
     JobFailed,
@@ -106,6 +106,17 @@ class Client:
         key = find_api_key(api_key, remote)
         url = base_url or os.environ.get("BT_JUPYTER_BASETEN_URL") or key.api_url or BASETEN_API_URL
         return cls(ApiClient(url, key.value), "baseten", key.source)
+
+    @classmethod
+    def named(cls, backend: str, home: Path | None = None) -> Client:
+        """``Client.local(home)`` or ``Client.baseten()`` by name (``--backend``)."""
+        makers: dict[str, Callable[[], Client]] = {
+            "local": lambda: cls.local(home),
+            "baseten": cls.baseten,
+        }
+        if backend not in makers:
+            raise BtJupyterError(f"unknown backend {backend!r}; use 'local' or 'baseten'")
+        return makers[backend]()
 
     @property
     def url(self) -> str:

@@ -122,7 +122,7 @@ class BtMagics(Magics):
     def client(self, backend: str | None = None) -> Client:
         name = backend or self.default_backend
         if name not in self._clients:
-            self._clients[name] = Client.local() if name == "local" else Client.baseten()
+            self._clients[name] = Client.named(name)
         return self._clients[name]
 
     def _job(self, job_id: str) -> Job:

@@ -38,6 +38,9 @@ class Backend(Protocol):
     bills: bool
     #: Whether the service follows a log from a cursor (else only by time windows).
     follows_by_cursor: bool
+    #: What to say when the service refuses a key it issued itself (None: the key is the
+    #: user's, and the error says how to set it).
+    refused_key_advice: str | None
 
     def upload(self, archive: bytes) -> api.CreateTrainingJobS3Artifact:
         """Store a bundle where this service's jobs read it (sent once per content)."""

@@ -16,6 +16,9 @@ class LocalBackend:
     name = "local"
     bills = False
     follows_by_cursor = True
+    refused_key_advice: str | None = (
+        "the local training service refused its key (it was restarted?); try again"
+    )
 
     def __init__(self, rest: ApiClient) -> None:
         self.rest = rest

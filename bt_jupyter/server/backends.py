@@ -19,7 +19,7 @@ from typing import TypeVar
 from traitlets import Enum, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
-from bt_jupyter.errors import AuthError, BtJupyterError, ConnectionFailed
+from bt_jupyter.errors import AuthError, BtJupyterError, ConnectionFailed, MissingApiKey
 from bt_jupyter.jobs import Client
 from bt_jupyter.server.errors import BackendUnavailable, BadRequest
 
@@ -83,12 +83,14 @@ class BtJupyterServer(LoggingConfigurable):
             raise BackendUnavailable("the Jupyter server is shutting down")
 
     def _create(self, backend: str) -> Client:
-        if backend == "baseten":
-            return Client.baseten()  # MissingApiKey (401) says how to set BASETEN_API_KEY
         try:
-            return Client.local(Path(self.local_home) if self.local_home else None)
+            return Client.named(backend, Path(self.local_home) if self.local_home else None)
+        except MissingApiKey:
+            raise  # 401, saying how to set BASETEN_API_KEY
         except BtJupyterError as exc:
-            raise BackendUnavailable(f"the local training service did not start: {exc}") from exc
+            raise BackendUnavailable(
+                f"the {backend} training service did not start: {exc}"
+            ) from exc
 
     def forget(self, backend: str, client: Client) -> None:
         """Drop a client that failed, so the next request makes a fresh one: the local
@@ -119,10 +121,9 @@ class BtJupyterServer(LoggingConfigurable):
             return work(client)
         except (ConnectionFailed, AuthError) as exc:
             self.forget(backend, client)
-            if backend == "local" and isinstance(exc, AuthError):
-                raise BackendUnavailable(
-                    "the local training service refused its key (it was restarted?); try again"
-                ) from exc
+            advice = client.backend.refused_key_advice
+            if advice and isinstance(exc, AuthError):
+                raise BackendUnavailable(advice) from exc
             raise
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ class BasetenBackend:
     name = "baseten"
     bills = True
     follows_by_cursor = False
+    refused_key_advice: str | None = None
 
     def __init__(self, rest: ApiClient) -> None:
         self.rest = rest
