@@ -443,3 +443,26 @@ def test_a_cached_image_layer_whose_python_is_gone_is_rebuilt(tmp_path: Path) ->
     envs.image_layer(stand_in, tmp_path, said.append)
     assert any("building its local stand-in" in line for line in said)
     assert (layer.bin / "python").exists()
+
+
+def test_jobs_that_need_one_new_layer_at_once_build_it_once(tmp_path: Path) -> None:
+    """Two jobs asking for the same requirements on an empty cache: one builds the layer
+    (under a lock) while the other waits and reuses it; both run."""
+    home = Home(tmp_path / "home")
+    with (
+        running_service(home, BT_JUPYTER_IMAGE_CACHE=str(tmp_path / "cache")),
+        ApiClient.local(home.root) as client,
+    ):
+        project = client.upsert_project(f"faithful-{new_id()}")
+        files = {"use.py": "import tomli_w\nprint('ok', tomli_w.dumps({'a': 1}).strip())\n"}
+        files["requirements.txt"] = "tomli-w==1.0.0\n"
+        jobs = [submit(client, project, [INSTALL, "python use.py"], files=files) for _ in (1, 2)]
+        for job in jobs:
+            done = wait_terminal(client, job, timeout=240)
+            assert done.status == S.COMPLETED, done.error_message
+        logs = [messages(client, job) for job in jobs]
+    assert all("ok a = 1" in lines for lines in logs)
+    built = [any(m.startswith("Requirements: building layer") for m in lines) for lines in logs]
+    reused = [any(m.startswith("Requirements: cached layer") for m in lines) for lines in logs]
+    assert sorted(built) == [False, True]
+    assert sorted(reused) == [False, True]
