@@ -126,6 +126,7 @@ def test_stop_lets_the_job_write_a_final_checkpoint(
         ckpt = pathlib.Path(os.environ["BT_CHECKPOINT_DIR"])
         step = 0
         def final(signum, frame):
+            print("got SIGTERM", flush=True)
             out = ckpt / "final"
             out.mkdir()
             (out / "state.txt").write_text(f"step={step}")
@@ -148,7 +149,9 @@ def test_stop_lets_the_job_write_a_final_checkpoint(
     client.stop_job(project.id, job.id)
     done = wait_terminal(client, job, timeout=30)
     assert done.status == S.STOPPED
-    assert any(m.startswith("saved final checkpoint") for m in messages(client, job))
+    out = messages(client, job)
+    assert any(m.startswith("saved final checkpoint") for m in out)
+    assert out.count("got SIGTERM") == 1  # as a container stop: one, never re-entering
     names = [c.checkpoint_id for c in client.checkpoints(project.id, job.id)]
     assert names == ["final"]
     files = client.checkpoint_files(project.id, job.id)

@@ -479,12 +479,19 @@ class Runner:
         return f"node {node.rank} {how}{detail}"
 
     def _terminate(self, grace: float) -> None:
-        """SIGTERM every process of every node, wait ``grace`` seconds, then SIGKILL."""
+        """SIGTERM every process of every node once, wait ``grace`` seconds, then SIGKILL.
+
+        Once: a node's process group gets one SIGTERM, and only processes that left it
+        (their own session) get theirs directly. A second SIGTERM would re-enter a job's
+        handler while it writes its final checkpoint; a container stop sends one."""
         procs = [p for n in self.nodes for p in n.tree()]
-        for node in self.nodes:
-            _signal_group(node.proc.pid, signal.SIGTERM)
+        groups = {node.proc.pid for node in self.nodes}  # each node is its own session
+        for group in groups:
+            _signal_group(group, signal.SIGTERM)
         for proc in procs:
-            _signal(proc, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getpgid(proc.pid) not in groups:
+                    _signal(proc, signal.SIGTERM)
         _, alive = psutil.wait_procs(procs, timeout=grace)
         for proc in alive:
             _signal(proc, signal.SIGKILL)
