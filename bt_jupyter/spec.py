@@ -84,7 +84,20 @@ ACCELERATORS: tuple[str, ...] = (
 DEFAULT_CHECKPOINT_DOWNLOAD_FOLDER = "/tmp/loaded_checkpoints"
 DEFAULT_CACHE_MOUNT_BASE_PATH = "/root/.cache"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+_MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+#: More memory than any node has: a larger quantity is a typo, refused (not overflowed).
+MAX_MEMORY_BYTES = 64 * 1024**4
+
+
+def memory_bytes(quantity: str) -> int:
+    """Bytes of a Kubernetes-style quantity (``64Gi``, ``1.5G``, ``512Mi``, ``1000``)."""
+    match = _MEMORY.match(quantity)
+    if match is None:
+        raise ValueError(f"{quantity!r} is not a memory quantity")
+    unit = match.group(2) or ""
+    base = 1024 if unit.endswith("i") else 1000
+    power = " KMGT".index(unit[:1]) if unit else 0
+    return int(min(float(match.group(1)) * base**power, 2.0**62))
 
 
 # --------------------------------------------------------------------------- errors
@@ -363,17 +376,15 @@ class Compute(_Concept):
                 f"{memory!r} is not a memory quantity; use a number with an optional "
                 "unit Ki, Mi, Gi, Ti (e.g. '64Gi')"
             )
+        if memory_bytes(memory) > MAX_MEMORY_BYTES:
+            shown = memory if len(memory) <= 20 else f"{memory[:8]}...{memory[-4:]}"
+            raise ValueError(f"{shown!r} is more memory than any node has (at most 64Ti)")
         return memory
 
     @property
     def memory_bytes(self) -> int:
         """The memory each node gets, in bytes (what a node's OOM killer enforces)."""
-        match = re.match(r"^([0-9.]+)([KMGT]i?)?$", self.memory)
-        assert match is not None  # validated above
-        unit = match.group(2) or ""
-        base = 1024 if unit.endswith("i") else 1000
-        power = " KMGT".index(unit[:1]) if unit else 0
-        return int(min(float(match.group(1)) * base**power, 2.0**62))
+        return memory_bytes(self.memory)
 
     def describe(self) -> str:
         """``"2 x H100:8"``, ``"1 x CPU"``: how the widget and CLI show compute."""

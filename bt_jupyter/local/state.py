@@ -208,9 +208,8 @@ def _instance_type(compute: dict[str, Any]) -> api.InstanceTypeV1:
 
 
 def _mib(quantity: str) -> int:
-    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024**2, "K": 1e3 / 2**20}
-    units |= {"M": 1e6 / 2**20, "G": 1e9 / 2**20, "T": 1e12 / 2**20}
-    for unit in sorted(units, key=len, reverse=True):
-        if quantity.endswith(unit):
-            return int(float(quantity[: -len(unit)]) * units[unit])
-    return int(float(quantity) / 2**20)
+    """MiB of a stored memory quantity (a row written before the cap still lists)."""
+    try:
+        return spec.memory_bytes(quantity) // 2**20
+    except ValueError:
+        return 0
