@@ -10,7 +10,9 @@ from bt_jupyter import api, spec
 from bt_jupyter.client import ApiClient
 from bt_jupyter.errors import ApiError
 from bt_jupyter.local.home import Home
+from bt_jupyter.local.secrets import SecretStore
 from bt_jupyter.local.store import Store
+from tests.helpers import messages, submit, wait_terminal
 
 ABSURD = "1" + "0" * 400 + "Gi"
 
@@ -53,3 +55,34 @@ def test_an_absurd_memory_over_http_is_refused_and_breaks_no_listing(
         )
     assert [j.id for j in client.jobs(project.id)] == [job.id]
     assert client.search_jobs(project_id=project.id)[0].id == job.id
+
+
+def test_a_secret_never_reaches_an_error_message_or_a_cut_log_line(
+    client: ApiClient, project: api.TrainingProjectV1, local_home: Home
+) -> None:
+    canary = "canary-" + "9f3b2c7d1e" * 3
+    SecretStore(local_home).set("trust_canary", canary)
+    # the secret straddles the 64 KiB point where a long line is cut into two rows
+    script = (
+        "import os, sys\n"
+        "secret = os.environ['MY_SECRET']\n"
+        "print('x' * (64 * 1024 - 10) + secret, flush=True)\n"
+        "raise RuntimeError('boom ' + secret)\n"
+    )
+    job = submit(
+        client,
+        project,
+        ["python leak.py"],
+        files={"leak.py": script},
+        runtime=spec.Runtime(
+            environment_variables={"MY_SECRET": spec.SecretReference(name="trust_canary")}
+        ),
+    )
+    done = wait_terminal(client, job)
+    assert done.status == spec.TrainingJobStatus.FAILED
+    assert done.error_message == "node 0 exited with code 1: RuntimeError: boom ***"
+    everything = "".join(messages(client, job))
+    assert canary not in everything
+    assert canary[:20] not in everything
+    assert canary[-20:] not in everything
+    assert "***" in everything

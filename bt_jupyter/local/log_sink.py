@@ -42,7 +42,7 @@ class LogSink:
 
     def __init__(self, store: Store, job_id: str, redact: list[str]) -> None:
         self.store, self.job_id = store, job_id
-        self.redact = [s for s in redact if s]
+        self.secrets = [s for s in redact if s]
         self._pending: list[tuple[int, int | None, str, str]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -50,10 +50,15 @@ class LogSink:
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
 
+    def redact(self, text: str) -> str:
+        """``text`` with every secret value the job was given replaced by ``***``."""
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
     def add(self, message: str, node: int | None = None, level: str | None = None) -> None:
-        for secret in self.redact:
-            if secret in message:
-                message = message.replace(secret, "***")
+        message = self.redact(message)
         entry = (time.time_ns(), node, level or level_of(message), message)
         with self._lock:
             self._pending.append(entry)

@@ -99,7 +99,8 @@ class Runner:
             level=("ERROR" if final.is_failure else "INFO"),
         )
         self.log.close()
-        self.store.set_status(self.job.id, final, message)
+        # an error message quotes the job's output, which may hold a secret's value
+        self.store.set_status(self.job.id, final, self.log.redact(message) if message else None)
         return final
 
     def _on_stop(self, *_: object) -> None:
@@ -378,7 +379,8 @@ class Runner:
 
     def _read(self, node: Node, stream: IO[bytes], is_err: bool) -> None:
         for raw in iter(stream.readline, b""):
-            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            # redacted whole, before a long line is cut: a secret across a cut stays hidden
+            text = self.log.redact(raw.decode("utf-8", "replace").rstrip("\r\n"))
             for start in range(0, max(len(text), 1), MAX_LINE):
                 chunk = text[start : start + MAX_LINE]
                 level = level_of(chunk)
