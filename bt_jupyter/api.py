@@ -11,6 +11,7 @@ client keeps working when Baseten adds fields.
 from __future__ import annotations
 
 import enum
+import time
 from datetime import datetime
 from typing import Any
 
@@ -154,6 +155,17 @@ class TrainingJobV1(_Response):
         """Baseten has copied every checkpoint file to storage (``checkpoint_sync_status``
         is not ``SYNCING``): what checkpoint_files lists is then complete."""
         return self.checkpoint_sync_status != CHECKPOINT_SYNCING
+
+    @property
+    def log_since_ms(self) -> int:
+        """Where its log starts (epoch ms): a second before its creation (clock skew)."""
+        return int(self.created_at.timestamp() * 1000) - 1000
+
+    def log_until_ms(self, late_ms: int) -> int:
+        """Where its log ends (epoch ms): when it ended, or now while it runs, plus
+        ``late_ms`` for lines that reach the log store late."""
+        last = self.updated_at.timestamp() if self.status.is_terminal else time.time()
+        return int(last * 1000) + late_ms
 
 
 class TrainingProjectV1(_Response):

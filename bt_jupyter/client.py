@@ -417,12 +417,8 @@ class ApiClient:
         start, end = start_epoch_millis, end_epoch_millis
         if start is None or end is None:
             job = self.job(project_id, job_id).training_job
-            if start is None:
-                start = int(job.created_at.timestamp() * 1000) - 1000
-            if end is None:
-                # a job's last lines carry times up to its end; a live one's up to now
-                last = job.updated_at.timestamp() if job.status.is_terminal else time.time()
-                end = int(last * 1000) + LOG_LOOK_BACK_MS
+            start = job.log_since_ms if start is None else start
+            end = job.log_until_ms(LOG_LOOK_BACK_MS) if end is None else end
         yield from self._log_windows(project_id, job_id, start, end)
 
     def _log_windows(
@@ -789,8 +785,7 @@ class LogPoller:
     ) -> None:
         self.client, self.project_id, self.job_id = client, project_id, job_id
         if since_ms is None:
-            created = client.job(project_id, job_id).training_job.created_at
-            since_ms = int(created.timestamp() * 1000) - 1000
+            since_ms = client.job(project_id, job_id).training_job.log_since_ms
         self.floor = since_ms
         self.last_poll: int | None = None
         self._seen: dict[LogKey, int] = {}  # key -> its millisecond, within the look-back

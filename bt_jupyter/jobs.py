@@ -254,6 +254,11 @@ class Job:
         return self._wire.node_count
 
     @property
+    def wire(self) -> api.TrainingJobV1:
+        """The job as the service last answered it (:meth:`refresh` asks again)."""
+        return self._wire
+
+    @property
     def compute(self) -> str:
         """``"2 x H100:8"``: nodes and what each one has, as the widget and CLI show it."""
         return f"{self.node_count} x {self.instance_type.name}"

@@ -203,9 +203,8 @@ def _cursor(token: str, reader: LogPoller) -> str:
 def _cloud_tail(job: Job, tail: int) -> list[api.LogV1]:
     """The newest ``tail`` lines (at most one request), oldest first: a window that ends
     at the job's end (or now) and starts at its creation, at most 7 days before."""
-    last = job.updated_at.timestamp() if job.status.is_terminal else time.time()
-    end = int(last * 1000) + LOG_LOOK_BACK_MS
-    since = max(int(job.created_at.timestamp() * 1000) - 1000, end - api.MAX_LOG_WINDOW_MS)
+    end = job.wire.log_until_ms(LOG_LOOK_BACK_MS)
+    since = max(job.wire.log_since_ms, end - api.MAX_LOG_WINDOW_MS)
     return job.log_window(since, end, min(tail, api.MAX_LOG_LIMIT))
 
 
@@ -217,7 +216,7 @@ def _read_cloud(job: Job, query: LogQuery, deadline: float) -> LogPage:
         polled = int(time.time() * 1000)
         first = _cloud_tail(job, query.tail)
         # lines older than the tail are not the panel's: the reader starts at the tail
-        since = _ms(first[0]) if first else int(job.created_at.timestamp() * 1000) - 1000
+        since = _ms(first[0]) if first else job.wire.log_since_ms
         token, reader = _POLLERS.new(job, since)
         reader.mark_seen(first, polled)
     while True:
