@@ -15,9 +15,11 @@ import time
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing_extensions import Self
 
-from bt_jupyter import spec
+from bt_jupyter import limits, spec
+from bt_jupyter.errors import InvalidConfigError
 
 __all__ = [
     "AWSCredentialsV1",
@@ -87,7 +89,32 @@ LOCAL_ARTIFACT_BUCKET = "bt-jupyter-local"
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Refuses unknown fields; every text field is bounded (see :mod:`bt_jupyter.limits`).
+    A bad value is one :class:`~bt_jupyter.errors.InvalidConfigError` line, the same the
+    service answers with (a client builds these models too: it refuses before sending)."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=limits.MAX_COMMAND_CHARS)
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise spec.invalid_config(type(self), exc) from None
+
+    # Nested validation must not go through __init__ (errors are rendered once, at the top).
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise spec.invalid_config(cls, exc) from None
+
+
+def _epoch_millis(value: int | None) -> int | None:
+    """A time in epoch ms that still fits a 64-bit count of nanoseconds (year 2262)."""
+    return value if value is None else limits.check_int(value, 0, limits.MAX_EPOCH_MILLIS)
 
 
 class _Response(BaseModel):
@@ -98,8 +125,8 @@ class _Response(BaseModel):
 
 
 class UpsertTrainingProjectV1(_Request):
-    name: str = Field(min_length=1)
-    team_name: str | None = None
+    name: spec.ProjectName
+    team_name: spec.TeamName | None = None
 
 
 class UpsertTrainingProjectRequestV1(_Request):
@@ -224,7 +251,9 @@ class TrussUserEnv(BaseModel):
 class CreateTrainingJobRuntimeV1(spec.Runtime):
     """The runtime as sent: the concept plus the uploaded bundle(s)."""
 
-    artifacts: list[CreateTrainingJobS3Artifact] = Field(default_factory=list)
+    artifacts: list[CreateTrainingJobS3Artifact] = Field(
+        default_factory=list, max_length=limits.MAX_LIST_ITEMS
+    )
 
 
 class CreateTrainingJobV1(spec.TrainingJob):
@@ -269,18 +298,50 @@ class ListTrainingJobsResponseV1(_Response):
     training_jobs: list[TrainingJobV1]
 
 
+#: The fields a search can order by.
+ORDER_FIELDS = ("created_at", "updated_at", "priority")
+
+
 class OrderByV1(_Request):
     field: str
     order: str
+
+    @field_validator("field")
+    @classmethod
+    def _field(cls, field: str) -> str:
+        if field not in ORDER_FIELDS:
+            raise ValueError(
+                f"cannot order by {limits.shown(field)}; use one of {', '.join(ORDER_FIELDS)}"
+            )
+        return field
+
+    @field_validator("order")
+    @classmethod
+    def _order(cls, order: str) -> str:
+        if order.lower() not in ("asc", "desc"):
+            raise ValueError(f"order must be 'asc' or 'desc', got {limits.shown(order)}")
+        return order.lower()
 
 
 class SearchTrainingJobsRequestV1(_Request):
     project_id: str | None = None
     job_id: str | None = None
-    statuses: list[str] | None = None
+    statuses: list[str] | None = Field(default=None, max_length=limits.MAX_SEARCH_STATUSES)
     order_by: list[OrderByV1] = Field(
-        default_factory=lambda: [OrderByV1(field="created_at", order="desc")]
+        default_factory=lambda: [OrderByV1(field="created_at", order="desc")],
+        max_length=len(ORDER_FIELDS),
     )
+
+    @field_validator("statuses")
+    @classmethod
+    def _statuses(cls, statuses: list[str] | None) -> list[str] | None:
+        """Known statuses, as on the wire (``RUNNING`` and ``running`` are accepted)."""
+        if statuses is None:
+            return None
+        try:
+            return [spec.TrainingJobStatus.parse(s).value for s in statuses]
+        except InvalidConfigError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class SearchTrainingJobsResponseV1(_Response):
@@ -301,6 +362,11 @@ class RecreateTrainingJobResponseV1(_Response):
 
 class UpdateTrainingJobRequestV1(_Request):
     priority: int
+
+    @field_validator("priority")
+    @classmethod
+    def _priority(cls, priority: int) -> int:
+        return limits.check_int(priority, limits.MIN_PRIORITY, limits.MAX_PRIORITY)
 
 
 class UpdateTrainingJobResponseV1(_Response):
@@ -345,6 +411,8 @@ class GetTrainingJobLogsRequestV1(_Request):
     limit: int | None = Field(default=500, ge=1, le=MAX_LOG_LIMIT)
     min_level: LogLevelV1 | None = None
 
+    _window = field_validator("start_epoch_millis", "end_epoch_millis")(_epoch_millis)
+
 
 class LogV1(_Response):
     """One log line. ``timestamp`` is epoch nanoseconds as a string; ``replica`` the node."""
@@ -386,6 +454,12 @@ class LocalCreateDeploymentRequestV1(_Request):
     job_id: str
     checkpoint: str = "latest"
     name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str | None) -> str | None:
+        return name if name is None else limits.check_name(name, "a deployment name")
+
     #: A bundle whose cell defines ``class Model`` (``%%bt_model``); None serves a
     #: Hugging Face checkpoint with OpenAI-compatible completions.
     model_artifact: CreateTrainingJobS3Artifact | None = None
@@ -415,6 +489,13 @@ class GetTrainingJobMetricsRequestV1(_Request):
     end_epoch_millis: int | None = None
     start_epoch_millis: int | None = None
     step_seconds: int | None = None
+
+    _window = field_validator("start_epoch_millis", "end_epoch_millis")(_epoch_millis)
+
+    @field_validator("step_seconds")
+    @classmethod
+    def _step(cls, step: int | None) -> int | None:
+        return step if step is None else limits.check_int(step, 1, limits.MAX_STEP_SECONDS)
 
 
 class TrainingJobMetricV1(_Response):

@@ -5,21 +5,31 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from typing import NoReturn
 
 from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.limits import shown
 from bt_jupyter.local import daemon
 from bt_jupyter.local.home import Home
-from bt_jupyter.local.secrets import SecretStore
+from bt_jupyter.local.secrets import SecretStore, check_secret
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as one line (its usage block hides the mistake in a terminal)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _local(args: argparse.Namespace, home: Home) -> int:
     if args.action == "start":
-        info = daemon.ensure_running(home, args.port)
+        port = daemon.parse_port(args.port)  # before anything starts: one clear line
+        info = daemon.ensure_running(home, port)
         print(f"local service running at {info.url} (pid {info.pid}); state in {home.root}")
-        if args.port and info.port != args.port:
+        if port and info.port != port:
             print(
                 f"note: it was already running on port {info.port}; `bt-jupyter local stop` "
-                f"first to move it to {args.port}",
+                f"first to move it to {port}",
                 file=sys.stderr,
             )
     elif args.action == "stop":
@@ -34,6 +44,13 @@ def _local(args: argparse.Namespace, home: Home) -> int:
     return 0
 
 
+def _stdin_text() -> str:
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("the secret's value on stdin is not UTF-8 text") from None
+
+
 def _secrets(args: argparse.Namespace, home: Home) -> int:
     store = SecretStore(home)
     if args.action == "list":
@@ -41,15 +58,16 @@ def _secrets(args: argparse.Namespace, home: Home) -> int:
             print(name)
     elif args.action == "delete":
         if not store.delete(args.name):
-            print(f"no secret named {args.name!r}", file=sys.stderr)
+            print(f"error: no secret named {shown(args.name)}", file=sys.stderr)
             return 1
-        print(f"deleted secret {args.name!r}")
+        print(f"deleted secret {shown(args.name)}")
     else:
-        if sys.stdin.isatty():
-            value = getpass.getpass(f"Value for secret {args.name!r} (not echoed): ")
-        else:
-            value = sys.stdin.read().rstrip("\n")
         try:
+            check_secret(args.name, "x")  # a bad name before asking for the value
+            if sys.stdin.isatty():
+                value = getpass.getpass(f"Value for secret {args.name!r} (not echoed): ")
+            else:
+                value = _stdin_text().rstrip("\n")
             store.set(args.name, value)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -59,11 +77,14 @@ def _secrets(args: argparse.Namespace, home: Home) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bt-jupyter", description=__doc__)
+    parser = _Parser(prog="bt-jupyter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     local = commands.add_parser("local", help="the embedded local training service")
     local.add_argument("action", choices=["start", "stop", "status"])
-    local.add_argument("--port", type=int, default=0, help="start: listen on this port")
+    # a string, checked by the daemon: argparse's own error would be a usage block
+    local.add_argument(
+        "--port", default="0", help="start: listen on this port (1..65535; 0: any free one)"
+    )
     secrets = commands.add_parser("secrets", help="secrets that SecretReferences resolve to")
     secret_actions = secrets.add_subparsers(dest="action", required=True)
     setter = secret_actions.add_parser("set", help="set NAME from stdin or a hidden prompt")

@@ -16,13 +16,14 @@ import os
 import pickle
 import random
 import tarfile
+import threading
 import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -52,6 +53,15 @@ LOG_GRACE_S = 10.0
 OUTPUTS_DIRS = frozenset({runtime.OUTPUTS_DIR, ".bt_outputs"})
 #: How long to wait for Baseten to finish syncing checkpoints before reading them.
 SYNC_TIMEOUT_S = 600.0
+
+#: A follower keeps trying this long to reach a service that went away (it may be
+#: restarting, on another port) before it gives up; its cursor is kept meanwhile.
+FOLLOW_RECONNECT_S = 60.0
+FOLLOW_RETRY_S = 0.5
+#: How often one request may follow its service to a new address (restarts meanwhile).
+MAX_MOVES = 3
+#: Where a client that found no service yet points until it finds one (never answers).
+NO_SERVICE_URL = "http://127.0.0.1:0"
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -96,6 +106,18 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
 
 
+class ServiceLocator(Protocol):
+    """Finds a service again that stopped answering (restarted, perhaps on another port):
+    the local service's ``service.json``, read again (see ``daemon.Locator``)."""
+
+    def find(self) -> tuple[str, str] | None:
+        """(base url, api key) of the service now; None when it cannot be found."""
+
+    @property
+    def advice(self) -> str:
+        """What to do when it cannot be found (how to start it)."""
+
+
 @dataclass(frozen=True)
 class LogBatch:
     """One response of :meth:`ApiClient.follow_batches`."""
@@ -122,6 +144,11 @@ def _message(response: httpx.Response) -> tuple[str, str | None]:
         text = body.get("message") or body.get("detail") or body.get("error") or str(body)
         return str(text), body.get("code")
     return str(body), None
+
+
+def _absolute(path: str) -> bool:
+    """A full URL (GraphQL, a model's host), not a path under the client's base URL."""
+    return "://" in path
 
 
 def _graphql_url(base_url: str) -> str:
@@ -154,12 +181,17 @@ class ApiClient:
         retry: RetryPolicy | None = None,
         retry_creates: bool = False,
         graphql_url: str | None = None,
+        locator: ServiceLocator | None = None,
     ) -> None:
         """``retry_creates``: the service honours Idempotency-Key, so a create whose
         answer was lost may be sent again (bt_jupyter's local service does).
         ``graphql_url``: Baseten's GraphQL endpoint, by default the app host's ``/graphql/``
-        (``api.baseten.co`` -> ``app.baseten.co``)."""
+        (``api.baseten.co`` -> ``app.baseten.co``). ``locator``: where to find the service
+        again when a connection is refused (the local service, after a restart)."""
         self.base_url = base_url.rstrip("/")
+        self.locator = locator
+        self._relocating = threading.Lock()
+        self._lost = False  # the locator found no service the last time it looked
         self.graphql_url = graphql_url or _graphql_url(self.base_url)
         # GraphQL and model endpoints take the key the way Baseten's CLI sends it
         self._key_header = {"Authorization": f"Api-Key {api_key}"}
@@ -178,13 +210,17 @@ class ApiClient:
         )
 
     @classmethod
-    def local(cls, home: Path | None = None, **kwargs: Any) -> ApiClient:
-        from bt_jupyter.local.daemon import ensure_running
+    def local(cls, home: Path | None = None, *, autostart: bool = True, **kwargs: Any) -> ApiClient:
+        """A client of the local service of ``home``, which it finds again after a restart.
+        ``autostart``: start the service now and whenever it is found not running; without
+        it, only use a service someone started (``bt-jupyter local start``), when it runs."""
+        from bt_jupyter.local.daemon import Locator
         from bt_jupyter.local.home import Home
 
-        info = ensure_running(Home(home) if home else None)
+        locator = Locator(Home(home) if home else Home.default(), start=autostart)
+        url, key = locator.find() or (NO_SERVICE_URL, "")
         kwargs.setdefault("retry_creates", True)
-        return cls(info.url, info.api_key, **kwargs)
+        return cls(url, key, locator=locator, **kwargs)
 
     def close(self) -> None:
         self._http.close()
@@ -216,7 +252,9 @@ class ApiClient:
             retry_ambiguous = method in IDEMPOTENT_METHODS
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         last: Exception | None = None
-        for attempt in range(self.retry.attempts):
+        attempt = moves = 0
+        while attempt < self.retry.attempts:
+            tried = self.base_url
             try:
                 response = self._http.request(
                     method,
@@ -229,6 +267,9 @@ class ApiClient:
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last = exc  # never reached the service: always safe to send again
+                if moves < MAX_MOVES and not _absolute(path) and self._relocate(tried):
+                    moves += 1
+                    continue  # found elsewhere (restarted on a new port): at once, no attempt
             except (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 if not retry_ambiguous:
                     raise ConnectionFailed(
@@ -243,13 +284,44 @@ class ApiClient:
                 if not retryable or attempt == self.retry.attempts - 1:
                     return self._check(response)
                 time.sleep(self.retry.delay(attempt, response.headers.get("retry-after")))
+                attempt += 1
                 continue
             if attempt < self.retry.attempts - 1:
                 time.sleep(self.retry.delay(attempt))
+            attempt += 1
+        if self._lost:
+            assert self.locator is not None
+            where = "the local service" if self.base_url == NO_SERVICE_URL else self.base_url
+            raise ConnectionFailed(
+                f"could not reach {where} after {self.retry.attempts} attempts: "
+                f"{self.locator.advice}"
+            )
         raise ConnectionFailed(
             f"could not reach {self.base_url} ({type(last).__name__}: {last}) after "
             f"{self.retry.attempts} attempts"
         )
+
+    def _relocate(self, tried: str) -> bool:
+        """After a refused connection to the service at ``tried``: look it up again (the
+        locator may start it). True when it is now elsewhere and the request should go
+        again at once; False to wait and retry as usual."""
+        if self.locator is None:
+            return False
+        with self._relocating:  # one lookup (and one start) at a time, for every thread
+            if self.base_url != tried:
+                return True  # another thread found it while this one waited
+            found = self.locator.find()
+            self._lost = found is None
+            if found is None:
+                return False
+            url, key = found[0].rstrip("/"), found[1]
+            if url == self.base_url:
+                return False
+            self.base_url = url
+            self._http.base_url = httpx.URL(url)
+            self._http.headers["Authorization"] = f"Bearer {key}"
+            self._key_header = {"Authorization": f"Api-Key {key}"}
+            return True
 
     def _check(self, response: httpx.Response) -> httpx.Response:
         if response.status_code < 400:
@@ -481,21 +553,29 @@ class ApiClient:
         """Like :meth:`follow_logs`, a response at a time. With ``tail``, each batch
         holds only the newest ``tail`` lines (and older ones starting with
         ``keep_prefix``); ``skipped`` counts the others. A view that shows recent lines
-        then keeps up with any flood of output."""
+        then keeps up with any flood of output.
+
+        A service that goes away (a restart, on another port perhaps) is waited for up to
+        ``FOLLOW_RECONNECT_S``; the follow then resumes from its cursor: no gap, no
+        duplicate."""
         path = f"/v1/local/training_projects/{project_id}/jobs/{job_id}/logs/follow"
+        answered = time.monotonic()
         while True:
-            response = self.request(
-                "GET",
-                path,
-                params={
-                    "cursor": cursor,
-                    "timeout": poll_timeout,
-                    "limit": 5000,
-                    "tail": tail,
-                    "keep_prefix": keep_prefix,
-                },
-                timeout=poll_timeout + 30,
-            )
+            params = {
+                "cursor": cursor,
+                "timeout": poll_timeout,
+                "limit": 5000,
+                "tail": tail,
+                "keep_prefix": keep_prefix,
+            }
+            try:
+                response = self.request("GET", path, params=params, timeout=poll_timeout + 30)
+            except ConnectionFailed:
+                if time.monotonic() - answered > FOLLOW_RECONNECT_S:
+                    raise
+                time.sleep(FOLLOW_RETRY_S)
+                continue
+            answered = time.monotonic()
             # validated in one pass by pydantic-core: this is the hot path of live logs
             body = api.LocalFollowLogsResponseV1.model_validate_json(response.content)
             yield LogBatch(body.logs, body.skipped, spec.TrainingJobStatus.from_wire(body.status))

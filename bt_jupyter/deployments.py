@@ -11,9 +11,7 @@ from typing import Any
 
 from bt_jupyter import api, serving_api
 from bt_jupyter.client import ApiClient, model_url
-from bt_jupyter.errors import (
-    DeploymentFailed,
-)
+from bt_jupyter.errors import ApiError, DeploymentFailed
 
 
 class Deployment:
@@ -158,9 +156,14 @@ class LocalDeployment(Deployment):
         return self.rest.deployment_logs(self.id)
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
-        response = self.rest.post_unsigned(f"{self.url}{path}", body)
-        if response.status_code >= 400:
-            raise DeploymentFailed(f"{path}: HTTP {response.status_code}: {response.text}")
+        # The serving port wants the service's API key, which ``rest`` sends with every
+        # request (an absolute URL leaves its base URL aside); never a widget's business.
+        try:
+            response = self.rest.request(
+                "POST", f"{self.url}{path}", json=body, timeout=300, retry_ambiguous=False
+            )
+        except ApiError as exc:
+            raise DeploymentFailed(f"{path}: HTTP {exc.status}: {exc.message}") from None
         return response.json()
 
     def _request_stop(self) -> None:

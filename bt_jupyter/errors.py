@@ -77,7 +77,11 @@ class CheckpointsSyncing(BtJupyterError):
 
 
 class NoCheckpoint(BtJupyterError):
-    """A "latest" checkpoint to load was asked for, and there is none."""
+    """A checkpoint to load names nothing: no such job, or no such checkpoint of it."""
+
+
+class MissingSecret(BtJupyterError):
+    """A SecretReference names a secret the service does not have; nothing was sent."""
 
 
 # ------------------------------------------------------------- deploying checkpoints
@@ -104,3 +108,18 @@ class DependencyError(BtJupyterError):
 
 class IncludeError(BtJupyterError):
     """An ``--include`` path that does not exist or cannot be read."""
+
+
+# ------------------------------------------------- the local home folder and its paths
+
+
+class HomeError(BtJupyterError):
+    """The local home folder cannot be used, or cannot be made private to this user."""
+
+
+class UnsafePathError(BtJupyterError, ValueError):
+    """A name (team, project, job, checkpoint, file) that would lead outside its folder."""
+
+
+class SecretStoreError(BtJupyterError, ValueError):
+    """The local secrets file cannot be read (corrupted); it names the file and the fix."""

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, overload
 
-from bt_jupyter import api, spec
+from bt_jupyter import api, preflight, spec
 from bt_jupyter.backends import Backend, DeployRequest, backend_named
 from bt_jupyter.client import (
     SYNC_TIMEOUT_S,
@@ -150,6 +150,9 @@ class Client:
             )
         if team is not None:
             team = self.backend.team_id(team)
+        # refused here, with what exists, rather than a job that ends DEPLOY_FAILED
+        preflight.check_secrets(self.api, project.job, team, self.backend.secret_advice)
+        preflight.check_checkpoints(self.api, project.job, project.name)
         remote = self.api.upsert_project(project, team_id=team)
         artifacts = [self.backend.upload(bundle.archive)] if bundle is not None else []
         job = self.backend.prepare(project.job, project.name)
@@ -180,6 +183,8 @@ class Client:
 
     def job(self, job_id: str) -> Job:
         """Re-attach to a job by id (after a kernel restart, from another notebook, ...)."""
+        if not isinstance(job_id, str) or not job_id.strip():
+            raise NoSuchJob(f"a job id is needed, got {job_id!r}: see Client.jobs() for them")
         found = self.api.search_jobs(job_id=job_id)
         if not found:
             raise NoSuchJob(f"no job {job_id!r} on the {self.backend.name} backend ({self.url})")

@@ -10,6 +10,7 @@ import argparse
 import getpass
 import json
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -17,10 +18,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Bool, Float, Unicode
 
-from bt_jupyter import spec
+from bt_jupyter import limits, spec
 from bt_jupyter.client import log_text
 from bt_jupyter.deployments import Deployment
-from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.errors import BtJupyterError, InvalidConfigError
 from bt_jupyter.jobs import Client, Job
 from bt_jupyter.packaging import Bundle, PackageOptions, describe, package_cell
 from bt_jupyter.packaging.export import export_project
@@ -30,6 +31,22 @@ from bt_jupyter.widgets import in_kernel
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message} (see {self.prog}?)")
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[low, high]`` (limits.py), else one clear line."""
+
+    def parse(raw: str) -> int:
+        text = raw.strip()
+        if not (text.lstrip("-").isascii() and text.lstrip("-").isdigit()) or len(text) > 30:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {limits.shown(raw)}")
+        try:
+            return limits.check_int(int(text), low, high)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = "integer"  # what argparse calls the type in its messages
+    return parse
 
 
 def _train_parser() -> _Parser:
@@ -53,10 +70,10 @@ def _train_parser() -> _Parser:
     p.add_argument("--legacy-hf-cache", action="store_true")
     p.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--checkpoint-path")
-    p.add_argument("--checkpoint-volume-gib", type=int)
+    p.add_argument("--checkpoint-volume-gib", type=_bounded(1, limits.MAX_VOLUME_GIB))
     p.add_argument("--load-checkpoint", metavar="latest|JOB_ID[:NAME]")
     p.add_argument("--launcher", choices=["torchrun"])
-    p.add_argument("--nproc-per-node", type=int)
+    p.add_argument("--nproc-per-node", type=_bounded(1, limits.MAX_NPROC_PER_NODE))
     p.add_argument("--out", default="", metavar="VARS")
     p.add_argument("--backend", choices=["local", "baseten"])
     p.add_argument("--wait", action="store_true")
@@ -204,13 +221,18 @@ class BtMagics(Magics):
             self._show(job)
 
     def _project(self, args: argparse.Namespace, name: str) -> spec.TrainingProject:
+        if args.team is not None:
+            try:
+                limits.check_path_segment(args.team, "a team name")
+            except ValueError as exc:
+                raise InvalidConfigError(f"--team: {exc}") from None
         cache = None
         if args.cache or args.legacy_hf_cache:
             cache = spec.CacheConfig(enabled=True, enable_legacy_hf_mount=args.legacy_hf_cache)
         compute: dict[str, Any] = {"node_count": args.nodes}
         if args.gpu:
             compute["accelerator"] = args.gpu
-        if args.cpu:
+        if args.cpu is not None:  # --cpu 0 is refused by Compute, not ignored
             compute["cpu_count"] = args.cpu
         if args.memory:
             compute["memory"] = args.memory
@@ -266,6 +288,10 @@ class BtMagics(Magics):
         """``%bt_project NAME``: the project of later jobs (no argument: show it)."""
         name = line.strip()
         if name:
+            try:
+                limits.check_name(name, "a project name")
+            except ValueError as exc:
+                raise UsageError(f"%bt_project: {exc}") from None
             self.default_project = name
         print(f"project: {self.default_project}")
 
@@ -301,8 +327,8 @@ class BtMagics(Magics):
         """``%bt_logs JOB_ID [--tail N] [--node R]``."""
         parser = _Parser(prog="%bt_logs", add_help=False)
         parser.add_argument("job_id")
-        parser.add_argument("--tail", type=int)
-        parser.add_argument("--node", type=int)
+        parser.add_argument("--tail", type=_bounded(1, 10**9))
+        parser.add_argument("--node", type=_bounded(0, limits.MAX_NODE_COUNT - 1))
         args = _parse(parser, line)
         lines = self._job(args.job_id).logs(node=args.node)
         for log in lines[-args.tail :] if args.tail else lines:
@@ -321,6 +347,9 @@ class BtMagics(Magics):
         else:
             jobs = [self._job(target)]
         for job in jobs:
+            if job.status.is_terminal:  # stopping it would change nothing
+                print(f"job {job.id} already ended ({job.status.short}); nothing to stop")
+                continue
             job.stop()
             print(f"stopping job {job.id} ({job.status.short})")
         if not jobs:

@@ -146,7 +146,7 @@ def run_cell(bundle: Path) -> int:
         exec(code, namespace)
         _save_outputs(manifest.get("outputs", []), namespace)
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return _exit_code(exc)
     except BaseException as exc:
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename != str(cell_file):
@@ -155,6 +155,20 @@ def run_cell(bundle: Path) -> int:
         sys.stderr.flush()
         return 1
     return 0
+
+
+def _exit_code(exc: SystemExit) -> int:
+    """The exit code of a cell's ``raise SystemExit(...)`` / ``sys.exit(...)``.
+
+    A message (``sys.exit("bad config")``) exits 1 and is printed on stderr as
+    ``SystemExit: bad config``, which the runner takes as the job's error, as it does a
+    traceback's last line for other exceptions (it was lost: the job said only "exited
+    with code 1")."""
+    code = exc.code
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(f"SystemExit: {code}", file=sys.stderr, flush=True)
+    return 1
 
 
 #: Seconds the nodes of a job wait for each other at rendezvous: Baseten starts them with

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -28,6 +29,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from typing_extensions import Self
 
+from bt_jupyter import limits
 from bt_jupyter.errors import InvalidConfigError
 
 __all__ = [
@@ -86,7 +88,7 @@ DEFAULT_CACHE_MOUNT_BASE_PATH = "/root/.cache"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 #: More memory than any node has: a larger quantity is a typo, refused (not overflowed).
-MAX_MEMORY_BYTES = 64 * 1024**4
+MAX_MEMORY_BYTES = limits.MAX_MEMORY_BYTES
 
 
 def memory_bytes(quantity: str) -> int:
@@ -135,6 +137,8 @@ def _path(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
             path += f"[{part}]"
         elif i and isinstance(loc[i - 1], int) and part in _UNION_TAGS:
             continue  # the tag pydantic adds for the branch of a discriminated union
+        elif len(part) > limits.SHOWN_CHARS or not part.isidentifier():
+            path += f"[{limits.shown(part)}]"  # a key the input chose (an env var name)
         else:
             path += f".{part}"
     return path
@@ -145,26 +149,42 @@ def _describe(model: type[BaseModel], error: ErrorDetails) -> str:
     where = _path(model, loc)
     kind = error["type"]
     if kind == "value_error":
-        return f"{where}: {error['ctx']['error']}"
+        return f"{where}: {_cut(str(error['ctx']['error']))}"
     if kind == "missing":
         return f"{where}: required, but not given"
     if kind == "extra_forbidden":
         owner = _model_at(model, loc[:-1])
         allowed = ", ".join(owner.model_fields)
         return f"{where}: unknown field; {owner.__name__} accepts {allowed}"
-    return f"{where}: {error['msg']}, got {error['input']!r}"
+    return f"{where}: {_cut(error['msg'])}, got {limits.shown(error['input'])}"
+
+
+def _cut(text: str, most: int = 200) -> str:
+    """A message of pydantic's (or a validator's) on one line and never long: some quote
+    the whole input."""
+    text = " ".join(text.split())
+    return text if len(text) <= most else f"{text[: most - 3]}..."
 
 
 def invalid_config(model: type[BaseModel], exc: ValidationError) -> InvalidConfigError:
-    """The one-line error for a pydantic failure of ``model`` (also used by the service)."""
-    return InvalidConfigError("; ".join(_describe(model, e) for e in exc.errors()))
+    """The one-line error for a pydantic failure of ``model`` (also used by the service):
+    the first few problems, each quoting at most a little of the input."""
+    errors = exc.errors(include_url=False)
+    shown = [_describe(model, e) for e in errors[: limits.MAX_ERRORS_SHOWN]]
+    more = len(errors) - len(shown)
+    return InvalidConfigError("; ".join(shown) + (f"; and {more} more" if more > 0 else ""))
 
 
 class _Concept(BaseModel):
     """Base of every concept: unknown fields are refused, errors are one line."""
 
     model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, validate_by_name=True, validate_by_alias=True
+        extra="forbid",
+        validate_assignment=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        # the bound of every text field that has none of its own (limits.py)
+        str_max_length=limits.MAX_COMMAND_CHARS,
     )
 
     def __init__(self, /, **data: Any) -> None:
@@ -216,9 +236,7 @@ class SecretReference(_Concept):
     @field_validator("name")
     @classmethod
     def _named(cls, name: str) -> str:
-        if not name.strip():
-            raise ValueError("a secret name cannot be empty")
-        return name
+        return limits.check_path_segment(name, "a secret name")
 
 
 class DockerAuthType(str, enum.Enum):
@@ -231,6 +249,10 @@ class DockerAuthType(str, enum.Enum):
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+#: A project's name and a team's (a folder of the team's cache: no path), bounded by
+#: :mod:`bt_jupyter.limits`; the API's request models take the same types.
+ProjectName = Annotated[str, AfterValidator(lambda n: limits.check_name(n, "a project name"))]
+TeamName = Annotated[str, AfterValidator(lambda n: limits.check_path_segment(n, "a team name"))]
 
 
 class AWSIAMDockerAuth(_Concept):
@@ -326,8 +348,14 @@ class AcceleratorSpec(_Concept):
             kind, _, count = value.strip().partition(":")
             if not count:
                 return {"accelerator": kind, "count": 1}
-            if not count.isdigit():
-                raise ValueError(f"count in {value!r} must be a positive integer, e.g. 'H100:8'")
+            if not (count.isascii() and count.isdigit()):
+                raise ValueError(
+                    f"count in {limits.shown(value)} must be a positive integer, e.g. 'H100:8'"
+                )
+            if len(count) > 6:
+                raise ValueError(
+                    f"GPU count in {limits.shown(value)} must be <= {limits.MAX_GPUS_PER_NODE}"
+                )
             return {"accelerator": kind, "count": int(count)}
         if isinstance(value, BaseModel) and not isinstance(value, AcceleratorSpec):
             data = value.model_dump(mode="json")  # truss's AcceleratorSpec
@@ -338,15 +366,18 @@ class AcceleratorSpec(_Concept):
     @classmethod
     def _known(cls, name: Any) -> Any:
         if not isinstance(name, str) or name.upper() not in ACCELERATORS:
-            raise ValueError(f"unknown accelerator {name!r}; valid: {', '.join(ACCELERATORS)}")
+            raise ValueError(
+                f"unknown accelerator {limits.shown(name)}; valid: {', '.join(ACCELERATORS)}"
+            )
         return name.upper()
 
     @field_validator("count")
     @classmethod
     def _positive(cls, count: int) -> int:
-        if count < 1:
-            raise ValueError(f"GPU count must be >= 1, got {count}")
-        return count
+        try:
+            return limits.check_int(count, 1, limits.MAX_GPUS_PER_NODE)
+        except ValueError as exc:
+            raise ValueError(f"GPU count {exc}") from None
 
     def __str__(self) -> str:
         return f"{self.accelerator}:{self.count}"
@@ -361,20 +392,23 @@ class Compute(_Concept):
     accelerator: AcceleratorSpec | None = None
     availability_model: AvailabilityModel = AvailabilityModel.DEDICATED
 
-    @field_validator("node_count", "cpu_count")
+    @field_validator("node_count")
     @classmethod
-    def _at_least_one(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError(f"must be >= 1, got {value}")
-        return value
+    def _nodes(cls, value: int) -> int:
+        return limits.check_int(value, 1, limits.MAX_NODE_COUNT)
+
+    @field_validator("cpu_count")
+    @classmethod
+    def _cpus(cls, value: int) -> int:
+        return limits.check_int(value, 1, limits.MAX_CPU_COUNT)
 
     @field_validator("memory")
     @classmethod
     def _quantity(cls, memory: str) -> str:
         if not _MEMORY.match(memory):
             raise ValueError(
-                f"{memory!r} is not a memory quantity; use a number with an optional "
-                "unit Ki, Mi, Gi, Ti (e.g. '64Gi')"
+                f"{limits.shown(memory)} is not a memory quantity; use a number with an "
+                "optional unit Ki, Mi, Gi, Ti (e.g. '64Gi')"
             )
         if memory_bytes(memory) > MAX_MEMORY_BYTES:
             shown = memory if len(memory) <= 20 else f"{memory[:8]}...{memory[-4:]}"
@@ -404,9 +438,7 @@ class CheckpointingConfig(_Concept):
     @field_validator("volume_size_gib")
     @classmethod
     def _positive(cls, size: int | None) -> int | None:
-        if size is not None and size < 1:
-            raise ValueError(f"must be >= 1 GiB, got {size}")
-        return size
+        return size if size is None else limits.check_int(size, 1, limits.MAX_VOLUME_GIB, " GiB")
 
 
 class LatestCheckpoint(_Concept):
@@ -416,6 +448,11 @@ class LatestCheckpoint(_Concept):
     job_id: str | None = None
     project_name: str | None = None
 
+    @field_validator("job_id", "project_name")
+    @classmethod
+    def _names(cls, name: str | None) -> str | None:
+        return name if name is None else limits.check_name(name)
+
 
 class NamedCheckpoint(_Concept):
     """One checkpoint by name (a top-level entry of ``rank-N/``) of one job."""
@@ -423,6 +460,16 @@ class NamedCheckpoint(_Concept):
     typ: Literal["baseten_named_checkpoint"] = "baseten_named_checkpoint"
     checkpoint_name: NonEmpty
     job_id: NonEmpty
+
+    @field_validator("checkpoint_name")
+    @classmethod
+    def _checkpoint(cls, name: str) -> str:
+        return limits.check_relative_path(name, "a checkpoint name")
+
+    @field_validator("job_id")
+    @classmethod
+    def _job(cls, job_id: str) -> str:
+        return limits.check_name(job_id, "a job id")
 
 
 class LoopsCheckpoint(_Concept):
@@ -432,6 +479,11 @@ class LoopsCheckpoint(_Concept):
     run_id: NonEmpty
     checkpoint_name: NonEmpty
     target: Literal["trainer", "sampler"] = "trainer"
+
+    @field_validator("run_id", "checkpoint_name")
+    @classmethod
+    def _names(cls, name: str) -> str:
+        return limits.check_relative_path(name)
 
     @classmethod
     def from_checkpoint(
@@ -476,7 +528,9 @@ class LoadCheckpointConfig(_Concept):
     """Checkpoints placed under ``$BT_LOAD_CHECKPOINT_DIR`` before the job starts."""
 
     enabled: bool = False
-    checkpoints: list[CheckpointReference] = Field(default_factory=lambda: [_latest()])
+    checkpoints: list[CheckpointReference] = Field(
+        default_factory=lambda: [_latest()], max_length=limits.MAX_CHECKPOINT_REFERENCES
+    )
     download_folder: str = DEFAULT_CHECKPOINT_DOWNLOAD_FOLDER
 
 
@@ -513,8 +567,10 @@ EnvValue = str | SecretReference
 class Runtime(_Concept):
     """What runs on each node: commands, environment, cache and checkpoints."""
 
-    start_commands: list[str] = Field(default_factory=list)
-    environment_variables: dict[str, EnvValue] = Field(default_factory=dict)
+    start_commands: list[str] = Field(default_factory=list, max_length=limits.MAX_COMMANDS)
+    environment_variables: dict[str, EnvValue] = Field(
+        default_factory=dict, max_length=limits.MAX_ENV_VARS
+    )
     enable_cache: bool | None = None
     checkpointing_config: CheckpointingConfig = Field(default_factory=CheckpointingConfig)
     load_checkpoint_config: LoadCheckpointConfig | None = None
@@ -540,18 +596,33 @@ class Runtime(_Concept):
             }
         return values
 
+    @field_validator("start_commands")
+    @classmethod
+    def _commands(cls, commands: list[str]) -> list[str]:
+        for i, command in enumerate(commands):
+            limits.check_no_nul(command, f"start command {i}", limits.MAX_COMMAND_CHARS)
+        return commands
+
     @field_validator("environment_variables", mode="before")
     @classmethod
     def _env(cls, env: Any) -> Any:
         if not isinstance(env, Mapping):
             return env
+        limits.check_count(env, limits.MAX_ENV_VARS, "environment variables")
         checked: dict[str, Any] = {}
         for name, value in env.items():
             if not isinstance(name, str) or not _ENV_NAME.match(name):
                 raise ValueError(
-                    f"{name!r} is not a valid environment variable name; use letters, "
-                    "digits and underscores, not starting with a digit"
+                    f"{limits.shown(name)} is not a valid environment variable name; use "
+                    "letters, digits and underscores, not starting with a digit"
                 )
+            if len(name) > limits.MAX_ENV_NAME_CHARS:
+                raise ValueError(
+                    f"environment variable name {limits.shown(name)} is longer than "
+                    f"{limits.MAX_ENV_NAME_CHARS} characters"
+                )
+            if isinstance(value, str):
+                limits.check_no_nul(value, f"value of {name}", limits.MAX_ENV_VALUE_CHARS)
             if isinstance(value, BaseModel) and hasattr(value, "name"):
                 value = SecretReference(name=value.name)
             elif isinstance(value, Mapping):
@@ -580,13 +651,18 @@ class InteractiveSession(_Concept):
     session_provider: Literal["vs_code", "cursor", "ssh"] = "vs_code"
     auth_provider: Literal["github", "microsoft"] = "microsoft"
 
+    @field_validator("timeout_minutes")
+    @classmethod
+    def _timeout(cls, minutes: int) -> int:
+        return limits.check_int(minutes, 1, limits.MAX_SESSION_MINUTES, " minutes")
+
 
 class Workspace(_Concept):
     """Which directories ``truss train push`` gathers into the job's files."""
 
     workspace_root: str | None = None
-    external_dirs: list[str] = Field(default_factory=list)
-    exclude_dirs: list[str] = Field(default_factory=list)
+    external_dirs: list[str] = Field(default_factory=list, max_length=limits.MAX_LIST_ITEMS)
+    exclude_dirs: list[str] = Field(default_factory=list, max_length=limits.MAX_LIST_ITEMS)
 
 
 class WeightsSource(_Concept):
@@ -596,15 +672,17 @@ class WeightsSource(_Concept):
     mount_location: NonEmpty
     auth: dict[str, Any] | None = None
     auth_secret_name: str | None = None
-    allow_patterns: list[str] | None = None
-    ignore_patterns: list[str] | None = None
+    allow_patterns: list[str] | None = Field(default=None, max_length=limits.MAX_LIST_ITEMS)
+    ignore_patterns: list[str] | None = Field(default=None, max_length=limits.MAX_LIST_ITEMS)
 
     @field_validator("source")
     @classmethod
     def _scheme(cls, source: str) -> str:
         schemes = ("hf://", "s3://", "gs://", "azure://", "r2://", "cw://", "https://")
         if not source.startswith(schemes):
-            raise ValueError(f"{source!r} needs a scheme; use one of {', '.join(schemes)}")
+            raise ValueError(
+                f"{limits.shown(source)} needs a scheme; use one of {', '.join(schemes)}"
+            )
         return source
 
 
@@ -618,8 +696,20 @@ class TrainingJob(_Concept):
     name: str | None = None
     priority: int | None = None
     workspace: Workspace | None = None
-    weights: list[WeightsSource] = Field(default_factory=list)
+    weights: list[WeightsSource] = Field(default_factory=list, max_length=limits.MAX_LIST_ITEMS)
     enable_baseten_workdir: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str | None) -> str | None:
+        return name if name is None else limits.check_name(name, "a job name")
+
+    @field_validator("priority")
+    @classmethod
+    def _priority(cls, priority: int | None) -> int | None:
+        if priority is None:
+            return None
+        return limits.check_int(priority, limits.MIN_PRIORITY, limits.MAX_PRIORITY)
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON body truss_train sends for this job (``training_job`` of the request)."""
@@ -629,9 +719,9 @@ class TrainingJob(_Concept):
 class TrainingProject(_Concept):
     """Groups jobs; upserted by name. ``job`` is the job a push creates (not sent)."""
 
-    name: NonEmpty
+    name: ProjectName
     job: TrainingJob = Field(exclude=True)
-    team_name: str | None = None
+    team_name: TeamName | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The body truss_train upserts (``training_project`` of the request)."""

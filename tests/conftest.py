@@ -1,13 +1,16 @@
-"""Shared fixtures. The Baseten OpenAPI spec is read from ../shared/reference when present."""
+"""Shared fixtures. The Baseten OpenAPI spec is the copy in tests/data (see its README)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -15,30 +18,40 @@ from bt_jupyter import api
 from bt_jupyter.client import ApiClient
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
+from bt_jupyter.magics import BtMagics
 from tests.helpers import running_service
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC_PATH = Path(
     os.environ.get(
         "BT_JUPYTER_OPENAPI_SPEC",
-        REPO.parent / "shared" / "reference" / "baseten-training-openapi.json",
+        REPO / "tests" / "data" / "baseten-training-openapi.json",
     )
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end, no service or runner of a test's home may still run (a client that
+    starts its service again after a test stopped it would leave one): end any, and fail."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    left = [
+        p
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if any("bt_jupyter.local" in part for part in p.info["cmdline"] or ())
+        and any(part.startswith(base) for part in p.info["cmdline"] or ())
+    ]
+    for process in left:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    assert not left, f"left running: {[' '.join(p.info['cmdline']) for p in left]}"
+
+
 @pytest.fixture(scope="session")
 def openapi_spec() -> dict[str, Any]:
-    if not SPEC_PATH.is_file():
-        pytest.skip(f"Baseten OpenAPI spec not found at {SPEC_PATH} (set BT_JUPYTER_OPENAPI_SPEC)")
     spec: dict[str, Any] = json.loads(SPEC_PATH.read_text())
     return spec
-
-
-@pytest.fixture(scope="session")
-def openapi_if_present() -> dict[str, Any] | None:
-    """The spec where it is, for tests whose behaviour counts without it too (they add
-    the contract check when it is there)."""
-    return json.loads(SPEC_PATH.read_text()) if SPEC_PATH.is_file() else None
 
 
 @pytest.fixture
@@ -71,3 +84,42 @@ def client(local_home: Home) -> Iterator[ApiClient]:
 def project(client: ApiClient, request: pytest.FixtureRequest) -> api.TrainingProjectV1:
     """A fresh project per test, named after it."""
     return client.upsert_project(f"t-{request.node.name}-{new_id()}")
+
+
+@contextmanager
+def magics_on(home: Home, project: str) -> Iterator[InteractiveShell]:
+    """The IPython shell with the magics loaded, talking to the service of ``home`` (the
+    magics keep their clients across tests: they are dropped before and after), in
+    ``project``, not following jobs in the terminal."""
+    saved = os.environ.get("BT_JUPYTER_HOME")
+    os.environ["BT_JUPYTER_HOME"] = str(home.root)
+    shell = InteractiveShell.instance()
+    shell.reset(new_session=False)
+    shell.run_line_magic("load_ext", "bt_jupyter")
+    magics = shell.magics_manager.registry["BtMagics"]
+    _drop_clients(magics)
+    shell.run_line_magic("bt_project", project)
+    shell.run_line_magic("config", "BtMagics.follow_in_terminal = False")
+    try:
+        yield shell
+    finally:
+        shell.run_line_magic("config", "BtMagics.follow_in_terminal = True")
+        _drop_clients(magics)
+        shell.reset(new_session=False)
+        if saved is None:
+            os.environ.pop("BT_JUPYTER_HOME", None)
+        else:
+            os.environ["BT_JUPYTER_HOME"] = saved
+
+
+def _drop_clients(magics: BtMagics) -> None:
+    for client in magics._clients.values():
+        client.close()
+    magics._clients.clear()
+
+
+@pytest.fixture
+def ip(local_home: Home) -> Iterator[InteractiveShell]:
+    """The magics on the test service, in a fresh project."""
+    with magics_on(local_home, f"magics-{new_id()}") as shell:
+        yield shell

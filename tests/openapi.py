@@ -16,6 +16,22 @@ SPEC_URI = "urn:baseten-training-openapi"
 _PARAMETER = r"\{[^/{}]+\}"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
+#: Operations of the spec that the local service does not implement (cloud-only).
+NOT_LOCAL = frozenset(
+    {
+        ("GET", "/v1/training_projects/{training_project_id}/jobs/{training_job_id}/auth_codes"),
+        (
+            "PATCH",
+            "/v1/training_projects/{training_project_id}/jobs/{training_job_id}"
+            "/interactive_sessions/{session_id}",
+        ),
+        ("POST", "/v1/training_projects/{training_project_id}/jobs/{training_job_id}/ssh/sign"),
+        ("GET", "/v1/training/capacity"),
+        ("PATCH", "/v1/training/capacity"),
+        ("GET", "/v1/training/jobs/{training_job_id}/queue_context"),
+    }
+)
+
 
 @dataclass(frozen=True)
 class Operation:

@@ -114,7 +114,9 @@ def _stopped(deployment: Deployment) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_hugging_face_checkpoint_serves_openai_compatible_completions(trained: Job) -> None:
+def test_hugging_face_checkpoint_serves_openai_compatible_completions(
+    trained: Job, local_home: Home
+) -> None:
     assert [c.checkpoint_id for c in trained.checkpoints()] == ["checkpoint-120", "notes"]
     deployment = trained.deploy("checkpoint-120", name="tiny").wait()
     assert deployment.status == "ACTIVE"
@@ -123,6 +125,7 @@ def test_hugging_face_checkpoint_serves_openai_compatible_completions(trained: J
     raw = httpx.post(
         f"{deployment.url}/v1/chat/completions",
         json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 3},
+        headers={"Authorization": f"Api-Key {local_home.api_key()}"},  # as Baseten wants
     ).json()
     assert raw["object"] == "chat.completion"
     assert raw["choices"][0]["message"]["role"] == "assistant"

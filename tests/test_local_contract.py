@@ -27,25 +27,9 @@ from bt_jupyter.local import daemon
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from tests.helpers import bundle, running_service, submit, wait_for, wait_terminal
-from tests.openapi import OpenAPI
+from tests.openapi import NOT_LOCAL, OpenAPI
 
 S = spec.TrainingJobStatus
-
-#: Operations of the spec that the local service does not implement (cloud-only).
-NOT_LOCAL = frozenset(
-    {
-        ("GET", "/v1/training_projects/{training_project_id}/jobs/{training_job_id}/auth_codes"),
-        (
-            "PATCH",
-            "/v1/training_projects/{training_project_id}/jobs/{training_job_id}"
-            "/interactive_sessions/{session_id}",
-        ),
-        ("POST", "/v1/training_projects/{training_project_id}/jobs/{training_job_id}/ssh/sign"),
-        ("GET", "/v1/training/capacity"),
-        ("PATCH", "/v1/training/capacity"),
-        ("GET", "/v1/training/jobs/{training_job_id}/queue_context"),
-    }
-)
 
 CHECKPOINT_BYTES = bytes(range(256)) * 16
 

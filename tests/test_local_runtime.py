@@ -76,7 +76,7 @@ def test_missing_secret_is_deploy_failed_naming_it(
 
 def test_secret_names_are_checked() -> None:
     store = SecretStore.__new__(SecretStore)
-    with pytest.raises(ValueError, match="may contain only letters"):
+    with pytest.raises(ValueError, match="use 1 to 255 letters, digits"):
         store.set("bad name", "x")
 
 

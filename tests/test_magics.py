@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,6 @@ from bt_jupyter.client import ApiClient
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from bt_jupyter.magics import BtMagics
-
-
-@pytest.fixture
-def ip(local_home: Home, monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveShell]:
-    monkeypatch.setenv("BT_JUPYTER_HOME", str(local_home.root))
-    shell = InteractiveShell.instance()
-    shell.reset(new_session=False)
-    shell.run_line_magic("load_ext", "bt_jupyter")
-    shell.run_line_magic("bt_project", f"magics-{new_id()}")
-    shell.run_line_magic("config", "BtMagics.follow_in_terminal = False")
-    yield shell
-    shell.run_line_magic("config", "BtMagics.follow_in_terminal = True")
-    shell.reset(new_session=False)
 
 
 def _magics(ip: InteractiveShell) -> BtMagics:

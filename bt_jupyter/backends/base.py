@@ -41,6 +41,8 @@ class Backend(Protocol):
     #: What to say when the service refuses a key it issued itself (None: the key is the
     #: user's, and the error says how to set it).
     refused_key_advice: str | None
+    #: How to create a missing secret (``{name}``: the secret's name).
+    secret_advice: str
 
     def upload(self, archive: bytes) -> api.CreateTrainingJobS3Artifact:
         """Store a bundle where this service's jobs read it (sent once per content)."""

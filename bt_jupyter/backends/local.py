@@ -9,7 +9,23 @@ from bt_jupyter import api, spec
 from bt_jupyter.backends.base import DeployRequest, LinesBatch
 from bt_jupyter.client import ApiClient, FollowedLog
 from bt_jupyter.deployments import Deployment, LocalDeployment
-from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.errors import BtJupyterError, DeployError
+
+#: Ports a local deployment may listen on: below 1024 only root may bind.
+DEPLOY_PORTS = range(1024, 65536)
+
+
+def _check_port(port: int | None) -> None:
+    """One line for a port no deployment can listen on, before anything is sent."""
+    if port is None:
+        return
+    if isinstance(port, bool) or not isinstance(port, int) or port not in DEPLOY_PORTS:
+        shown = repr(port)[:40]
+        raise DeployError(
+            f"port {shown} cannot be used: a local deployment listens on a port from "
+            f"{DEPLOY_PORTS.start} to {DEPLOY_PORTS.stop - 1} (lower ones need root); "
+            "leave it out to get a free one"
+        )
 
 
 class LocalBackend:
@@ -19,6 +35,7 @@ class LocalBackend:
     refused_key_advice: str | None = (
         "the local training service refused its key (it was restarted?); try again"
     )
+    secret_advice = "Store it with `bt-jupyter secrets set {name}` (or %bt_secret set {name})."
 
     def __init__(self, rest: ApiClient) -> None:
         self.rest = rest
@@ -52,6 +69,7 @@ class LocalBackend:
                 "gpu=, hf_secret= and env= choose Baseten's serving; the local backend "
                 "serves on this machine without them"
             )
+        _check_port(request.port)
         archive = request.model_archive
         artifact = self.rest.upload_artifact(archive)[0] if archive is not None else None
         wire = self.rest.create_deployment(

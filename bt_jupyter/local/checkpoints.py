@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bt_jupyter.api import ROOT_CHECKPOINT
+from bt_jupyter.local.home import inside
 from bt_jupyter.local.store import CheckpointRow
 from bt_jupyter.runtime import OUTPUTS_DIR
 
@@ -142,12 +143,20 @@ def files(root: Path, synced_before: float | None = None) -> list[tuple[int, str
     return sorted(found, key=lambda f: f[1])
 
 
+def folder_of(rank_dir: Path, name: str) -> Path:
+    """Where checkpoint ``name`` of one rank lies: ``.`` is the rank's own files, any
+    other name one entry of it (UnsafePathError for a name that would lead elsewhere)."""
+    return rank_dir if name == ROOT_CHECKPOINT else inside(rank_dir, name, "checkpoint name")
+
+
 def place(source_root: Path, name: str, target_root: Path) -> int:
     """Copy checkpoint ``name`` of every rank into ``target_root/rank-N/name``.
 
     Copies, not links: a job that rewrites a loaded file must not change the original.
     Returns the number of ranks placed.
     """
+    if name != ROOT_CHECKPOINT:
+        folder_of(source_root, name)  # refused before anything is copied
     placed = 0
     for rank, folder in rank_dirs(source_root):
         if name == ROOT_CHECKPOINT:  # the files at the rank's root, not its folders
@@ -159,10 +168,10 @@ def place(source_root: Path, name: str, target_root: Path) -> int:
                     shutil.copy2(file, target_dir / file.name)
                 placed += 1
             continue
-        source = folder / name
+        source = folder_of(folder, name)
         if not source.exists():
             continue
-        target = target_root / f"rank-{rank}" / name
+        target = folder_of(target_root / f"rank-{rank}", name)
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, target, dirs_exist_ok=True)

@@ -65,7 +65,7 @@ def start(
     port: int | None,
 ) -> DeploymentRow:
     chosen = resolve_checkpoint(home, job, checkpoint)
-    folder = home.job_dir(job.id) / "checkpoints" / "rank-0" / chosen
+    folder = checkpoints.folder_of(home.job_dir(job.id) / "checkpoints" / "rank-0", chosen)
     if model_bundle is None and not _is_hf_folder(folder):
         raise DeployRefused(
             400,
@@ -79,17 +79,18 @@ def start(
         "model" if model_bundle else "hf",
         _port(port),
     )
-    target = home.root / "deployments" / row.id
-    target.mkdir(parents=True, exist_ok=True)
+    target = home.deployment_dir(row.id)
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
     if model_bundle is not None:
         os.link(model_bundle, target / "model.tar")
-    log = (target / "server.log").open("ab")
+    log = os.open(target / "server.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bt_jupyter.local.model_server", "--home", str(home.root),
          "--deployment", row.id],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd=target,
+        umask=0o077,  # the bundle it unpacks and its log: this user's only
     )  # fmt: skip
-    log.close()
+    os.close(log)
     threading.Thread(target=proc.wait, daemon=True).start()  # reap it when it ends
     store.update_deployment(row.id, pid=proc.pid)
     found = store.deployment(row.id)

@@ -17,6 +17,7 @@ import time
 
 import psutil
 
+from bt_jupyter.local import containment
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import JobRow, Store
 from bt_jupyter.spec import TrainingJobStatus
@@ -125,6 +126,8 @@ class Dispatcher:
             )
 
     def _kill_nodes(self, job_id: str) -> None:
+        # what the runner left: daemons (by its cgroup, or by the job's marker) and the cgroup
+        containment.sweep(self.home.job_dir(job_id), job_id)
         try:
             pids = (self.home.job_dir(job_id) / "nodes").read_text().split()
         except FileNotFoundError:

@@ -10,13 +10,20 @@ Two ways to serve, as Baseten does:
 
 Started detached by the service; writes its log lines and status (DEPLOYING -> ACTIVE,
 or FAILED with the reason) to the store. SIGTERM ends it (STOPPED).
+
+Every request, health included, carries the local service's API key (``Authorization:
+Api-Key <key>`` or ``Bearer <key>``, as a Baseten deployment wants its API key): the port
+is on 127.0.0.1, but every user of this machine can reach that.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import inspect
 import json
+import math
+import os
 import signal
 import sys
 import tarfile
@@ -28,8 +35,10 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bt_jupyter.local.home import Home
+from bt_jupyter.local import checkpoints
+from bt_jupyter.local.home import Home, private_member
 from bt_jupyter.local.log_sink import LogSink
 from bt_jupyter.local.store import DeploymentRow, Store
 
@@ -39,7 +48,67 @@ class LoadFailed(Exception):
 
 
 def checkpoint_path(home: Home, deployment: DeploymentRow) -> Path:
-    return home.job_dir(deployment.job_id) / "checkpoints" / "rank-0" / deployment.checkpoint
+    """The served checkpoint's folder; UnsafePathError for a stored name leading out."""
+    rank0 = home.job_dir(deployment.job_id) / "checkpoints" / "rank-0"
+    return checkpoints.folder_of(rank0, deployment.checkpoint)
+
+
+class RequireKey:
+    """ASGI wrapper: every HTTP request must carry the key, or gets one 401 JSON line."""
+
+    def __init__(self, app: ASGIApp, key: str, key_file: Path) -> None:
+        self.app, self.key = app, key.encode()
+        self.refusal = JSONResponse(
+            {
+                "code": "UNAUTHENTICATED",
+                "message": "missing or wrong API key: send 'Authorization: Api-Key <key>' "
+                f"(or Bearer) with the local service's key from {key_file}",
+            },
+            401,
+            headers={"WWW-Authenticate": 'Api-Key realm="bt_jupyter deployment"'},
+        )
+
+    def allowed(self, scope: Scope) -> bool:
+        headers = dict(scope.get("headers") or [])
+        scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+        return scheme.lower() in (b"bearer", b"api-key") and hmac.compare_digest(
+            given.strip(), self.key
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.allowed(scope):
+            await self.refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class BadRequest(ValueError):
+    """A request body that is not what the endpoint reads (400, one line)."""
+
+
+async def json_body(request: Request, want_object: bool = True) -> Any:
+    """The request's JSON; BadRequest (a 400) for a body that is not JSON (or no object)."""
+    try:
+        body = json.loads(await request.body() or b"null")
+    except (ValueError, RecursionError):
+        raise BadRequest("the request body is not JSON: send a JSON object") from None
+    if want_object and not isinstance(body, dict):
+        raise BadRequest(f"the request body is a JSON {type(body).__name__}: send an object")
+    return body
+
+
+def _number(body: dict[str, Any], name: str, default: float, kind: type[int] | type[float]) -> Any:
+    """``body[name]`` as ``kind`` (int or float), finite; BadRequest naming it otherwise."""
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"{name} must be a number, not {type(value).__name__}")
+    try:
+        number = kind(value)
+    except (OverflowError, ValueError):
+        raise BadRequest(f"{name} must be a finite number of sensible size") from None
+    if not math.isfinite(number):
+        raise BadRequest(f"{name} must be a finite number")
+    return number
 
 
 # --------------------------------------------------------------------------- Hugging Face
@@ -116,12 +185,25 @@ class HuggingFaceModel:
         return "\n".join([*lines, "assistant:"])
 
 
+#: The most tokens one call may ask for (a local CPU model; and no unbounded loops).
+MAX_TOKENS = 4096
+
+
+def _tokens(body: dict[str, Any], default: int) -> int:
+    tokens = _number(body, "max_tokens", default, int)
+    if not 1 <= tokens <= MAX_TOKENS:
+        raise BadRequest(f"max_tokens must be between 1 and {MAX_TOKENS}, not {tokens}")
+    return int(tokens)
+
+
+async def _bad_request(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": {"message": str(exc)[:300]}}, 400)
+
+
 def hf_app(model: HuggingFaceModel, name: str) -> FastAPI:
     app = FastAPI(title=f"bt_jupyter deployment {name}")
 
-    @app.exception_handler(ValueError)
-    async def _bad_request(_: Request, exc: ValueError) -> JSONResponse:
-        return JSONResponse({"error": {"message": str(exc)}}, 400)
+    app.exception_handler(ValueError)(_bad_request)
 
     def usage(prompt: int, completion: int) -> dict[str, int]:
         return {"prompt_tokens": prompt, "completion_tokens": completion,
@@ -137,12 +219,12 @@ def hf_app(model: HuggingFaceModel, name: str) -> FastAPI:
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> JSONResponse:
-        body = await request.json()
+        body = await json_body(request)
         prompt = body.get("prompt")
         if not isinstance(prompt, str):
             return JSONResponse({"error": {"message": "prompt must be a string"}}, 400)
         text, used, made = model.complete(
-            prompt, int(body.get("max_tokens", 16)), float(body.get("temperature", 0.0))
+            prompt, _tokens(body, 16), _number(body, "temperature", 0.0, float)
         )
         return JSONResponse(
             {
@@ -157,14 +239,16 @@ def hf_app(model: HuggingFaceModel, name: str) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> JSONResponse:
-        body = await request.json()
+        body = await json_body(request)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return JSONResponse({"error": {"message": "messages must be a non-empty list"}}, 400)
+        if not all(isinstance(m, dict) for m in messages):
+            return JSONResponse({"error": {"message": "each message must be an object"}}, 400)
         text, used, made = model.complete(
             model.chat_prompt(messages),
-            int(body.get("max_tokens", 32)),
-            float(body.get("temperature", 0.0)),
+            _tokens(body, 32),
+            _number(body, "temperature", 0.0, float),
         )
         return JSONResponse(
             {
@@ -217,6 +301,7 @@ def load_model_class(bundle_dir: Path, checkpoint: Path) -> Any:
 
 def model_app(instance: Any, name: str) -> FastAPI:
     app = FastAPI(title=f"bt_jupyter deployment {name}")
+    app.exception_handler(BadRequest)(_bad_request)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -224,7 +309,7 @@ def model_app(instance: Any, name: str) -> FastAPI:
 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
-        body = await request.json()
+        body = await json_body(request, want_object=False)
         try:
             result = instance.predict(body)
         except Exception as exc:
@@ -248,8 +333,7 @@ def serve(home: Home, deployment_id: str) -> int:
     if deployment is None:
         return 2
     log = LogSink(store, deployment_id, [])
-    folder = home.root / "deployments" / deployment_id
-    path = checkpoint_path(home, deployment)
+    folder = home.deployment_dir(deployment_id)
     server: uvicorn.Server | None = None
 
     def on_term(*_: object) -> None:
@@ -262,13 +346,15 @@ def serve(home: Home, deployment_id: str) -> int:
     signal.signal(signal.SIGTERM, on_term)
     try:
         log.add(f"Loading checkpoint {deployment.checkpoint} of job {deployment.job_id}")
+        path = checkpoint_path(home, deployment)
         if deployment.kind == "model":
             with tarfile.open(folder / "model.tar") as tar:
-                tar.extractall(folder / "bundle", filter="data")
+                tar.extractall(folder / "bundle", filter=private_member)
             app = model_app(load_model_class(folder / "bundle", path), deployment.name)
         else:
             app = hf_app(HuggingFaceModel(path, log), deployment.name)
-        config = uvicorn.Config(app, host="127.0.0.1", port=deployment.port, log_level="warning")
+        locked = RequireKey(app, home.api_key(), home.api_key_file)
+        config = uvicorn.Config(locked, host="127.0.0.1", port=deployment.port, log_level="warning")
         server = uvicorn.Server(config)
     except _Terminated:
         store.update_deployment(deployment_id, status="STOPPED")
@@ -311,6 +397,7 @@ def main() -> int:
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--deployment", required=True)
     args = parser.parse_args()
+    os.umask(0o077)  # what it writes (the unpacked bundle) is for this user only
     return serve(Home(args.home), args.deployment)
 
 

@@ -8,6 +8,10 @@ CREATED -> DEPLOYING -> RUNNING -> COMPLETED | FAILED | STOPPED | DEPLOY_FAILED.
 The service keeps one runner on standby (``--standby``: imports done, waiting for a job
 id on stdin), so a submit on a warm environment reaches RUNNING without paying for a
 Python start-up.
+
+Every process a job starts ends with it, daemons that left their node's session
+included: see :mod:`bt_jupyter.local.containment` (a cgroup per job, or the runner as
+a subreaper, plus the job's environment marker).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import psutil
 
 from bt_jupyter import api, spec
 from bt_jupyter.local import checkpoints, envs, gpus
-from bt_jupyter.local.home import Home
+from bt_jupyter.local.containment import Containment
+from bt_jupyter.local.home import Home, private_member
 from bt_jupyter.local.log_sink import LogSink, level_of
 from bt_jupyter.local.secrets import SecretStore
 from bt_jupyter.local.settings import Settings, s3_client
@@ -41,6 +46,8 @@ S = TrainingJobStatus
 MAX_LINE = 64 * 1024
 SAMPLE_SECONDS = 2.0
 FAIL_FAST_GRACE = 5.0
+#: How bt_jupyter.runtime reports a cell's ``raise SystemExit("why")``: the job's error.
+SYSTEM_EXIT = "SystemExit: "
 
 
 class CannotStart(Exception):
@@ -79,6 +86,8 @@ class Runner:
         self.stop_requested = False
         secret_values = self._secret_values()
         self.log = LogSink(store, job.id, secret_values)
+        #: Where the job's processes are kept; set as the run begins (a subreaper).
+        self.contain: Containment | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -87,6 +96,7 @@ class Runner:
         self.store.set_runner(self.job.id, os.getpid(), psutil.Process().create_time())
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
+        self.contain = Containment.start(self.job.id, self.dir, self.log.add)
         try:
             final, message = self._run()
         except Exception as exc:  # a bug in the runner must still end the job
@@ -184,7 +194,7 @@ class Runner:
                     "PUT /v1/local/artifacts (the client does this for you)"
                 )
             with tarfile.open(path) as tar:
-                tar.extractall(work, filter="data")
+                tar.extractall(work, filter=private_member)
             self.log.add(f"Unpacked artifact {key} ({path.stat().st_size} bytes)")
 
     def _resolve_env(self, env: dict[str, Any]) -> dict[str, str]:
@@ -350,8 +360,9 @@ class Runner:
                 ckpt = self.dir / "checkpoints" / f"rank-{rank}"
                 ckpt.mkdir(parents=True, exist_ok=True)
                 env["BT_CHECKPOINT_DIR"] = str(ckpt)
+            assert self.contain is not None
             proc = subprocess.Popen(
-                ["bash", "-c", script],
+                self.contain.wrap(rank, ["bash", "-c", script]),
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -383,7 +394,7 @@ class Runner:
             text = self.log.redact(raw.decode("utf-8", "replace").rstrip("\r\n"))
             for start in range(0, max(len(text), 1), MAX_LINE):
                 chunk = text[start : start + MAX_LINE]
-                level = level_of(chunk)
+                level = "ERROR" if chunk.startswith(SYSTEM_EXIT) else level_of(chunk)
                 # The error is the last ERROR line on stderr (a traceback's last line,
                 # pip's "ERROR: ..."), not a notice printed after it.
                 if is_err and chunk.strip() and level != "DEBUG":
@@ -407,6 +418,8 @@ class Runner:
             failed = [n for n in self.nodes if n.proc.poll() not in (None, 0)]
             if failed:
                 first = min(failed, key=lambda n: n.rank)
+                # its container is gone: what it left dies with it, and lets go of its pipes
+                self._end_processes(first.rank)
                 self._drain(first)
                 message = self._failure(first)
                 others = [n for n in self.nodes if n.proc.poll() is None]
@@ -415,11 +428,14 @@ class Runner:
                 self._terminate(FAIL_FAST_GRACE)
                 return S.FAILED, message
             if all(n.proc.poll() == 0 for n in self.nodes):
+                self._end_processes()  # background processes end with the job, as on a node
                 for node in self.nodes:
                     self._drain(node)
                 return S.COMPLETED, None
             now = time.monotonic()
             if now >= next_sample:
+                assert self.contain is not None
+                self.contain.reap(keep=[n.proc.pid for n in self.nodes])
                 self._sample()
                 self._scan_checkpoints()
                 next_sample = now + SAMPLE_SECONDS
@@ -481,32 +497,37 @@ class Runner:
         return f"node {node.rank} {how}{detail}"
 
     def _terminate(self, grace: float) -> None:
-        """SIGTERM every process of every node once, wait ``grace`` seconds, then SIGKILL.
+        """SIGTERM every process of the job once, wait ``grace`` seconds, then SIGKILL
+        whatever is left (daemons that left the nodes' sessions included).
 
         Once: a node's process group gets one SIGTERM, and only processes that left it
         (their own session) get theirs directly. A second SIGTERM would re-enter a job's
         handler while it writes its final checkpoint; a container stop sends one."""
-        procs = [p for n in self.nodes for p in n.tree()]
+        assert self.contain is not None
+        procs = self.contain.members()
         groups = {node.proc.pid for node in self.nodes}  # each node is its own session
-        for group in groups:
-            _signal_group(group, signal.SIGTERM)
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                if os.getpgid(proc.pid) not in groups:
-                    _signal(proc, signal.SIGTERM)
-        _, alive = psutil.wait_procs(procs, timeout=grace)
-        for proc in alive:
-            _signal(proc, signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=5)
+        self.contain.terminate(procs, groups)
+        psutil.wait_procs(procs, timeout=grace)  # returns as soon as all are gone
+        self._end_processes()
         for node in self.nodes:
             node.proc.wait()
             self._drain(node)
 
-    def _kill_leftovers(self) -> None:
-        """Nothing a job started outlives it: kill what is left of each node's group."""
+    def _end_processes(self, rank: int | None = None) -> None:
+        """SIGKILL what is left of the job (of node ``rank``) and say so in its log."""
+        assert self.contain is not None
+        running = [n.proc.pid for n in self.nodes if n.proc.returncode is None]
+        ended = self.contain.end(rank, keep=running)
         for node in self.nodes:
-            _signal_group(node.proc.pid, signal.SIGKILL)
             node.proc.poll()
+        if ended:
+            of = f"node {rank}" if rank is not None else "the job"
+            self.log.add(f"Killed {ended} process(es) of {of} still running")
+
+    def _kill_leftovers(self) -> None:
+        """Nothing a job started outlives it, whatever way it ended."""
+        if self.contain is not None:
+            self._end_processes()
 
     # ------------------------------------------------------------------ observe
 
@@ -537,11 +558,6 @@ class Runner:
         found = checkpoints.scan(self.job.id, self.dir / "checkpoints")
         if found:
             self.store.save_checkpoints(self.job.id, found)
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 def _signal(proc: psutil.Process, sig: signal.Signals) -> None:

@@ -21,24 +21,28 @@ from bt_jupyter.local.settings import Settings
 from bt_jupyter.local.state import ServiceState
 from bt_jupyter.local.store import Store
 
+#: How long a stopping service lets requests in flight finish (a long-poll is cut short).
+GRACEFUL_STOP_S = 2
+
 
 def serve(home: Home, port: int = 0) -> None:
+    os.umask(0o077)  # what it, its runners and their jobs write is this user's alone
     home.ensure()
+    sock = _listen(port)  # first: a port it cannot have leaves no state behind
+    bound = sock.getsockname()[1]
     settings = Settings.from_env()
     store = Store(home.db)
     dispatcher = Dispatcher(home, store)
     app = build_app(ServiceState(home, settings, dispatcher))
 
-    # IPPROTO_TCP (not 0) so asyncio sets TCP_NODELAY on accepted connections: without
-    # it every response after the first on a connection waits ~40 ms for a delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(128)
-    bound = sock.getsockname()[1]
-
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=30)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=30,
+        # a stop must not wait out the followers' long-polls: they reconnect on their own
+        timeout_graceful_shutdown=GRACEFUL_STOP_S,
+    )
     server = uvicorn.Server(config)
     dispatcher.start()
     info = {
@@ -58,3 +62,21 @@ def serve(home: Home, port: int = 0) -> None:
                 home.service_file.unlink()
         except (FileNotFoundError, ValueError):
             pass
+
+
+def _listen(port: int) -> socket.socket:
+    """A socket listening on 127.0.0.1:``port``; exits with one line saying why not (the
+    daemon quotes that line in the error its caller sees)."""
+    # IPPROTO_TCP (not 0) so asyncio sets TCP_NODELAY on accepted connections: without
+    # it every response after the first on a connection waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SystemExit(f"cannot listen on 127.0.0.1:{port}: {why.lower()}") from None
+    return sock

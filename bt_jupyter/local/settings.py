@@ -46,6 +46,10 @@ class Settings:
     queue_s: float = 0.0
     checkpoint_sync_s: float = 0.0
     log_late_s: float = 0.0
+    #: Never launch a job (``BT_JUPYTER_LOCAL_NO_RUN=1``): a created job is stored and goes
+    #: straight to DEPLOY_FAILED, saying why. For the property-based fuzz run of the API,
+    #: whose generated start commands must never run as shell commands on this machine.
+    no_run: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -61,4 +65,5 @@ class Settings:
             max_artifact_bytes=int(_float("BT_JUPYTER_MAX_ARTIFACT_BYTES", cls.max_artifact_bytes)),
             s3_endpoint=os.environ.get("BT_JUPYTER_SERVICE_S3_ENDPOINT", ""),
             s3_bucket=bucket,
+            no_run=os.environ.get("BT_JUPYTER_LOCAL_NO_RUN", "") not in ("", "0", "false"),
         )

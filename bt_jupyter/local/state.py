@@ -17,17 +17,19 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from bt_jupyter import api, spec
+from bt_jupyter import api, limits, spec
 from bt_jupyter.local import checkpoints
 from bt_jupyter.local.dispatch import Dispatcher
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.settings import Settings, s3_client
 from bt_jupyter.local.store import JobRow, ProjectRow, Store
-from bt_jupyter.local.wire import HttpError, not_found, sign, utc
+from bt_jupyter.local.wire import HttpError, not_found, utc
 
 S = spec.TrainingJobStatus
 #: What a queued job says (Baseten's PENDING/QUEUED jobs carry such advice).
 QUEUE_ADVICE = "Waiting for capacity; the job starts when GPUs of its type are free."
+#: What a job says on a service that launches none (``BT_JUPYTER_LOCAL_NO_RUN``).
+NOT_RUN = "not started: this service runs no jobs (BT_JUPYTER_LOCAL_NO_RUN is set)"
 
 
 class ServiceState:
@@ -38,7 +40,6 @@ class ServiceState:
         self.store = Store(home.db)
         self.api_key = home.api_key()
         #: Access key ids of the blob credentials handed out (the S3 stand-in takes only these)
-        self.issued_access_keys: set[str] = set()
         #: Who creates jobs here; Baseten always names the user (truss's CLI expects one).
         self.user = api.UserV1(email=f"{getpass.getuser()}@localhost")
 
@@ -87,8 +88,14 @@ class ServiceState:
     # ------------------------------------------------------------------ wire shapes
 
     def job_wire(self, job: JobRow, project: ProjectRow | None = None) -> api.TrainingJobV1:
+        """The job as Baseten shows it. Read tolerantly: a stored spec whose compute is
+        absurd (written by an older service, or by hand) shows sane values instead."""
         project = project or self.project(job.project_id)
-        compute = job.spec.get("compute") or {}
+        compute = job.spec.get("compute")
+        compute = compute if isinstance(compute, dict) else {}
+        availability = compute.get("availability_model")
+        if availability not in {m.value for m in spec.AvailabilityModel}:
+            availability = spec.AvailabilityModel.DEDICATED.value
         return api.TrainingJobV1(
             id=job.id,
             created_at=utc(job.created_at),
@@ -102,7 +109,7 @@ class ServiceState:
             name=job.name,
             checkpoint_sync_status=self.checkpoint_sync_status(job),
             priority=job.priority,
-            availability_model=compute.get("availability_model", "dedicated"),
+            availability_model=availability,
             user=self.user,
         )
 
@@ -150,20 +157,36 @@ class ServiceState:
     # ------------------------------------------------------------------ job lifecycle
 
     def create_job(
-        self, project: ProjectRow, spec_json: dict[str, Any], idempotency_key: str | None
+        self,
+        project: ProjectRow,
+        spec_json: dict[str, Any],
+        idempotency_key: str | None,
+        body_hash: str | None = None,
     ) -> tuple[JobRow, bool]:
         """Create and start a job. In baseten mode it first waits in the queue (QUEUED,
-        with queue advice as its message, like Baseten's) for ``queue_s`` seconds."""
+        with queue advice as its message, like Baseten's) for ``queue_s`` seconds. With
+        ``no_run`` it is created and ends DEPLOY_FAILED at once, never launched.
+        ``body_hash`` identifies the request for its Idempotency-Key (store.py)."""
+        if self.settings.no_run:
+            job, created = self.store.create_job(
+                project.id, spec_json, idempotency_key, body_hash=body_hash
+            )
+            if created:
+                self.store.set_status(job.id, S.DEPLOY_FAILED, NOT_RUN)
+                job = self.store.job(job.id) or job
+            return job, created
         if self.settings.baseten_mode and self.settings.queue_s > 0:
             job, created = self.store.create_job(
-                project.id, spec_json, idempotency_key, S.QUEUED, QUEUE_ADVICE
+                project.id, spec_json, idempotency_key, S.QUEUED, QUEUE_ADVICE, body_hash
             )
             if created:
                 timer = threading.Timer(self.settings.queue_s, self.dequeue, (job.id,))
                 timer.daemon = True
                 timer.start()
             return job, created
-        job, created = self.store.create_job(project.id, spec_json, idempotency_key)
+        job, created = self.store.create_job(
+            project.id, spec_json, idempotency_key, body_hash=body_hash
+        )
         if created:
             self.dispatcher.dispatch(job.id)
         return job, created
@@ -172,14 +195,6 @@ class ServiceState:
         """QUEUED -> CREATED, then run it (not if it was stopped while queued)."""
         if self.store.set_status(job_id, S.CREATED):
             self.dispatcher.dispatch(job_id)
-
-    # ------------------------------------------------------------------ presigned URLs
-
-    def sign(self, path: str) -> str:
-        return sign(self.api_key, path)
-
-    def signed_url(self, request: Request, path: str) -> str:
-        return f"{str(request.base_url).rstrip('/')}{path}?sig={self.sign(path)}"
 
 
 async def _current(request: Request) -> ServiceState:
@@ -193,18 +208,29 @@ State = Annotated[ServiceState, Depends(_current)]
 
 
 def _instance_type(compute: dict[str, Any]) -> api.InstanceTypeV1:
-    accelerator = compute.get("accelerator") or {}
-    gpu_type, gpu_count = accelerator.get("accelerator"), int(accelerator.get("count") or 0)
-    name = f"{gpu_type}:{gpu_count}" if gpu_type else f"CPU:{compute.get('cpu_count', 1)}"
+    accelerator = compute.get("accelerator")
+    accelerator = accelerator if isinstance(accelerator, dict) else {}
+    gpu_type = accelerator.get("accelerator")
+    gpu_type = gpu_type if isinstance(gpu_type, str) and gpu_type in spec.ACCELERATORS else None
+    gpu_count = _count(accelerator.get("count"), 1, limits.MAX_GPUS_PER_NODE) if gpu_type else 0
+    cpus = _count(compute.get("cpu_count"), 1, limits.MAX_CPU_COUNT)
+    name = f"{gpu_type}:{gpu_count}" if gpu_type else f"CPU:{cpus}"
     return api.InstanceTypeV1(
         id=f"local-{name}",
         name=name,
         memory_limit_mib=_mib(str(compute.get("memory", "2Gi"))),
-        millicpu_limit=int(compute.get("cpu_count", 1)) * 1000,
+        millicpu_limit=cpus * 1000,
         gpu_count=gpu_count,
         gpu_type=gpu_type,
         gpu_memory_limit_mib=None,
     )
+
+
+def _count(value: Any, low: int, high: int) -> int:
+    """A count of a stored spec, clamped to its bounds (``low`` where it is no integer)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return low
+    return min(max(value, low), high)
 
 
 def _mib(quantity: str) -> int:

@@ -5,6 +5,10 @@ writes that job's status, logs, metrics and checkpoints into it. WAL lets reader
 while one writer commits, and every writer waits (``busy_timeout``) instead of failing.
 Status changes go through :meth:`Store.set_status`, which refuses any change the
 lifecycle in :class:`bt_jupyter.spec.TrainingJobStatus` does not allow.
+
+Rows are read tolerantly: a value an older service stored, or one edited by hand (a spec
+that is no JSON, an absurd node count, a status that is no status), is read as the nearest
+sane value, so no stored row can make a listing fail.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bt_jupyter import limits
 from bt_jupyter.spec import TrainingJobStatus
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -48,7 +53,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL,
     runner_pid INTEGER,
     runner_started REAL,
-    idempotency_key TEXT UNIQUE
+    idempotency_key TEXT UNIQUE,
+    body_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project_id, created_at);
 CREATE TABLE IF NOT EXISTS status_history (
@@ -101,6 +107,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     PRIMARY KEY (job_id, name)
 );
 """
+
+
+#: Columns added after the first release, added to an older database when it is opened.
+_ADDED_COLUMNS = {"jobs": {"body_hash": "TEXT"}}
+
+
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key that created a job is reused with a different request."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
 
 
 def new_id(length: int = 7) -> str:
@@ -184,7 +202,13 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        self._db().executescript(_SCHEMA)
+        db = self._db()
+        db.executescript(_SCHEMA)
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+            for column, kind in columns.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -270,9 +294,11 @@ class Store:
         idempotency_key: str | None = None,
         status: TrainingJobStatus = TrainingJobStatus.CREATED,
         error_message: str | None = None,
+        body_hash: str | None = None,
     ) -> tuple[JobRow, bool]:
         """Insert a job (CREATED, or QUEUED with queue advice in baseten mode); with a known
-        idempotency key, return that job instead.
+        idempotency key, return that job instead, if ``body_hash`` (of the request that
+        creates it) is the one stored with the key: else :class:`IdempotencyConflict`.
 
         Returns the job and whether it was created by this call.
         """
@@ -283,12 +309,14 @@ class Store:
                     "SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,)
                 ).fetchone()
                 if row is not None:
+                    if body_hash and row["body_hash"] and row["body_hash"] != body_hash:
+                        raise IdempotencyConflict(row["id"])
                     return _job(row), False
             job_id = new_id()
             db.execute(
                 "INSERT INTO jobs (id, project_id, name, spec, status, node_count, priority,"
-                " created_at, updated_at, idempotency_key, error_message)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " created_at, updated_at, idempotency_key, error_message, body_hash)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     job_id,
                     project_id,
@@ -301,6 +329,7 @@ class Store:
                     now,
                     idempotency_key,
                     error_message,
+                    body_hash if idempotency_key else None,
                 ),
             )
             db.execute("INSERT INTO status_history VALUES (?, ?, ?)", (job_id, status.value, now))
@@ -355,9 +384,9 @@ class Store:
         now = time.time()
         with self._tx() as db:
             row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None or not TrainingJobStatus(row["status"]).can_become(status):
+            if row is None or not _status(row["status"]).can_become(status):
                 return False
-            waited = TrainingJobStatus(row["status"]).is_waiting
+            waited = _status(row["status"]).is_waiting
             db.execute(
                 "UPDATE jobs SET status = ?, error_message = COALESCE(?, error_message),"
                 " updated_at = ? WHERE id = ?",
@@ -372,7 +401,7 @@ class Store:
         rows = self._db().execute(
             "SELECT status, at FROM status_history WHERE job_id = ? ORDER BY at, rowid", (job_id,)
         )
-        return [(TrainingJobStatus(r["status"]), r["at"]) for r in rows]
+        return [(_status(r["status"]), _time(r["at"])) for r in rows]
 
     def set_runner(self, job_id: str, pid: int, started: float) -> None:
         with self._tx() as db:
@@ -510,7 +539,7 @@ class Store:
                 at=r["at"],
                 cpu_usage=r["cpu_usage"],
                 memory_bytes=r["memory_bytes"],
-                gpus=json.loads(r["gpus"]),
+                gpus=_json_object(r["gpus"]) or {},
                 storage_bytes=r["storage_bytes"],
             )
             for r in rows
@@ -590,9 +619,7 @@ class Store:
                 size_bytes=r["size_bytes"],
                 checkpoint_type=r["checkpoint_type"],
                 base_model=r["base_model"],
-                lora_adapter_config=json.loads(r["lora_adapter_config"])
-                if r["lora_adapter_config"]
-                else None,
+                lora_adapter_config=_json_object(r["lora_adapter_config"]),
             )
             for r in rows
         ]
@@ -608,38 +635,93 @@ def _delete_job_rows(db: sqlite3.Connection, job_id: str) -> None:
     db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
 
+# ---------------------------------------------------------------------- tolerant reads
+
+#: Seconds since the epoch that a datetime can hold (years 1970 to 9999).
+_LAST_TIME = 253402300799.0
+
+
+def _int(value: Any, default: int, low: int, high: int) -> int:
+    """A stored integer, or ``default`` where it is none; clamped to ``[low, high]``."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        return default
+    return min(max(value, low), high)
+
+
+def _time(value: Any) -> float:
+    """A stored time (epoch seconds) that a datetime can hold; 0 where there is none."""
+    if not isinstance(value, (int, float)) or value != value:  # NaN
+        return 0.0
+    return min(max(float(value), 0.0), _LAST_TIME)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
+
+
+def _json_object(value: Any) -> dict[str, Any] | None:
+    """A stored JSON object, or None where the column holds none."""
+    if not value:
+        return None
+    try:
+        loaded = json.loads(value)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _spec(value: Any) -> dict[str, Any]:
+    return _json_object(value) or {}
+
+
+def _status(value: Any) -> TrainingJobStatus:
+    """A stored status; an unknown one is kept as a pseudo-member, a blank one is FAILED."""
+    try:
+        return TrainingJobStatus(value)
+    except ValueError:
+        return TrainingJobStatus.FAILED
+
+
 def _project(row: sqlite3.Row) -> ProjectRow:
     return ProjectRow(
-        id=row["id"],
-        name=row["name"],
-        team_name=row["team_name"] or None,
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        id=str(row["id"]),
+        name=_text(row["name"]) or "",
+        team_name=_text(row["team_name"]) or None,
+        created_at=_time(row["created_at"]),
+        updated_at=_time(row["updated_at"]),
     )
 
 
 def _job(row: sqlite3.Row) -> JobRow:
+    started = row["runner_started"]
     return JobRow(
-        id=row["id"],
-        project_id=row["project_id"],
-        name=row["name"],
-        spec=json.loads(row["spec"]),
-        status=TrainingJobStatus(row["status"]),
-        error_message=row["error_message"],
-        node_count=row["node_count"],
-        priority=row["priority"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        runner_pid=row["runner_pid"],
-        runner_started=row["runner_started"],
+        id=str(row["id"]),
+        project_id=str(row["project_id"]),
+        name=_text(row["name"]),
+        spec=_spec(row["spec"]),
+        status=_status(row["status"]),
+        error_message=_text(row["error_message"]),
+        node_count=_int(row["node_count"], 1, 1, limits.MAX_NODE_COUNT),
+        priority=_int(row["priority"], 0, limits.MIN_PRIORITY, limits.MAX_PRIORITY),
+        created_at=_time(row["created_at"]),
+        updated_at=_time(row["updated_at"]),
+        runner_pid=_int(row["runner_pid"], 0, 0, 2**31) or None,
+        runner_started=started if isinstance(started, (int, float)) else None,
     )
 
 
 def _log(row: sqlite3.Row) -> LogRow:
+    level = row["level"]
     return LogRow(
         id=row["id"],
-        ts_ns=row["ts_ns"],
-        node=row["node"],
-        level=LEVELS[row["level"]],
-        message=row["message"],
+        ts_ns=_int(row["ts_ns"], 0, 0, 2**63 - 1),
+        node=row["node"] if isinstance(row["node"], int) else None,
+        level=LEVELS[level] if isinstance(level, int) and 0 <= level < len(LEVELS) else "INFO",
+        message=_text(row["message"]) or "",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,29 +65,66 @@ async def save_stream(
     return Received(size, sha.hexdigest(), md5.hexdigest())
 
 
-async def aws_chunked(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+#: Longest chunk header (``size;chunk-signature=...``) an ``aws-chunked`` body may have.
+MAX_CHUNK_HEADER = 4096
+_CHUNK_SIZE = re.compile(rb"^[0-9a-fA-F]{1,16}$")
+
+
+def _bad_chunking(problem: str) -> HttpError:
+    return HttpError(400, "IncompleteBody", f"malformed aws-chunked body: {problem}")
+
+
+def _chunk_size(header: bytes) -> int:
+    """The data size a chunk header (``size[;extension]``) announces, in hex."""
+    size = header.split(b";", 1)[0].strip()
+    if not _CHUNK_SIZE.match(size):
+        raise _bad_chunking(f"chunk size {size[:20]!r} is not a hexadecimal number")
+    return int(size, 16)
+
+
+async def aws_chunked(
+    chunks: AsyncIterator[bytes], decoded_length: int | None = None
+) -> AsyncIterator[bytes]:
     """The payload of an ``aws-chunked`` body (``size;ext\\r\\n data\\r\\n ... 0\\r\\n
-    trailers``), which boto3 sends when it streams a checksum after the data."""
-    buffer, crlf_due = b"", False
+    trailers``), which boto3 sends when it streams a checksum after the data. 400 for a
+    malformed or cut-off body, or one whose payload is not ``decoded_length`` bytes
+    (``x-amz-decoded-content-length``), so such a body is never stored."""
+    buffer = bytearray()
     remaining: int | None = None  # data left in the current chunk; None: in a header
+    crlf_due, total = False, 0
     async for piece in chunks:
         buffer += piece
         while buffer:
             if crlf_due:
                 if len(buffer) < 2:
                     break
-                buffer, crlf_due = buffer[2:], False
+                if buffer[:2] != b"\r\n":
+                    raise _bad_chunking("chunk data is not followed by CRLF")
+                del buffer[:2]
+                crlf_due = False
             elif remaining is None:
                 end = buffer.find(b"\r\n")
                 if end < 0:
+                    if len(buffer) > MAX_CHUNK_HEADER:
+                        raise _bad_chunking(f"chunk header over {MAX_CHUNK_HEADER} bytes")
                     break
-                remaining = int(buffer[:end].split(b";")[0], 16)
-                buffer = buffer[end + 2 :]
+                remaining = _chunk_size(bytes(buffer[:end]))
+                del buffer[: end + 2]
                 if remaining == 0:
+                    _check_length(total, decoded_length)
                     return  # what follows are trailers (checksums)
             else:
                 take = min(len(buffer), remaining)
-                yield buffer[:take]
-                buffer, remaining = buffer[take:], remaining - take
+                yield bytes(buffer[:take])
+                del buffer[:take]
+                total, remaining = total + take, remaining - take
                 if remaining == 0:
                     remaining, crlf_due = None, True
+    raise _bad_chunking("the body ended before its final 0-size chunk")
+
+
+def _check_length(total: int, decoded_length: int | None) -> None:
+    if decoded_length is not None and total != decoded_length:
+        raise _bad_chunking(
+            f"{total} bytes of data, but x-amz-decoded-content-length says {decoded_length}"
+        )

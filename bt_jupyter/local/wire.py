@@ -1,13 +1,11 @@
 """What the routes of the local service share: errors, times, log lines, request bodies
-and query parameters, presigned-URL signatures, and running blocking store calls off the
-event loop."""
+and query parameters, and running blocking store calls off the event loop."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
+import math
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -16,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
-from bt_jupyter import api, spec
+from bt_jupyter import api, limits, spec
 from bt_jupyter.errors import InvalidConfigError
 from bt_jupyter.local.store import LogRow
 
@@ -33,11 +31,15 @@ class HttpError(Exception):
 
 
 def not_found(what: str, ident: str) -> HttpError:
-    return HttpError(404, "NOT_FOUND", f"no {what} with id {ident!r}")
+    return HttpError(404, "NOT_FOUND", f"no {what} with id {limits.shown(ident)}")
 
 
 def utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+    """A stored epoch time as a datetime; one out of a datetime's range (or NaN) is
+    clamped, never an error (no stored value can make a response fail)."""
+    if math.isnan(epoch):
+        epoch = 0.0
+    return datetime.fromtimestamp(min(max(epoch, 0.0), 253402300799.0), tz=timezone.utc)
 
 
 def ok(model: BaseModel) -> JSONResponse:
@@ -62,13 +64,42 @@ async def blocking(fn: Callable[..., T], *args: Any) -> T:
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
-    """The JSON body as ``model`` (an empty body is ``{}``); 400 or 422 saying what is wrong."""
-    raw = await request.body()
+    """The JSON body as ``model`` (an empty body is ``{}``); 400, 413 or 422 saying what is
+    wrong. The body is text (UTF-8, no unpaired surrogate escapes) of a bounded size."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.MAX_REQUEST_BYTES:
+        raise _too_large(int(declared))
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limits.MAX_REQUEST_BYTES:
+            raise _too_large(len(raw))
+    return validate(model, parse_json(bytes(raw)))
+
+
+def parse_json(raw: bytes) -> Any:
+    """A JSON document (empty is ``{}``), or a 400 that says why it is none."""
     try:
         data = json.loads(raw or b"{}")
+        # a "\ud800" escape decodes to a str that cannot be stored or sent back
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeError:
+        raise HttpError(
+            400, "MALFORMED_JSON", "request body is not UTF-8 text (or has an unpaired surrogate)"
+        ) from None
+    except RecursionError:
+        raise HttpError(400, "MALFORMED_JSON", "request body is nested too deeply") from None
     except ValueError as exc:
         raise HttpError(400, "MALFORMED_JSON", f"request body is not valid JSON: {exc}") from None
-    return validate(model, data)
+    return data
+
+
+def _too_large(size: int) -> HttpError:
+    return HttpError(
+        413,
+        "TOO_LARGE",
+        f"request body is {size:,} bytes; at most {limits.MAX_REQUEST_BYTES:,} are accepted",
+    )
 
 
 def validate(model: type[M], data: Any) -> M:
@@ -93,31 +124,12 @@ def int_param(request: Request, name: str, default: int, low: int, high: int | N
     try:
         value = int(raw)
     except ValueError:
-        raise HttpError(422, "INVALID_REQUEST", f"{name} must be an integer, got {raw!r}") from None
+        raise HttpError(
+            422, "INVALID_REQUEST", f"{name} must be an integer, got {limits.shown(raw)}"
+        ) from None
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise HttpError(422, "INVALID_REQUEST", f"{name} must be {bound}, got {value}")
-    return value
-
-
-# ----------------------------------------------------------------------------- signatures
-
-
-def sign(key: str, path: str) -> str:
-    """The signature a presigned URL of ``path`` carries (``?sig=``), keyed by the API key."""
-    return hmac.new(key.encode(), path.encode(), hashlib.sha256).hexdigest()
-
-
-def check_signature(request: Request, key: str, refuse_authorization: bool) -> None:
-    """A presigned URL carries its own signature. Like S3, the baseten-mode stand-in
-    (``refuse_authorization``) refuses a request that also sends an Authorization header
-    (even an empty one)."""
-    if refuse_authorization and "authorization" in request.headers:
         raise HttpError(
-            403,
-            "FORBIDDEN",
-            "a presigned URL takes no Authorization header: its signature is in the URL",
+            422, "INVALID_REQUEST", f"{name} must be {bound}, got {limits.shown(value)}"
         )
-    expected = sign(key, request.url.path)
-    if not hmac.compare_digest(request.query_params.get("sig", ""), expected):
-        raise HttpError(403, "FORBIDDEN", "missing or invalid signature on this download URL")
+    return value

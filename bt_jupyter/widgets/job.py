@@ -23,6 +23,7 @@ import traitlets
 from bt_jupyter import api, runtime
 from bt_jupyter.client import log_text
 from bt_jupyter.deployments import Deployment
+from bt_jupyter.errors import ConnectionFailed
 from bt_jupyter.jobs import Job
 
 TICK_SECONDS = 0.2
@@ -30,6 +31,8 @@ TAIL_LINES = 300
 METRIC_POINTS = 500
 REFRESH_SECONDS = 1.0
 TEXT_LOG_LINES = 20
+#: How long the publisher waits before trying again a service it could not reach.
+UNREACHABLE_WAIT_S = 1.0
 #: Estimated on-demand price per GPU-hour (USD), for the header's cost estimate.
 GPU_HOUR_PRICES: dict[str, float] = {
     "T4": 0.63,
@@ -256,14 +259,26 @@ class JobWatcher:
             now = time.monotonic()
             refresh = self.refresh_now.is_set() or now >= next_refresh
             if self.dirty.is_set() or refresh:
-                self._send(refresh)
+                if not self._sent(refresh):
+                    self.closed.wait(UNREACHABLE_WAIT_S)
+                    continue
                 if refresh:
                     self.refresh_now.clear()
                     next_refresh = now + REFRESH_SECONDS
-            if self.followed.is_set() and self.job.status.is_terminal and not self.dirty.is_set():
-                self._send(refresh=True)
+            ended = self.followed.is_set() and self.job.status.is_terminal
+            if ended and not self.dirty.is_set() and self._sent(refresh=True):
                 return
             self.closed.wait(TICK_SECONDS)
+
+    def _sent(self, refresh: bool) -> bool:
+        """Publish; False when the service could not be reached (it may be restarting):
+        the view keeps what it shows and a later tick publishes again."""
+        try:
+            self._send(refresh)
+        except ConnectionFailed:
+            self.dirty.set()
+            return False
+        return True
 
     def _ranks(self, names: set[str]) -> dict[str, list[int]]:
         """Which nodes wrote each checkpoint (from its files; fetched when the set changes)."""

@@ -12,10 +12,8 @@ from bt_jupyter.backends.baseten.teams import team_id
 from bt_jupyter.backends.baseten.upload import upload_bundle
 from bt_jupyter.client import ApiClient, FollowedLog
 from bt_jupyter.deployments import CloudDeployment, Deployment
-from bt_jupyter.errors import (
-    BtJupyterError,
-    NoCheckpoint,
-)
+from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.preflight import latest_checkpoint
 
 
 class BasetenBackend:
@@ -23,6 +21,7 @@ class BasetenBackend:
     bills = True
     follows_by_cursor = False
     refused_key_advice: str | None = None
+    secret_advice = "Add it under Settings > Secrets in Baseten's app, or name another."
 
     def __init__(self, rest: ApiClient) -> None:
         self.rest = rest
@@ -49,7 +48,7 @@ class BasetenBackend:
         refs: list[spec.CheckpointReference] = []
         for ref in config.checkpoints:
             if isinstance(ref, spec.LatestCheckpoint):
-                job_id, name = self._latest_checkpoint(ref, project)
+                job_id, name = latest_checkpoint(self.rest, ref, project)
                 refs.append(spec.NamedCheckpoint(checkpoint_name=name, job_id=job_id))
             else:
                 refs.append(ref)
@@ -57,24 +56,6 @@ class BasetenBackend:
             update={"load_checkpoint_config": config.model_copy(update={"checkpoints": refs})}
         )
         return job.model_copy(update={"runtime": runtime})
-
-    def _latest_checkpoint(self, ref: spec.LatestCheckpoint, project: str) -> tuple[str, str]:
-        """(job id, checkpoint name): the newest model checkpoint of ``ref``'s job, or of
-        the newest job of its project (this job's project by default) that has one."""
-        if ref.job_id:
-            candidates = self.rest.search_jobs(job_id=ref.job_id)
-            where = f"job {ref.job_id}"
-        else:
-            name = ref.project_name or project
-            project_id = next((p.id for p in self.rest.projects() if p.name == name), None)
-            candidates = self.rest.search_jobs(project_id=project_id) if project_id else []
-            where = f"project {name!r}"
-        for found in sorted(candidates, key=lambda j: j.created_at, reverse=True):
-            checkpoints = self.rest.checkpoints(found.training_project_id, found.id)
-            if checkpoints:
-                newest = max(reversed(checkpoints), key=lambda c: c.created_at)
-                return found.id, newest.checkpoint_id
-        raise NoCheckpoint(f"no checkpoint to load: {where} has no job with checkpoints")
 
     def history(self, job: api.TrainingJobV1) -> list[tuple[spec.TrainingJobStatus, str]]:
         return [(job.status, job.updated_at.isoformat())]  # Baseten keeps only the current

@@ -7,12 +7,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from bt_jupyter import api
+from bt_jupyter.local import signatures
 from bt_jupyter.local.routes import s3_api
 from bt_jupyter.local.settings import s3_client
 from bt_jupyter.local.state import ServiceState, State
 from bt_jupyter.local.store import new_id
 from bt_jupyter.local.uploads import save_stream, too_large
-from bt_jupyter.local.wire import HttpError, check_signature, ok
+from bt_jupyter.local.wire import HttpError, ok
 from bt_jupyter.local.wire import blocking as run
 
 router = APIRouter(prefix="/v1")
@@ -42,7 +43,7 @@ def _artifact_url(state: ServiceState, request: Request, artifact: dict[str, str
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600
         )
         return url
-    return state.signed_url(request, f"/v1/local/artifacts/{key}")
+    return signatures.signed_url(request, f"/v1/local/artifacts/{key}")
 
 
 @router.get("/blobs/credentials/train")
@@ -50,17 +51,16 @@ async def blob_credentials(request: Request, state: State) -> JSONResponse:
     """A bucket and key to upload a bundle to, with throwaway credentials: the
     service's S3-compatible bucket in baseten mode, else its own S3 stand-in, named
     in ``creds.endpoint_url`` (truss hands ``creds`` to boto3 as they are)."""
-    access_key = f"LOCAL{new_id(12).upper()}"
-    state.issued_access_keys.add(access_key)
+    issued = signatures.issue_s3_credentials()
     endpoint = None
     if not state.settings.s3_bucket:
         port = request.url.port or 80  # an IP, so boto3 addresses the bucket by path
         endpoint = f"http://127.0.0.1:{port}{s3_api.PREFIX}"
     answer = api.GetBlobCredentialsResponseV1(
         creds=api.AWSCredentialsV1(
-            aws_access_key_id=access_key,
-            aws_secret_access_key=new_id(32),
-            aws_session_token=new_id(32),
+            aws_access_key_id=issued.access_key,
+            aws_secret_access_key=issued.secret_key,
+            aws_session_token=issued.session_token,
             endpoint_url=endpoint,
         ),
         s3_key=f"training/{new_id(16)}/bundle.tar",
@@ -98,7 +98,7 @@ async def head_artifact(key: str, state: State) -> Response:
 
 @presigned.get("/artifacts/{key}")
 async def get_artifact(key: str, request: Request, state: State) -> FileResponse:
-    check_signature(request, state.api_key, state.settings.baseten_mode)
+    signatures.check_signature(request, state.settings.baseten_mode)
     path = state.artifact_path(key)
     if not path.is_file():
         raise HttpError(404, "NOT_FOUND", f"no artifact {key}")

@@ -10,14 +10,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
-from bt_jupyter import api
-from bt_jupyter.local import checkpoints
+from bt_jupyter import api, limits
+from bt_jupyter.local import checkpoints, signatures
 from bt_jupyter.local.state import State
 from bt_jupyter.local.store import CheckpointRow
-from bt_jupyter.local.wire import HttpError, check_signature, int_param, ok, utc
+from bt_jupyter.local.wire import HttpError, int_param, ok, utc
 from bt_jupyter.local.wire import blocking as run
 
 router = APIRouter(prefix="/v1")
+#: The largest page size or offset accepted (what any integer column could count to).
+MAX_INT64 = 2**63 - 1
 #: Reached by presigned URL: the signature in the URL, not an API key, lets a request in.
 presigned = APIRouter(prefix="/v1/local")
 
@@ -81,8 +83,8 @@ async def get_checkpoint_files(
     project_id: str, job_id: str, request: Request, state: State
 ) -> JSONResponse:
     _, job = state.job(project_id, job_id)
-    page_size = int_param(request, "page_size", 1000, 1, None)
-    offset = int_param(request, "page_token", 0, 0, None)
+    page_size = int_param(request, "page_size", 1000, 1, MAX_INT64)
+    offset = int_param(request, "page_token", 0, 0, MAX_INT64)
     found = await run(
         checkpoints.files,
         state.home.job_dir(job.id) / "checkpoints",
@@ -94,7 +96,9 @@ async def get_checkpoint_files(
         stat = path.stat()
         urls.append(
             api.CheckpointFile(
-                url=state.signed_url(request, f"/v1/local/checkpoint_files/{job.id}/{relative}"),
+                url=signatures.signed_url(
+                    request, f"/v1/local/checkpoint_files/{job.id}/{relative}"
+                ),
                 relative_file_name=relative,
                 node_rank=rank,
                 size_bytes=stat.st_size,
@@ -147,9 +151,13 @@ def _file_summaries(root: Path) -> list[api.FileSummary]:
 async def get_checkpoint_file(
     job_id: str, relative: str, request: Request, state: State
 ) -> FileResponse:
-    check_signature(request, state.api_key, state.settings.baseten_mode)
+    signatures.check_signature(request, state.settings.baseten_mode)
     root = (state.home.job_dir(job_id) / "checkpoints").resolve()
     path = (root / relative).resolve()
     if not path.is_relative_to(root) or not path.is_file():
-        raise HttpError(404, "NOT_FOUND", f"no checkpoint file {relative} in job {job_id}")
+        raise HttpError(
+            404,
+            "NOT_FOUND",
+            f"no checkpoint file {limits.shown(relative)} in job {limits.shown(job_id)}",
+        )
     return FileResponse(path)

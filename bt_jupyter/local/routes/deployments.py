@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from bt_jupyter import api
+from bt_jupyter.errors import UnsafePathError
 from bt_jupyter.local import deploy
 from bt_jupyter.local.state import ServiceState, State
 from bt_jupyter.local.store import DeploymentRow
@@ -65,6 +66,8 @@ async def create_deployment(request: Request, state: State) -> JSONResponse:
         )
     except deploy.DeployRefused as exc:
         raise HttpError(exc.status, "DEPLOY_REFUSED", str(exc)) from None
+    except UnsafePathError as exc:  # a checkpoint folder whose name leads elsewhere
+        raise HttpError(400, "DEPLOY_REFUSED", str(exc)) from None
     return ok(_wire(row))
 
 

@@ -11,12 +11,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from bt_jupyter import api
+from bt_jupyter import api, limits
 from bt_jupyter.local.state import ServiceState, State
 from bt_jupyter.local.wire import HttpError, int_param, log_wire, ok, parse_body, parse_query, utc
 from bt_jupyter.local.wire import blocking as run
 
 FOLLOW_POLL_SECONDS = 0.02
+#: The largest value a SQLite integer (a log's timestamp or cursor) holds.
+MAX_INT64 = 2**63 - 1
 #: In baseten mode every LATE_EVERY-th log line reaches the log API late.
 LATE_EVERY = 3
 
@@ -35,7 +37,7 @@ async def _logs(
         state.store.logs,
         job.id,
         start * 1_000_000,
-        (end + 1) * 1_000_000 - 1,
+        min((end + 1) * 1_000_000 - 1, MAX_INT64),
         query.direction != api.SortOrderV1.ASC,  # newest first unless asked, as on Baseten
         query.limit or 500,
         query.min_level.value if query.min_level else None,
@@ -174,10 +176,16 @@ async def follow_logs(project_id: str, job_id: str, request: Request, state: Sta
     start with ``keep_prefix``, and ``skipped`` counts the rest.
     """
     _, job = state.job(project_id, job_id)
-    cursor = int_param(request, "cursor", 0, 0, None)
+    cursor = int_param(request, "cursor", 0, 0, MAX_INT64)
     limit = int_param(request, "limit", 1000, 1, 5000)
     tail = int_param(request, "tail", 0, 0, 5000)
     keep_prefix = request.query_params.get("keep_prefix", "")
+    if len(keep_prefix) > limits.MAX_NAME_CHARS:
+        raise HttpError(
+            422,
+            "INVALID_REQUEST",
+            f"keep_prefix is {len(keep_prefix):,} characters; at most {limits.MAX_NAME_CHARS}",
+        )
     timeout = int_param(request, "timeout", 20, 0, 60)
     deadline = time.monotonic() + timeout
     skipped = 0

@@ -329,7 +329,11 @@ async def gateway(
             answer = await http.post(
                 f"http://127.0.0.1:{row.port}{target}",
                 content=await request.body(),
-                headers={"content-type": request.headers.get("content-type", "")},
+                headers={
+                    "content-type": request.headers.get("content-type", ""),
+                    # the deployment's port checks the key too (the gateway checked it)
+                    "authorization": f"Api-Key {state.api_key}",
+                },
             )
         except httpx.HTTPError:
             return JSONResponse(

@@ -3,13 +3,17 @@ search. Paths and bodies are those of Baseten's training API (``/v1``)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from bt_jupyter import api, spec
+from bt_jupyter import api, limits, spec
 from bt_jupyter.local.state import State
+from bt_jupyter.local.store import IdempotencyConflict
 from bt_jupyter.local.wire import HttpError, ok, parse_body
 from bt_jupyter.local.wire import blocking as run
 
@@ -20,6 +24,11 @@ router = APIRouter(prefix="/v1")
 
 
 async def _upsert(state: State, request: Request, team: str | None) -> JSONResponse:
+    if team is not None:
+        try:
+            limits.check_path_segment(team, "a team")
+        except ValueError as exc:
+            raise HttpError(422, "INVALID_REQUEST", f"team_id: {exc}") from None
     body = await parse_body(request, api.UpsertTrainingProjectRequestV1)
     project = await run(
         state.store.upsert_project,
@@ -86,13 +95,33 @@ async def create_job(project_id: str, request: Request, state: State) -> JSONRes
                 f"artifact s3://{artifact.s3_bucket}/{artifact.s3_key} was not uploaded to "
                 "this service; PUT it to /v1/local/artifacts/{key} first",
             )
-    job, _ = await run(
-        state.create_job,
-        project,
-        body.training_job.model_dump(mode="json"),
-        request.headers.get("idempotency-key"),
-    )
+    key = request.headers.get("idempotency-key") or None
+    if key is not None and len(key) > limits.MAX_NAME_CHARS:
+        raise HttpError(
+            422,
+            "INVALID_REQUEST",
+            f"Idempotency-Key is {len(key)} characters; at most {limits.MAX_NAME_CHARS}",
+        )
+    job_spec = body.training_job.model_dump(mode="json")
+    try:
+        job, _ = await run(
+            state.create_job, project, job_spec, key, _body_hash(project.id, job_spec)
+        )
+    except IdempotencyConflict as conflict:
+        raise HttpError(
+            422,
+            "IDEMPOTENCY_KEY_REUSED",
+            f"this Idempotency-Key already created job {conflict.job_id} from a different "
+            "request; send a new key for a new job (or the same request to get that job)",
+        ) from None
     return ok(api.CreateTrainingJobResponseV1(training_job=state.job_wire(job, project)))
+
+
+def _body_hash(project_id: str, job_spec: dict[str, Any]) -> str:
+    """What an Idempotency-Key stands for: this job, in this project (canonical JSON, so
+    the same request sent again, with its keys in another order, is the same)."""
+    canonical = json.dumps([project_id, job_spec], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @router.get("/training_projects/{project_id}/jobs")
