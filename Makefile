@@ -13,7 +13,8 @@ $(BIN)/python:
 
 # The JupyterLab extension's sources: the install's build hook compiles them (Node 20+).
 LABEXT_SRC := labextension/package.json labextension/yarn.lock labextension/tsconfig.json \
-	$(wildcard labextension/src/*.ts labextension/src/*.tsx labextension/style/* labextension/schema/*)
+	$(wildcard labextension/src/*.ts labextension/src/*.tsx labextension/style/* labextension/schema/*) \
+	$(wildcard labextension/widget/*)
 
 # Reinstall whenever the project's metadata or the labextension's sources change.
 $(STAMP): pyproject.toml $(LABEXT_SRC) | $(BIN)/python

@@ -1,6 +1,8 @@
 """The live job widget: lifecycle, logs, metrics, checkpoints, Stop/Refresh/Recreate.
 
-Kernel side of an anywidget (front end in ``job.js``). Long jobs must freeze neither the
+Kernel side of an anywidget; its front end is ``labextension/widget/job.js``, bundled
+with uPlot into ``static/`` by the install's build hook (it needs no labextension to
+run: any frontend that renders ipywidgets shows it). Long jobs must freeze neither the
 browser nor the kernel, so the synced state is bounded (the newest log lines, a
 downsampled metric series) and a background thread publishes it at most five times a
 second, each publish one comm message (``hold_sync``). The thread keeps going after the
@@ -56,8 +58,9 @@ def cost_per_hour(job: Job, prices: dict[str, float] | None = None) -> float:
 
 
 class JobWidget(anywidget.AnyWidget):
-    _esm = _HERE / "job.js"
-    _css = _HERE / "job.css"
+    # built from labextension/widget/ (with uPlot) by the install's build hook
+    _esm = _HERE / "static" / "job.js"
+    _css = _HERE / "static" / "job.css"
 
     header: traitlets.Dict[str, Any] = traitlets.Dict().tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)

@@ -1,3 +1,4 @@
+import "./job.css"; // esbuild emits it next to the bundle: static/job.css
 // Front end of the live job widget (anywidget ESM). The kernel sends bounded state:
 // `log_tail` holds the newest lines, each with a sequence number, so this view appends
 // only lines it has not seen and keeps its own bounded buffer.
