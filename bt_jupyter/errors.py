@@ -123,3 +123,16 @@ class UnsafePathError(BtJupyterError, ValueError):
 
 class SecretStoreError(BtJupyterError, ValueError):
     """The local secrets file cannot be read (corrupted); it names the file and the fix."""
+
+
+class JobTraceback(JobFailed):
+    """A job failed with a traceback: shown as the notebook shows a local one (the frames
+    name the notebook's cells and lines), then the job's error as the last line."""
+
+    def __init__(self, message: str, remote_traceback: list[str]) -> None:
+        super().__init__(message)
+        #: The traceback's lines as the job's node printed them.
+        self.remote_traceback = remote_traceback
+
+    def _render_traceback_(self) -> list[str]:
+        return [*self.remote_traceback, "", f"\x1b[0;31mJobFailed\x1b[0m: {self}"]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import configparser
 import os
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -33,6 +34,7 @@ from bt_jupyter.errors import (
     BtJupyterError,
     InvalidConfigError,
     JobFailed,
+    JobTraceback,
     MissingApiKey,
     NoSuchJob,
 )
@@ -84,6 +86,102 @@ def find_api_key(api_key: str | None = None, remote: str | None = None) -> ApiKe
         f"no Baseten API key in {where}: pass api_key=..., set BASETEN_API_KEY, or run "
         "`truss login`"
     )
+
+
+OutputsStage = Literal["waiting", "pending", "bound", "not_bound"]
+
+
+@dataclass(frozen=True)
+class OutputsState:
+    """Where the ``--out`` variables of a job submitted without ``--wait`` stand in the
+    notebook that submitted it: what the widget and the text fallback show.
+
+    ``stage``: "waiting" (the job runs), "pending" (it completed while a cell ran: they
+    are bound when the next cell starts), "bound", or "not_bound" (``detail`` says why).
+    ``kept`` are names left alone because the notebook re-assigned them after the submit.
+    """
+
+    names: tuple[str, ...]
+    stage: OutputsStage
+    detail: str = ""
+    kept: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """One line: ``outputs: final → bound`` (or why not)."""
+        listed = ", ".join(self.names)
+        if self.stage == "waiting":
+            return f"outputs: {listed} → bound when the job completes"
+        if self.stage == "pending":
+            return f"outputs: {listed} → bound when the next cell starts (a cell is running)"
+        if self.stage == "not_bound":
+            return f"outputs: {listed} → not bound: {self.detail}"
+        bound = [n for n in self.names if n not in self.kept]
+        line = f"outputs: {', '.join(bound)} → bound" if bound else f"outputs: {listed}"
+        if self.kept:
+            line += f"; kept {', '.join(self.kept)}: {self.detail}"
+        return line
+
+
+TRACEBACK_START = "Traceback (most recent call last):"
+_CHAINED = (
+    "During handling of the above exception",
+    "The above exception was the direct cause",
+)
+
+
+@dataclass
+class TracebackHold:
+    """Holds back a node's traceback while its log is followed: if the job then fails,
+    it is the failure's traceback, shown once with the error after everything the job
+    printed (stdout and stderr reach the log by separate pipes, so a line printed just
+    before the failure can arrive after it); if the node carries on printing (a second
+    later, by the log's clock), the traceback was not fatal and is shown where it was."""
+
+    settle_ns: int = 1_000_000_000
+    held: list[api.LogV1] = field(default_factory=list)
+    ended_ns: int | None = None  # when the held traceback's exception line came
+
+    def feed(self, log: api.LogV1) -> list[api.LogV1]:
+        """The lines to show now, given the next line of the log."""
+        message = log.message.rstrip()
+        if not self.held:
+            if message == TRACEBACK_START:
+                self.held, self.ended_ns = [log], None
+                return []
+            return [log]
+        if log.replica != self.held[0].replica:
+            return [log]
+        if self.ended_ns is None:
+            self.held.append(log)
+            if message and not message[0].isspace() and message != TRACEBACK_START:
+                self.ended_ns = _ns(log)  # the exception line: the traceback is complete
+            return []
+        if not message or message.startswith(_CHAINED) or message == TRACEBACK_START:
+            self.held.append(log)
+            self.ended_ns = None if message == TRACEBACK_START else self.ended_ns
+            return []
+        if _ns(log) - self.ended_ns < self.settle_ns:
+            return [log]  # printed with the failure: show it, keep holding the traceback
+        shown, self.held = [*self.held, log], []
+        return shown
+
+    def finish(self, failed: bool) -> tuple[list[api.LogV1], list[str]]:
+        """At the end: (lines still to show, the failure's traceback)."""
+        held, self.held = self.held, []
+        if not failed:
+            return held, []
+        lines = [log.message.rstrip() for log in held]
+        while lines and not lines[-1]:
+            lines.pop()
+        return [], lines
+
+
+def _ns(log: api.LogV1) -> int:
+    try:
+        return int(log.timestamp)
+    except ValueError:
+        return 0
 
 
 class Client:
@@ -209,6 +307,11 @@ class Job:
         #: Called (with this job) when ``wait()`` returns or raises: views of the job use
         #: it to show their final state from the caller's thread (and cell).
         self.on_finished: list[Callable[[Job], None]] = []
+        #: Where its ``--out`` variables stand in the submitting notebook (None: no
+        #: ``--out``, or not submitted from this kernel without ``--wait``).
+        self.outputs_state: OutputsState | None = None
+        #: Called (with this job), from any thread, each time ``outputs_state`` changes.
+        self.on_outputs_state: list[Callable[[Job], None]] = []
 
     def __repr__(self) -> str:
         error = f", error={self.error_message!r}" if self.error_message else ""
@@ -290,8 +393,37 @@ class Job:
         for callback in self.on_finished:
             callback(self)
         if self.status.is_failure:
-            raise JobFailed(f"job {self.id} {self.status.short}: {self.error_message}")
+            raise self.failure()
         return self
+
+    def set_outputs_state(self, state: OutputsState) -> None:
+        """Record where the ``--out`` variables stand and tell the views (any thread)."""
+        self.outputs_state = state
+        for callback in list(self.on_outputs_state):
+            try:
+                callback(self)
+            except Exception as exc:  # a broken view must not stop the binding
+                print(f"bt_jupyter: a view of job {self.id} failed: {exc!r}", file=sys.stderr)
+
+    def failure(self, traceback: list[str] | None = None) -> JobFailed:
+        """The error of a failed job, with the traceback its node printed when there is
+        one (read from the log's tail unless given)."""
+        message = f"job {self.id} {self.status.short}: {self.error_message}"
+        if traceback is None:
+            traceback = self.remote_traceback()
+        return JobTraceback(message, traceback) if traceback else JobFailed(message)
+
+    def remote_traceback(self, tail: int = 400) -> list[str]:
+        """The last traceback in the newest ``tail`` lines of the log (empty: none)."""
+        start_ms = int(self.created_at.timestamp() * 1000)
+        try:
+            lines = self.log_window(start_ms, int(time.time() * 1000) + 60_000, tail)
+        except BtJupyterError:
+            return []
+        hold = TracebackHold()
+        for line in lines:
+            hold.feed(line)
+        return hold.finish(failed=True)[1]
 
     @overload
     def logs(self, follow: Literal[False] = False, node: int | None = None) -> list[api.LogV1]: ...

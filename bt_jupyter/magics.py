@@ -7,10 +7,14 @@ configurable like any IPython Configurable: ``%config BtMagics.default_project =
 from __future__ import annotations
 
 import argparse
+import contextvars
 import getpass
+import itertools
 import json
 import shlex
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,7 +26,7 @@ from bt_jupyter import limits, spec
 from bt_jupyter.client import log_text
 from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import BtJupyterError, InvalidConfigError
-from bt_jupyter.jobs import Client, Job
+from bt_jupyter.jobs import Client, Job, OutputsState, TracebackHold
 from bt_jupyter.packaging import Bundle, PackageOptions, describe, package_cell
 from bt_jupyter.packaging.export import export_project
 from bt_jupyter.widgets import in_kernel
@@ -117,6 +121,168 @@ def _load_checkpoint(value: str | None, project: str) -> spec.LoadCheckpointConf
     return spec.LoadCheckpointConfig(enabled=True, checkpoints=[ref])
 
 
+_UNSET: Any = object()
+
+
+@dataclass
+class _Awaited:
+    """A job whose ``--out`` variables are to be bound when it completes."""
+
+    job: Job
+    names: tuple[str, ...]
+    seq: int
+    result: dict[str, Any] | str | None = None  # the values, or why there are none
+    done: bool = False
+
+
+class OutputBinder:
+    """Binds the ``--out`` variables of jobs submitted without ``--wait`` when they end.
+
+    A thread per job waits for it to end and fetches the values; the notebook namespace is
+    then written only while no cell runs: at once when the kernel is idle, else when the
+    next cell starts (``pre_run_cell``), so a running cell never sees its variables change
+    under it. ``pre_execute``/``post_execute`` (silent executions too) mark a cell running;
+    a lock orders the thread against them. ``job.wait()`` in a cell binds right there.
+
+    A name the notebook re-assigned after the submit is kept, not overwritten (the job's
+    value stays in ``job.outputs()``, and the line says so), as is a value a job submitted
+    later already bound: the newest intent wins, never the slowest job.
+    """
+
+    def __init__(self, shell: Any, poll: float = 0.5) -> None:
+        self.shell, self.poll = shell, poll
+        self._lock = threading.Lock()
+        self._running = False
+        self._pending: list[_Awaited] = []
+        #: name -> (the value it had when last seen by us, seq of the job that bound it)
+        self._expected: dict[str, tuple[Any, int]] = {}
+        self._seq = itertools.count()
+        shell.events.register("pre_execute", self._pre_execute)
+        shell.events.register("post_execute", self._post_execute)
+        shell.events.register("pre_run_cell", self._pre_run_cell)
+
+    @property
+    def _ns(self) -> dict[str, Any]:
+        namespace: dict[str, Any] = self.shell.user_ns
+        return namespace
+
+    def _claim(self, names: tuple[str, ...]) -> int:
+        """A new job's sequence number; remember the names' values as of its submit."""
+        seq = next(self._seq)
+        for name in names:
+            current = self._ns.get(name, _UNSET)
+            if name not in self._expected or self._expected[name][0] is not current:
+                self._expected[name] = (current, -1)
+        return seq
+
+    # ---------------------------------------------------------------- jobs to watch
+
+    def watch(self, job: Job, names: tuple[str, ...]) -> None:
+        """Bind ``names`` from ``job``'s outputs when it completes (see the class)."""
+        with self._lock:
+            awaited = _Awaited(job, names, self._claim(names))
+        job.set_outputs_state(OutputsState(names, "waiting"))
+        job.on_finished.append(lambda _: self._settle_in_cell(awaited))
+        # the thread prints in the submitting cell's context (its output goes there)
+        context = contextvars.copy_context()
+        threading.Thread(
+            target=context.run, args=(self._watch, awaited), name=f"bt-out-{job.id}", daemon=True
+        ).start()
+
+    def bind_now(self, job: Job, names: tuple[str, ...], values: dict[str, Any]) -> None:
+        """Bind at once (``--wait``: the cell waited for them)."""
+        with self._lock:
+            awaited = _Awaited(job, names, self._claim(names), values)
+            self._apply(awaited)
+
+    def _watch(self, awaited: _Awaited) -> None:
+        watched = Job(awaited.job.client, awaited.job.wire, outputs=list(awaited.names))
+        while not awaited.done:
+            try:
+                if watched.refresh().status.is_terminal:
+                    break
+            except BtJupyterError:
+                pass  # the service is away for a moment: ask again
+            threading.Event().wait(self.poll)
+        result = _outputs_of(watched)
+        with self._lock:
+            if awaited.done:
+                return
+            awaited.result = result
+            if not self._running:
+                self._apply(awaited)
+                return
+            self._pending.append(awaited)
+        awaited.job.set_outputs_state(OutputsState(awaited.names, "pending"))
+
+    def _settle_in_cell(self, awaited: _Awaited) -> None:
+        """``job.wait()`` returned in a cell: bind there, the cell asked for the job's end."""
+        if threading.current_thread() is not threading.main_thread() or awaited.done:
+            return
+        result = _outputs_of(awaited.job)
+        with self._lock:
+            if not awaited.done:
+                awaited.result = result
+                self._apply(awaited)
+
+    # ---------------------------------------------------------------- IPython events
+
+    def _pre_execute(self) -> None:
+        with self._lock:
+            self._running = True
+
+    def _post_execute(self) -> None:
+        with self._lock:
+            self._running = False
+
+    def _pre_run_cell(self, _info: Any = None) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            for awaited in pending:
+                if not awaited.done:
+                    self._apply(awaited)
+
+    # ---------------------------------------------------------------- binding
+
+    def _apply(self, awaited: _Awaited) -> None:
+        """Bind (the lock is held, no cell code runs), record the state, say it."""
+        awaited.done = True
+        result = awaited.result
+        if not isinstance(result, dict):
+            state = OutputsState(awaited.names, "not_bound", str(result))
+        else:
+            kept = tuple(n for n in awaited.names if not self._bind(n, result[n], awaited.seq))
+            job_id = awaited.job.id
+            detail = f"re-assigned after the submit (job's: %bt_job {job_id}, .outputs())"
+            state = OutputsState(awaited.names, "bound", detail if kept else "", kept)
+        awaited.job.set_outputs_state(state)
+        print(f"{state.text} (job {awaited.job.id})", flush=True)
+
+    def _bind(self, name: str, value: Any, seq: int) -> bool:
+        current = self._ns.get(name, _UNSET)
+        expected, bound_by = self._expected.get(name, (_UNSET, -1))
+        if current is not _UNSET and (current is not expected or bound_by > seq):
+            return False
+        self._ns[name] = value
+        self._expected[name] = (value, seq)
+        return True
+
+
+def _outputs_of(job: Job) -> dict[str, Any] | str:
+    """An ended job's ``--out`` values, or why it has none."""
+    job.refresh()
+    if job.status.is_failure:
+        return f"job {job.status.short}" + (f": {job.error_message}" if job.error_message else "")
+    if job.status.short != "COMPLETED":
+        return f"the job ended {job.status.short}"
+    try:
+        return job.outputs()
+    except BtJupyterError as exc:
+        return str(exc)
+    except Exception as exc:  # e.g. unpickling needs a module this kernel lacks
+        return f"reading them failed: {type(exc).__name__}: {exc}"
+
+
 @magics_class
 class BtMagics(Magics):
     """Train on Baseten from a cell. Settings: ``%config BtMagics``."""
@@ -133,6 +299,16 @@ class BtMagics(Magics):
         self._clients: dict[str, Client] = {}
         self._submitted: dict[str, tuple[spec.TrainingProject, Bundle]] = {}
         self._model_bundle: Bundle | None = None
+        self._binder = OutputBinder(shell) if shell is not None else None
+        self._cell_number: int | None = None
+        if shell is not None:
+            shell.events.register("pre_run_cell", self._note_cell)
+
+    def _note_cell(self, info: Any) -> None:
+        """The running cell's number, as its ``In[N]`` prompt shows it (IPython counts
+        a cell that stores history before it runs)."""
+        count = int(self.shell.execution_count)  # type: ignore[union-attr]
+        self._cell_number = count - 1 if getattr(info, "store_history", False) else count
 
     # ------------------------------------------------------------------ helpers
 
@@ -156,6 +332,11 @@ class BtMagics(Magics):
         assert self.shell is not None, "BtMagics needs an IPython shell"
         namespace: dict[str, Any] = self.shell.user_ns
         return namespace
+
+    def _cell_name(self) -> str:
+        """The running cell as IPython's tracebacks name it: ``Cell In[5]``."""
+        number: int | None = self._cell_number or getattr(self.shell, "execution_count", None)
+        return f"Cell In[{number}]"
 
     def _show(self, job: Job) -> None:
         from IPython.display import display
@@ -182,6 +363,8 @@ class BtMagics(Magics):
                 launcher=args.launcher,
                 nproc_per_node=args.nproc_per_node,
                 max_value_bytes=int(self.max_value_mb * 1_000_000),
+                cell_name=self._cell_name(),
+                cell_header=("%%bt_train",),
             )
             if options.outputs and not args.checkpointing:
                 raise UsageError("--out needs checkpointing (the outputs travel as a file)")
@@ -216,9 +399,13 @@ class BtMagics(Magics):
             self._ns[args.bind] = job
         if args.wait or (self.follow_in_terminal and not in_kernel()):
             # a terminal has no widget: follow the job as text (Ctrl-C detaches)
-            self._wait(job, list(options.outputs))
-        else:
-            self._show(job)
+            self._wait(job, options.outputs)
+            return
+        if options.outputs and self._binder is not None:
+            self._binder.watch(job, options.outputs)
+        self._show(job)
+        if job.outputs_state is not None and not in_kernel():
+            print(job.outputs_state.text)  # no widget to say it
 
     def _project(self, args: argparse.Namespace, name: str) -> spec.TrainingProject:
         if args.team is not None:
@@ -257,29 +444,39 @@ class BtMagics(Magics):
             ),
         )
 
-    def _wait(self, job: Job, outputs: list[str]) -> None:
-        """Stream status changes and log lines as text, then bind ``--out`` variables."""
+    def _wait(self, job: Job, outputs: tuple[str, ...]) -> None:
+        """Stream status changes and log lines as text, then bind ``--out`` variables.
+
+        A failure's traceback is held back and raised as :class:`JobFailed` after
+        everything the job printed, with ``[status] FAILED`` said once."""
         print(f"Job {job.id} submitted to project {job.project!r} ({job.client.backend.name})")
         status = None
+        hold = TracebackHold()
         try:
             for followed in job.follow():
-                if followed.status != status:
+                if followed.status != status and not followed.status.is_terminal:
                     status = followed.status
                     print(f"[status] {status.short}")
-                print(log_text(followed.log.replica, followed.log.message))
+                for log in hold.feed(followed.log):
+                    print(log_text(log.replica, log.message))
         except KeyboardInterrupt:
             print(f"Detached; job {job.id} keeps running (%bt_job {job.id}, %bt_stop {job.id})")
             return
         job.refresh()
+        shown, traceback = hold.finish(failed=job.status.is_failure)
+        for log in shown:
+            print(log_text(log.replica, log.message))
         print(
             f"[status] {job.status.short}" + (f": {job.error_message}" if job.error_message else "")
         )
         if job.status.is_failure:
-            raise UsageError(f"job {job.id} {job.status.short}: {job.error_message}")
+            raise job.failure(traceback or None)
         if outputs:
-            values = job.outputs()
-            self._ns.update(values)
-            print(f"Bound {', '.join(sorted(values))} from the job's outputs")
+            values = job.outputs()  # OutputsMissing says what is missing, in one line
+            if self._binder is not None:
+                self._binder.bind_now(job, outputs, values)
+            else:
+                self._ns.update(values)
 
     # ------------------------------------------------------------------ line magics
 
@@ -306,16 +503,32 @@ class BtMagics(Magics):
         project = None if args.all else (args.project or self.default_project)
         try:
             jobs = self.client().jobs(project=project, status=args.status)
+            hint = "" if jobs or args.status else self._elsewhere(project)
         except BtJupyterError as exc:
             raise UsageError(str(exc)) from None
         if not jobs:
-            print(f"no jobs{f' in project {project!r}' if project else ''}")
+            print(f"no jobs{f' in project {project!r}' if project else ''}{hint}")
             return
         print(f"{'id':9} {'status':14} {'project':20} {'name':20} created")
         for j in jobs:
             name = (j.name or "")[:20]
             created = f"{j.created_at:%Y-%m-%d %H:%M:%S}"
             print(f"{j.id:9} {j.status.short:14} {j.project[:20]:20} {name:20} {created}")
+
+    def _elsewhere(self, project: str | None) -> str:
+        """A hint when other projects have jobs (after a kernel restart the default
+        project is ``notebook`` again, and the jobs seem gone)."""
+        if project is None:
+            return ""
+        others = sorted({j.project for j in self.client().jobs()} - {project})
+        if not others:
+            return ""
+        named = ", ".join(repr(p) for p in others[:3]) + (", ..." if len(others) > 3 else "")
+        count = f"{len(others)} other project{'s' if len(others) > 1 else ''}"
+        return (
+            f"; {count} ha{'ve' if len(others) > 1 else 's'} jobs ({named}): "
+            "%bt_jobs --all, or %bt_project NAME"
+        )
 
     @line_magic
     def bt_job(self, line: str) -> Job:

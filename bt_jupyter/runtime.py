@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import json
+import linecache
 import os
 import pickle
 import sys
@@ -92,10 +93,53 @@ def load_cell_namespace(bundle: Path) -> dict[str, Any]:
     if namespace is None:
         namespace = {}
     namespace.update({"__name__": "__main__", "__builtins__": builtins})
+    for name, label in (manifest.get("code_files") or {}).items():
+        if name in values:
+            _relabel(values[name], label)
     for statement in manifest["imports"]:
         exec(statement, namespace)
     namespace.update(values)
     return namespace
+
+
+#: The filename cloudpickle gives every code object it sends (it drops the real one).
+PICKLED_FILENAME = "<dynamic-code>"
+
+
+def register_sources(sources: dict[str, str]) -> None:
+    """Put the notebook cells' text in ``linecache`` under their readable names, so a
+    traceback shows the notebook's source line for each frame (entries with no mtime are
+    never dropped by ``linecache.checkcache``)."""
+    for name, text in sources.items():
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        linecache.cache[name] = (len(text), None, lines, name)
+
+
+def _relabeled(code: types.CodeType, label: str) -> types.CodeType:
+    """``code`` and the code nested in it, named after the notebook cell it came from."""
+    consts = tuple(
+        _relabeled(c, label) if isinstance(c, types.CodeType) else c for c in code.co_consts
+    )
+    if code.co_filename != PICKLED_FILENAME:
+        same = all(a is b for a, b in zip(consts, code.co_consts, strict=True))
+        return code if same else code.replace(co_consts=consts)
+    return code.replace(co_filename=label, co_consts=consts)
+
+
+def _relabel(value: Any, label: str) -> None:
+    """Give a notebook function (or each method of a notebook class) back its cell's name:
+    frames then read ``File "Cell In[3]", line 4`` instead of ``<dynamic-code>``."""
+    members = list(vars(value).values()) if isinstance(value, type) else [value]
+    for member in members:
+        target = getattr(member, "__func__", member)
+        accessors = (
+            [target.fget, target.fset, target.fdel] if isinstance(target, property) else [target]
+        )
+        for function in accessors:
+            if isinstance(function, types.FunctionType):
+                function.__code__ = _relabeled(function.__code__, label)
 
 
 def _save_outputs(names: list[str], namespace: dict[str, Any]) -> None:
@@ -140,7 +184,11 @@ def run_cell(bundle: Path) -> int:
         print(mismatch, file=sys.stderr, flush=True)
         return 1
     cell_file = bundle / "cell.py"
-    code = compile(cell_file.read_text(), str(cell_file), "exec")
+    cell = manifest.get("cell") or {"name": str(cell_file), "first_line": 1}
+    register_sources(manifest.get("sources") or {})
+    # blank lines in front: the code's line numbers are the notebook cell's
+    padding = "\n" * (int(cell["first_line"]) - 1)
+    code = compile(padding + cell_file.read_text(), cell["name"], "exec")
     namespace = load_cell_namespace(bundle)
     try:
         exec(code, namespace)
@@ -149,7 +197,7 @@ def run_cell(bundle: Path) -> int:
         return _exit_code(exc)
     except BaseException as exc:
         tb = exc.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename != str(cell_file):
+        while tb is not None and tb.tb_frame.f_code.co_filename != cell["name"]:
             tb = tb.tb_next  # start the traceback at the cell, not at this runner
         traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
         sys.stderr.flush()

@@ -38,8 +38,9 @@ def nothing_left_running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     base = str(tmp_path_factory.getbasetemp())
     left = [
         p
-        for p in psutil.process_iter(["pid", "cmdline"])
-        if any("bt_jupyter.local" in part for part in p.info["cmdline"] or ())
+        for p in psutil.process_iter(["pid", "cmdline", "status"])
+        if p.info["status"] != psutil.STATUS_ZOMBIE  # ended: only not yet reaped
+        and any("bt_jupyter.local" in part for part in p.info["cmdline"] or ())
         and any(part.startswith(base) for part in p.info["cmdline"] or ())
     ]
     for process in left:

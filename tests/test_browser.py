@@ -32,7 +32,6 @@ def test_bt_train_in_jupyterlab_streams_logs_and_stops(local_home: Home, tmp_pat
         jupyterlab(local_home, tmp_path) as lab,
         notebook_page(lab, "train.ipynb") as page,
     ):
-        page.on("dialog", lambda dialog: dialog.accept())  # the Stop confirmation
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         logs = page.locator("[data-testid=logs]")
         logs.wait_for(timeout=90_000)
@@ -48,6 +47,7 @@ def test_bt_train_in_jupyterlab_streams_logs_and_stops(local_home: Home, tmp_pat
             timeout=30_000,
         )
         page.locator("[data-testid=stop]").click()
+        page.locator("[data-testid=confirm-ok]").click()  # the widget's own confirm
         page.wait_for_function(
             "() => document.querySelector('[data-testid=status]').textContent === 'STOPPED'",
             timeout=60_000,

@@ -7,11 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bt_jupyter.local import daemon
 from bt_jupyter.local.home import Home
 
 
+@pytest.mark.timeout(480)
 def test_demo_runs_the_main_job_on_the_local_service(tmp_path: Path) -> None:
+    """About a minute on an idle 2-core machine; the deadline allows for a busy one."""
     env = {**os.environ, "BT_JUPYTER_HOME": str(tmp_path)}
     try:
         done = subprocess.run(
@@ -19,7 +23,7 @@ def test_demo_runs_the_main_job_on_the_local_service(tmp_path: Path) -> None:
             env=env,
             capture_output=True,
             text=True,
-            timeout=240,
+            timeout=420,
         )
     finally:
         daemon.stop(Home(tmp_path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from IPython.utils.capture import CapturedIO, capture_output
 
 from bt_jupyter import Job
 from bt_jupyter.client import ApiClient
+from bt_jupyter.errors import JobFailed
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from bt_jupyter.magics import BtMagics
@@ -90,7 +92,7 @@ def test_wait_streams_text_and_binds_outputs(ip: InteractiveShell) -> None:
     assert ip.user_ns["doubled"] == [0.0, 2.0, 4.0, 6.0, 8.0]
     lines = out.stdout.splitlines()
     assert "[node 0] sum 10.0" in lines
-    assert lines[-1] == "Bound doubled, total from the job's outputs"
+    assert lines[-1].startswith("outputs: total, doubled → bound (job ")
     assert "[status] COMPLETED" in lines
     job = ip.user_ns["run"]
     assert isinstance(job, Job)
@@ -109,11 +111,16 @@ def test_a_terminal_follows_the_job_as_text(ip: InteractiveShell) -> None:
     assert lines[-1] == "[status] COMPLETED"
 
 
-def test_a_failing_job_with_wait_is_one_error_line(ip: InteractiveShell) -> None:
+def test_a_failing_job_with_wait_raises_job_failed_with_its_traceback(
+    ip: InteractiveShell,
+) -> None:
     result, out = _cell(ip, "--wait", "x = 1 / 0")
+    assert isinstance(result.error_in_exec, JobFailed)  # type: ignore[attr-defined]
     error = str(result.error_in_exec)  # type: ignore[attr-defined]
     assert "FAILED: node 0 exited with code 1: ZeroDivisionError: division by zero" in error
-    assert 'bt_bundle/cell.py", line 1, in <module>' in out.stdout
+    # the notebook's cell and line (the magic is line 1), not the bundle's file
+    assert re.search(r'File "Cell In\[\d+\]", line 2, in <module>', error + out.stdout)
+    assert out.stdout.count("[status] FAILED") == 1
 
 
 def test_line_magics(ip: InteractiveShell, tmp_path: Path) -> None:

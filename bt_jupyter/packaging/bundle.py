@@ -55,6 +55,11 @@ class PackageOptions:
     nproc_per_node: int | None = None
     max_value_bytes: int = capture_mod.DEFAULT_MAX_VALUE_BYTES
     notebook_dir: Path = field(default_factory=Path.cwd)
+    #: How the job's tracebacks name the cell (``Cell In[5]``, as IPython does), and the
+    #: notebook lines above its body (the ``%%bt_train`` line), so frames give the line
+    #: numbers the notebook shows.
+    cell_name: str = f"{BUNDLE_DIR}/cell.py"
+    cell_header: tuple[str, ...] = ()
 
 
 Data = bytes | memoryview
@@ -160,6 +165,7 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
         "files": listed,
         "outputs": list(options.outputs),
         "buffers": len(captured.buffers),
+        **_traceback_sources(source, python_source, captured, options),
     }
     bundle_files.update(
         {
@@ -173,6 +179,25 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
         }
     )
     return Bundle(files=bundle_files, manifest=manifest)
+
+
+def _traceback_sources(
+    source: str, python_source: str, captured: capture_mod.Capture, options: PackageOptions
+) -> dict[str, Any]:
+    """What the job needs to show notebook names, lines and source in its tracebacks: the
+    cell's name and the notebook line of cell.py's first line, the cell of each captured
+    function or class, and those cells' text (registered in the job's ``linecache``)."""
+    name = options.cell_name
+    if name in captured.sources:  # the same label for two cells: keep them apart
+        name = f"{name} (%%bt_train)"
+    # IPython drops leading blank lines; cell.py's line 1 is the body's first kept line
+    dropped = max(0, len(source.splitlines()) - len(python_source.splitlines()))
+    header = "".join(f"{line}\n" for line in options.cell_header)
+    return {
+        "cell": {"name": name, "first_line": len(options.cell_header) + dropped + 1},
+        "code_files": dict(sorted(captured.code_files.items())),
+        "sources": {**dict(sorted(captured.sources.items())), name: header + source},
+    }
 
 
 def _local_code(imported: list[imports.ImportedModule]) -> tuple[dict[str, Path], dict[str, Data]]:

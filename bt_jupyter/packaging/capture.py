@@ -20,6 +20,7 @@ import ast
 import builtins
 import importlib
 import io
+import linecache
 import pickletools
 import socket
 import sqlite3
@@ -64,6 +65,11 @@ class Capture:
     modules: set[str] = field(default_factory=set)
     #: Imports inside the notebook functions and classes that travel by value.
     code_imports: list[imports_mod.ImportedModule] = field(default_factory=list)
+    #: The notebook cell (readable name, e.g. "Cell In[3]") each captured function or class
+    #: was defined in: cloudpickle drops code filenames, the job's tracebacks put them back.
+    code_files: dict[str, str] = field(default_factory=dict)
+    #: The source of those cells, by readable name, for the job's ``linecache``.
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- names
@@ -341,6 +347,7 @@ def capture(
     modules |= pickled_modules(payload)
     ordered = [names[n] for n in sorted(names)]
     code = [(n, o) for n, o in by_value.items() if names[n].kind in ("function", "class")]
+    code_files, sources = _code_sources(code)
     return Capture(
         names=ordered,
         imports=[imports[n] for n in sorted(imports)],
@@ -348,7 +355,50 @@ def capture(
         buffers=buffers,
         modules=modules,
         code_imports=imports_mod.in_objects(code),
+        code_files=code_files,
+        sources=sources,
     )
+
+
+def _code_filename(obj: Any) -> str | None:
+    """The file (an IPython cell's pseudo-file) a notebook function or class was compiled in."""
+    if isinstance(obj, types.FunctionType):
+        return obj.__code__.co_filename
+    for member in vars(obj).values():
+        target = getattr(member, "__func__", member)
+        if isinstance(target, property):
+            target = target.fget
+        if isinstance(target, types.FunctionType):
+            return target.__code__.co_filename
+    return None
+
+
+def cell_label(filename: str) -> str:
+    """How the notebook names a cell's pseudo-file: ``Cell In[3]`` (IPython's own label in
+    its tracebacks), else the filename itself."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return filename
+    shell = get_ipython()
+    named = shell.compile.format_code_name(filename) if shell is not None else None
+    return " ".join(named) if named else filename
+
+
+def _code_sources(code: list[tuple[str, Any]]) -> tuple[dict[str, str], dict[str, str]]:
+    """For each notebook function or class: the readable name of its cell, and that cell's
+    source (from the ``linecache`` IPython fills), so the job's tracebacks show both."""
+    code_files: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for name, obj in code:
+        filename = _code_filename(obj)
+        if filename is None:
+            continue
+        label = code_files[name] = cell_label(filename)
+        lines = linecache.getlines(filename)
+        if lines:
+            sources[label] = "".join(lines)
+    return code_files, sources
 
 
 def _value_sizes(

@@ -29,6 +29,9 @@ def display_job(job: Job) -> None:
 
         widget = shown[job.id] = JobWidget(job)
         handle = display(widget, display_id=True)  # type: ignore[no-untyped-call]
+        # the watcher updates the output when the job ends (its static HTML then reads as
+        # the final state in a saved notebook); wait() does it from the caller's cell too
+        widget.handle = handle
         job.on_finished.append(lambda _: widget.show_final(handle))
     else:
         print(job.summary())

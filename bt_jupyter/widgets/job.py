@@ -11,11 +11,13 @@ cell has finished and ends when the job does.
 
 from __future__ import annotations
 
+import html
 import json
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ import anywidget
 import traitlets
 
 from bt_jupyter import api, runtime
-from bt_jupyter.client import log_text
+from bt_jupyter.client import log_text, node_of
 from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import ConnectionFailed
 from bt_jupyter.jobs import Job
@@ -35,6 +37,9 @@ REFRESH_SECONDS = 1.0
 TEXT_LOG_LINES = 20
 #: How long the publisher waits before trying again a service it could not reach.
 UNREACHABLE_WAIT_S = 1.0
+#: How often a live widget's kernel says it is still there (``beat``): the view calls a
+#: widget whose job is not over and whose kernel has been silent for long "disconnected".
+BEAT_SECONDS = 3.0
 #: Estimated on-demand price per GPU-hour (USD), for the header's cost estimate.
 GPU_HOUR_PRICES: dict[str, float] = {
     "T4": 0.63,
@@ -51,10 +56,32 @@ _HERE = Path(__file__).parent
 
 def cost_per_hour(job: Job, prices: dict[str, float] | None = None) -> float:
     """Estimated cost per hour of the job's GPUs; 0 on the local backend."""
-    if not job.client.backend.bills or not job.instance_type.gpu_type:
+    if not job.client.backend.bills:
+        return 0.0
+    return baseten_cost_per_hour(job, prices)
+
+
+def baseten_cost_per_hour(job: Job, prices: dict[str, float] | None = None) -> float:
+    """What the job's requested GPUs cost per hour on Baseten (the local backend shows it
+    as "would cost"); 0 for CPU-only compute or a GPU with no known price."""
+    if not job.instance_type.gpu_type:
         return 0.0
     price = (prices or GPU_HOUR_PRICES).get(job.instance_type.gpu_type, 0.0)
     return price * job.instance_type.gpu_count * job.node_count
+
+
+def iso_time(timestamp_ns: str) -> str:
+    """A log line's epoch-nanosecond timestamp as ISO 8601 UTC (what people and tools read)."""
+    try:
+        seconds = int(timestamp_ns) / 1e9
+    except ValueError:
+        return timestamp_ns
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def is_blank(message: str) -> bool:
+    """A node's empty line: not worth a row of its own in any view."""
+    return not message.strip()
 
 
 class JobWidget(anywidget.AnyWidget):
@@ -76,12 +103,22 @@ class JobWidget(anywidget.AnyWidget):
     deployments: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
     #: Latest CPU / memory / GPU use per node (from the job's metrics).
     resources: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
+    #: Wall-clock seconds of the kernel's last word while the job runs (see BEAT_SECONDS).
+    beat = traitlets.Float(0.0).tag(sync=True)
+    #: Where the job's ``--out`` variables stand ("outputs: final → bound", or why not).
+    outputs = traitlets.Unicode("").tag(sync=True)
+    #: The output was updated with the job's final state (the frontend renders a new
+    #: view of the widget then; the view marks itself so tests know which one is shown).
+    final_output = traitlets.Bool(False).tag(sync=True)
 
     def __init__(self, job: Job, prices: dict[str, float] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.prices = prices
         self.watcher: JobWatcher | None = None
         self.live: dict[str, Deployment] = {}
+        #: The display handle of this widget's output (set by ``display_job``): updated
+        #: when the job ends, so the output's static HTML shows the final state.
+        self.handle: Any = None
         self.on_msg(self._on_message)
         self.watch(job)
 
@@ -93,11 +130,36 @@ class JobWidget(anywidget.AnyWidget):
             f"[status] {h['status'].removeprefix('TRAINING_JOB_')} at {h['at']}"
             for h in self.history
         ]
-        for line in list(self.log_tail)[-TEXT_LOG_LINES:]:
+        for line in self._last_lines():
             lines.append(log_text(line["node"], line["message"]))
+        if self.outputs:
+            lines.append(self.outputs)
         if self.status:
             lines.append(f"[status] {self.status.removeprefix('TRAINING_JOB_')}")
         return "\n".join(lines)
+
+    def _last_lines(self) -> list[dict[str, Any]]:
+        """The newest lines worth reading: no blank lines, no metric records."""
+        readable = [
+            line
+            for line in self.log_tail
+            if not is_blank(line["message"])
+            and not line["message"].startswith(runtime.METRIC_PREFIX)
+        ]
+        return readable[-TEXT_LOG_LINES:]
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[Any, Any], dict[Any, Any]] | None:
+        """The widget view plus a static HTML summary: what frontends without the
+        widget's model (nbconvert, GitHub, an untrusted notebook) show."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is None:
+            return None
+        data, metadata = bundle
+        return {**data, "text/html": self.summary_html()}, metadata
+
+    def summary_html(self) -> str:
+        """Status, lifecycle, last lines, final metrics, checkpoints: static HTML."""
+        return summary_html(self)
 
     def show_final(self, handle: Any) -> None:
         """Publish the finished job's full state and text from the caller's cell, so
@@ -122,25 +184,34 @@ class JobWidget(anywidget.AnyWidget):
             "base_image": job.base_image or "",
             "created": job.created_at.isoformat(),
             "cost_per_hour": cost_per_hour(job, self.prices),
+            "baseten_cost_per_hour": baseten_cost_per_hour(job, self.prices),
+            "gpus": job.instance_type.gpu_count * job.node_count,
+            "gpu_type": job.instance_type.gpu_type or "",
         }
         self.log_tail, self.log_count, self.metrics, self.checkpoints = [], 0, [], []
+        self.status, self.history, self.final_output = job.status.value, [], False
+        self._show_outputs(job)
+        job.on_outputs_state.append(self._show_outputs)
         self.watcher = JobWatcher(job, self)
         self.watcher.start()
 
+    def _show_outputs(self, job: Job) -> None:
+        """The binding of ``--out`` moved on (called from any thread)."""
+        if job is self.job:
+            self.outputs = job.outputs_state.text if job.outputs_state else ""
+
     def _on_message(self, _: Any, content: dict[str, Any], buffers: list[bytes]) -> None:
         kind = content.get("type")
+        if kind == "ping":  # the view asks whether this kernel still holds the widget
+            self.send({"type": "pong"})
+            return
         if kind == "stop":
             self.job.stop()
         elif kind == "recreate":
             self.watch(self.job.recreate())
             return
         elif kind == "download":
-            text = "\n".join(
-                f"{line.timestamp} {line.replica if line.replica is not None else '-'} "
-                f"{line.message}"
-                for line in self.job.logs()
-            )
-            self.send({"type": "log_file", "name": f"{self.job.id}.log", "text": text})
+            self.send({"type": "log_file", "name": f"{self.job.id}.log", "text": self.log_file()})
         elif kind == "deploy":
             self._background(self._deploy, str(content.get("checkpoint") or "latest"))
         elif kind == "try":
@@ -149,6 +220,18 @@ class JobWidget(anywidget.AnyWidget):
             self._background(self._stop_deployment, str(content["id"]))
         if self.watcher is not None:
             self.watcher.refresh_now.set()
+
+    def log_file(self) -> str:
+        """The whole log as a file people read: ISO time, node (``runner`` for the
+        runner's own lines), message."""
+        rows = []
+        for line in self.job.logs():
+            node = node_of(line.replica)
+            rows.append(
+                f"{iso_time(line.timestamp)} {'runner' if node is None else f'node {node}'} "
+                f"{line.message}"
+            )
+        return "\n".join(rows)
 
     def _background(self, work: Any, *args: Any) -> None:
         """Deploying and calling a model take seconds: never in the kernel's message loop."""
@@ -210,6 +293,8 @@ class JobWatcher:
         self.messages = 0  # comm messages published, for the benchmarks
         self._rank_names: set[str] = set()
         self._rank_cache: dict[str, list[int]] = {}
+        self._sizes: dict[str, int] = {}
+        self._seen_sizes: dict[str, int] = {}
         self._threads = [
             threading.Thread(target=self._follow, name=f"bt-follow-{job.id}", daemon=True),
             threading.Thread(target=self._publish, name=f"bt-publish-{job.id}", daemon=True),
@@ -246,20 +331,27 @@ class JobWatcher:
                                 "node": log.replica,
                                 "level": log.level.value if log.level else None,
                                 "message": log.message,
+                                "ts": _millis(log.timestamp),
                             }
                         )
                         record = runtime.parse_metric(log.message)
                         if record is not None:
-                            self.records.append(record)
+                            node = node_of(log.replica)
+                            self.records.append(
+                                record if node is None else {**record, "node": node}
+                            )
                 self.dirty.set()
         finally:
             self.followed.set()
             self.refresh_now.set()
 
     def _publish(self) -> None:
-        next_refresh = 0.0
+        next_refresh = next_beat = 0.0
         while not self.closed.is_set():
             now = time.monotonic()
+            if now >= next_beat:
+                self.widget.beat = time.time()  # one small message: "this kernel is here"
+                next_beat = now + BEAT_SECONDS
             refresh = self.refresh_now.is_set() or now >= next_refresh
             if self.dirty.is_set() or refresh:
                 if not self._sent(refresh):
@@ -270,6 +362,7 @@ class JobWatcher:
                     next_refresh = now + REFRESH_SECONDS
             ended = self.followed.is_set() and self.job.status.is_terminal
             if ended and not self.dirty.is_set() and self._sent(refresh=True):
+                self._update_output()
                 return
             self.closed.wait(TICK_SECONDS)
 
@@ -283,18 +376,34 @@ class JobWatcher:
             return False
         return True
 
-    def _ranks(self, names: set[str]) -> dict[str, list[int]]:
-        """Which nodes wrote each checkpoint (from its files; fetched when the set changes)."""
-        if names != self._rank_names:
+    def _ranks(self, names: set[str], live: bool = False) -> dict[str, list[int]]:
+        """Which nodes wrote each checkpoint, and (in ``_sizes``) how big its files are so
+        far: from its files, fetched when the set changes or, while the job runs, on each
+        refresh (a checkpoint being written grows)."""
+        if names != self._rank_names or (live and names):
             ranks: dict[str, set[int]] = {}
+            sizes: dict[str, int] = {}
             for f in self.job.checkpoint_files():
                 parts = f.relative_file_name.split("/")  # rank-N/<checkpoint>/... or rank-N/file
                 if len(parts) > 1:
                     name = parts[1] if len(parts) > 2 else api.ROOT_CHECKPOINT
                     ranks.setdefault(name, set()).add(f.node_rank)
+                    sizes[name] = sizes.get(name, 0) + f.size_bytes
             self._rank_cache = {name: sorted(r) for name, r in ranks.items()}
+            self._sizes = sizes
             self._rank_names = names
         return self._rank_cache
+
+    def _update_output(self) -> None:
+        """The job ended: the output's static HTML and text now say how (a saved
+        notebook, nbconvert and GitHub show them)."""
+        if self.widget.handle is not None and not self.closed.is_set():
+            self.widget.final_output = True  # before the update: the new view reads it
+            self.widget.handle.update(self.widget)
+
+    def _growing(self, name: str, size: int) -> bool:
+        """Still being written: empty, or bigger than at the previous refresh."""
+        return size == 0 or size != self._seen_sizes.get(name)
 
     def _send(self, refresh: bool) -> None:
         self.dirty.clear()
@@ -306,17 +415,25 @@ class JobWatcher:
             state["notice"] = job.notice or ""
             state["history"] = [{"status": s.value, "at": at} for s, at in job.history()]
             found = job.checkpoints()
-            ranks = self._ranks({c.checkpoint_id for c in found})
+            live = not job.status.is_terminal
+            ranks = self._ranks({c.checkpoint_id for c in found}, live)
+            sizes = {
+                c.checkpoint_id: max(c.size_bytes, self._sizes.get(c.checkpoint_id, 0))
+                for c in found
+            }
             state["checkpoints"] = [
                 {
                     "name": c.checkpoint_id,
                     "nodes": ranks.get(c.checkpoint_id, []),
                     "type": c.checkpoint_type,
-                    "size": c.size_bytes,
+                    "size": sizes[c.checkpoint_id],
+                    # growing, empty or not yet synced: the view says "writing…", not 0 MB
+                    "writing": live and self._growing(c.checkpoint_id, sizes[c.checkpoint_id]),
                     "created": c.created_at.isoformat(),
                 }
                 for c in found
             ]
+            self._seen_sizes = sizes
             state["resources"] = _resources(job.metrics())
         with self.lock:
             state["log_tail"] = list(self.tail)
@@ -354,3 +471,56 @@ def _downsample(records: list[dict[str, Any]], points: int) -> list[dict[str, An
         return list(records)
     stride = len(records) / points
     return [records[int(i * stride)] for i in range(points - 1)] + [records[-1]]
+
+
+def _millis(timestamp_ns: str) -> int | None:
+    try:
+        return int(timestamp_ns) // 1_000_000
+    except ValueError:
+        return None
+
+
+def final_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
+    """The last value of each metric (what the static summary shows)."""
+    last: dict[str, float] = {}
+    for record in records:
+        for name, value in record.items():
+            if name not in ("step", "time", "node") and isinstance(value, int | float):
+                last[name] = float(value)
+    return last
+
+
+def summary_html(widget: JobWidget) -> str:
+    """The job as static HTML: readable where the live view cannot run (no kernel, no
+    widget frontend). Every value is escaped; secrets are already redacted in the logs."""
+    e = html.escape
+    h = widget.header
+    status = widget.status.removeprefix("TRAINING_JOB_") or "?"
+    parts = [
+        '<div class="btj-static" data-job-id="' + e(str(h.get("id", ""))) + '">',
+        f"<p><b>{e(str(h.get('name') or h.get('id', '')))}</b> <code>{e(str(h.get('id', '')))}"
+        f"</code> · <b>{e(status)}</b> · project {e(str(h.get('project', '')))} · "
+        f"{e(str(h.get('backend', '')))} · {e(str(h.get('compute', '')))}</p>",
+    ]
+    if widget.history:
+        steps = " → ".join(
+            f"{e(x['status'].removeprefix('TRAINING_JOB_'))} ({e(x['at'])})" for x in widget.history
+        )
+        parts.append(f"<p>lifecycle: {steps}</p>")
+    if widget.error:
+        parts.append(f"<p>error: {e(widget.error)}</p>")
+    if widget.outputs:
+        parts.append(f"<p>{e(widget.outputs)}</p>")
+    last = final_metrics(widget.metrics)
+    if last:
+        values = ", ".join(f"{e(k)} = {v:.4g}" for k, v in last.items())
+        parts.append(f"<p>final metrics: {values}</p>")
+    if widget.checkpoints:
+        names = ", ".join(f"{e(c['name'])} ({c['size'] / 1e6:.2f} MB)" for c in widget.checkpoints)
+        parts.append(f"<p>checkpoints: {names}</p>")
+    lines = "\n".join(e(log_text(x["node"], x["message"])) for x in widget._last_lines())
+    if lines:
+        parts.append(f"<pre>{lines}</pre>")
+    parts.append(f"<p><i>re-attach with <code>%bt_job {e(str(h.get('id', '')))}</code></i></p>")
+    parts.append("</div>")
+    return "".join(parts)

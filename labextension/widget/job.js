@@ -1,4 +1,6 @@
-import "./job.css"; // esbuild emits it next to the bundle: static/job.css
+import uPlot from "uplot";
+import "uplot/dist/uPlot.min.css";
+import "./job.css"; // esbuild emits both next to the bundle: static/job.css
 // Front end of the live job widget (anywidget ESM). The kernel sends bounded state:
 // `log_tail` holds the newest lines, each with a sequence number, so this view appends
 // only lines it has not seen and keeps its own bounded buffer.
@@ -6,7 +8,15 @@ const KEEP = 5000;
 const STEPS = ["PENDING", "QUEUED", "CREATED", "DEPLOYING", "RUNNING", "COMPLETED"];
 /** Steps a job may skip (Baseten shows them only while it waits for capacity). */
 const WAITING = ["PENDING", "QUEUED"];
-const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
+const TERMINAL = ["COMPLETED", "FAILED", "STOPPED", "DEPLOY_FAILED"];
+const METRIC_PREFIX = "[bt-metric] ";
+/** A job still running whose kernel said nothing for this long is "disconnected". */
+const SILENCE_MS = 20_000;
+/** How long the kernel has to answer a ping before the view says "disconnected". */
+const PONG_MS = 5_000;
+/** The event the Training sidebar (labextension) listens for; it sets the flag below. */
+export const OPEN_JOB_EVENT = "bt-jupyter:open-job";
+const SERIES_VARS = ["--btj-s1", "--btj-s2", "--btj-s3", "--btj-s4", "--btj-s5", "--btj-s6"];
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -19,132 +29,299 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-function short(status) {
-  return (status || "").replace("TRAINING_JOB_", "");
-}
+const short = (status) => (status || "").replace("TRAINING_JOB_", "");
+const fmtTime = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "");
+const isBlank = (message) => !message.trim();
+const isMetric = (message) => message.startsWith(METRIC_PREFIX);
 
-function fmtTime(iso) {
-  return iso ? new Date(iso).toLocaleTimeString() : "";
-}
-
-function elapsed(header, status, history) {
+/** Seconds the job has run (or ran): from RUNNING (else its first status) to its end. */
+function runSeconds(status, history) {
   const start = history.find((h) => short(h.status) === "RUNNING") || history[0];
-  if (!start) return "";
-  const endEntry = ["COMPLETED", "FAILED", "STOPPED", "DEPLOY_FAILED"].includes(short(status))
-    ? history[history.length - 1]
-    : null;
-  const end = endEntry ? new Date(endEntry.at) : new Date();
-  const seconds = Math.max(0, Math.round((end - new Date(start.at)) / 1000));
-  const m = Math.floor(seconds / 60);
-  return `${m}m ${String(seconds % 60).padStart(2, "0")}s`;
+  if (!start) return 0;
+  const end = TERMINAL.includes(short(status)) ? new Date(history[history.length - 1].at) : new Date();
+  return Math.max(0, (end - new Date(start.at)) / 1000);
 }
 
-function plot(records) {
-  const keys = [...new Set(records.flatMap((r) => Object.keys(r)))].filter(
-    (k) => !["step", "time"].includes(k),
-  );
-  const box = el("div", { class: "btj-plot" });
-  if (!keys.length) {
-    box.append(el("div", { class: "btj-muted" }, "No metrics yet: call log_metrics(step=..., loss=...)"));
-    return box;
+function fmtSeconds(seconds) {
+  const s = Math.round(seconds);
+  return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
+}
+
+/** The theme's colours, read from CSS variables (job.css maps them to JupyterLab's). */
+function themeColors(root) {
+  const css = getComputedStyle(root);
+  const get = (name) => css.getPropertyValue(name).trim();
+  return { fg: get("--btj-fg"), muted: get("--btj-muted"), grid: get("--btj-grid"), series: SERIES_VARS.map(get) };
+}
+
+function withAlpha(color, alpha) {
+  // a faint copy of a series colour for the raw line under a smoothed one
+  return `color-mix(in srgb, ${color} ${Math.round(alpha * 100)}%, transparent)`;
+}
+
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    const area = el("textarea", { style: "position:fixed;opacity:0" });
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    const done = document.execCommand("copy");
+    area.remove();
+    return done;
   }
-  const W = 420, H = 140, P = 28;
-  const xs = records.map((r, i) => (r.step ?? i));
-  const [x0, x1] = [Math.min(...xs), Math.max(...xs) || 1];
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  svg.setAttribute("class", "btj-svg");
-  keys.forEach((key, n) => {
-    const points = records.filter((r) => typeof r[key] === "number");
-    if (!points.length) return;
-    const ys = points.map((r) => r[key]);
-    const [y0, y1] = [Math.min(...ys), Math.max(...ys)];
-    const span = y1 - y0 || 1;
-    const path = points
-      .map((r, i) => {
-        const x = P + ((((r.step ?? i) - x0) / ((x1 - x0) || 1)) * (W - 2 * P));
-        const y = H - P - (((r[key] - y0) / span) * (H - 2 * P));
-        return `${i ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)}`;
+}
+
+function copyButton(text, label = "copy") {
+  const button = el("button", { class: "btj-copy", title: `copy ${text}`, "data-testid": "copy" }, label);
+  button.addEventListener("click", async () => {
+    const done = await copyText(text());
+    button.textContent = done ? "copied" : "copy failed";
+    setTimeout(() => (button.textContent = label), 1500);
+  });
+  return button;
+}
+
+function ema(values, alpha) {
+  let last = null;
+  return values.map((v) => {
+    if (v === null || v === undefined || !Number.isFinite(v)) return null;
+    last = last === null ? v : alpha * last + (1 - alpha) * v;
+    return last;
+  });
+}
+
+/**
+ * Metric records -> one panel per metric: {name, x: [...], series: [{label, values}]}.
+ * Nodes that report separately are a series each.
+ */
+function panels(records, xKey) {
+  const names = [...new Set(records.flatMap((r) => Object.keys(r)))].filter(
+    (k) => !["step", "time", "node"].includes(k),
+  );
+  const nodes = [...new Set(records.map((r) => r.node ?? null))];
+  return names.map((name) => {
+    const rows = records.filter((r) => typeof r[name] === "number");
+    const xOf = (r, i) => (xKey === "time" ? r.time : (r.step ?? i));
+    const xs = [...new Set(rows.map(xOf))].filter((x) => typeof x === "number").sort((a, b) => a - b);
+    const index = new Map(xs.map((x, i) => [x, i]));
+    const series = nodes
+      .map((node) => {
+        const values = new Array(xs.length).fill(null);
+        rows.forEach((r, i) => {
+          if ((r.node ?? null) === node && index.has(xOf(r, i))) values[index.get(xOf(r, i))] = r[name];
+        });
+        return { label: nodes.length > 1 ? `${name} node ${node ?? "-"}` : name, values };
       })
-      .join(" ");
-    const line = document.createElementNS("http://www.w3.org/2000/svg", "path");
-    line.setAttribute("d", path);
-    line.setAttribute("fill", "none");
-    line.setAttribute("stroke", COLORS[n % COLORS.length]);
-    line.setAttribute("stroke-width", "1.5");
-    svg.append(line);
+      .filter((s) => s.values.some((v) => v !== null));
+    return { name, x: xs, series };
   });
-  box.append(svg);
-  const legend = el("div", { class: "btj-legend" });
-  keys.forEach((key, n) => {
-    const last = [...records].reverse().find((r) => typeof r[key] === "number");
-    legend.append(
-      el("span", { style: `color:${COLORS[n % COLORS.length]}` }, `■ ${key} ${last ? Number(last[key]).toPrecision(4) : ""}`),
+}
+
+/** One uPlot per metric, redrawn in place while the set of series stays the same. */
+class Charts {
+  constructor(box, root) {
+    this.box = box;
+    this.root = root;
+    this.plots = new Map();
+    this.key = "";
+    this.options = { x: "step", smoothing: 0, log: false };
+  }
+
+  width() {
+    return Math.max(260, Math.min(560, (this.box.clientWidth || 480) - 8));
+  }
+
+  draw(records, force = false) {
+    this.records = records;
+    if (!this.root.isConnected) {
+      // not in the page yet: its theme's colours cannot be read; draw once it is
+      requestAnimationFrame(() => this.draw(this.records, force));
+      return;
+    }
+    const found = panels(records, this.options.x);
+    if (!found.length) {
+      this.clear();
+      this.box.replaceChildren(el("div", { class: "btj-muted" }, "No metrics yet: call log_metrics(step=..., loss=...)"));
+      return;
+    }
+    const key = JSON.stringify([this.options, found.map((p) => [p.name, p.series.map((s) => s.label)])]);
+    if (force || key !== this.key) {
+      this.clear();
+      this.box.replaceChildren();
+      this.key = key;
+      for (const panel of found) this.plots.set(panel.name, this.create(panel));
+    }
+    for (const panel of found) this.plots.get(panel.name).setData(this.data(panel));
+  }
+
+  data(panel) {
+    const { smoothing, log } = this.options;
+    const clean = (values) => values.map((v) => (log && v !== null && v <= 0 ? null : v));
+    const columns = [panel.x];
+    for (const s of panel.series) {
+      if (smoothing > 0) columns.push(clean(s.values), clean(ema(s.values, smoothing)));
+      else columns.push(clean(s.values));
+    }
+    return columns;
+  }
+
+  create(panel) {
+    const colors = themeColors(this.root);
+    this.themed = Boolean(colors.fg);
+    const axis = { stroke: colors.fg, grid: { stroke: colors.grid, width: 1 }, ticks: { stroke: colors.grid, width: 1 } };
+    const series = [{ label: this.options.x === "time" ? "time" : "step", value: (u, v) => (v === null ? "–" : this.options.x === "time" ? new Date(v * 1000).toLocaleTimeString() : String(v)) }];
+    panel.series.forEach((s, n) => {
+      const color = colors.series[n % colors.series.length] || colors.fg;
+      const value = (u, v) => (v === null || v === undefined ? "–" : Number(v).toPrecision(4));
+      if (this.options.smoothing > 0) {
+        series.push({ label: `${s.label} (raw)`, stroke: withAlpha(color, 0.35), width: 1, value, spanGaps: true, points: { show: false } });
+        series.push({ label: s.label, stroke: color, width: 1.5, value, spanGaps: true, points: { show: false } });
+      } else {
+        series.push({ label: s.label, stroke: color, width: 1.5, value, spanGaps: true, points: { show: panel.x.length < 60 } });
+      }
+    });
+    const wrap = el("div", { class: "btj-chart", "data-testid": `chart-${panel.name}` }, el("div", { class: "btj-chart-title" }, panel.name));
+    this.box.append(wrap);
+    return new uPlot(
+      {
+        width: this.width(),
+        height: 150,
+        series,
+        scales: { x: { time: this.options.x === "time" }, y: this.options.log ? { distr: 3 } : {} },
+        axes: [{ ...axis, label: this.options.x, labelSize: 16 }, { ...axis, size: 56 }],
+        cursor: { drag: { x: true, y: false } },
+        legend: { live: true },
+      },
+      this.data(panel),
+      wrap,
     );
-  });
-  box.append(legend);
-  return box;
+  }
+
+  resize() {
+    if (this.plots.size && !this.themed) { this.draw(this.records || [], true); return; }
+    for (const plot of this.plots.values()) plot.setSize({ width: this.width(), height: 150 });
+  }
+
+  clear() {
+    for (const plot of this.plots.values()) plot.destroy();
+    this.plots.clear();
+    this.key = "";
+  }
 }
 
 function render({ model, el: root }) {
-  root.classList.add("btj");
+  root.classList.add("btj", "btj-live");
+  // the view shown after the kernel updated the output with the job's final state
+  if (model.get("final_output")) root.dataset.final = "1";
   const lines = [];
   let lastSeq = 0;
   let follow = true;
   let filter = "";
   let node = "all";
+  let showMetrics = false;
+  let showTimes = false;
+  let disconnected = false;
+  let lastBeat = { value: model.get("beat"), seen: Date.now() };
+  let pinged = null; // the timer of an unanswered ping
 
   const header = el("div", { class: "btj-header" });
   const stepper = el("div", { class: "btj-stepper" });
+  const banner = el("div", { class: "btj-banner", "data-testid": "disconnected" });
   const error = el("div", { class: "btj-error" });
   const notice = el("div", { class: "btj-notice", "data-testid": "notice" });
+  const outputs = el("div", { class: "btj-muted", "data-testid": "outputs" });
   const buttons = el("div", { class: "btj-buttons" });
   const logBox = el("pre", { class: "btj-logs", "data-testid": "logs" });
   const logInfo = el("span", { class: "btj-muted" });
   const search = el("input", { type: "search", placeholder: "filter logs", class: "btj-search" });
   const nodeSelect = el("select", { class: "btj-node" });
-  const followBox = el("input", { type: "checkbox", checked: "" });
-  const plotBox = el("div");
+  const followBox = el("input", { type: "checkbox", checked: "", "data-testid": "follow" });
+  const metricBox = el("input", { type: "checkbox", "data-testid": "show-metrics" });
+  const timeBox = el("input", { type: "checkbox", "data-testid": "show-times" });
+  const chartBox = el("div", { class: "btj-charts", "data-testid": "charts" });
   const resources = el("div", { class: "btj-muted", "data-testid": "resources" });
   const ckptBox = el("div");
   const deployBox = el("div");
+  const dialog = el("div", { class: "btj-dialog", role: "dialog", "data-testid": "confirm" });
+  const charts = new Charts(chartBox, root);
 
+  /** The in-widget confirm (themed; no browser confirm, no dependency on JupyterLab). */
+  function confirmThen(message, label, action) {
+    const ok = el("button", { class: "btj-primary", "data-testid": "confirm-ok" }, label);
+    const cancel = el("button", { "data-testid": "confirm-cancel" }, "Cancel");
+    const close = () => dialog.replaceChildren();
+    ok.addEventListener("click", () => { close(); action(); });
+    cancel.addEventListener("click", close);
+    dialog.replaceChildren(el("div", { class: "btj-dialog-box" }, el("div", {}, message), el("div", { class: "btj-buttons" }, cancel, ok)));
+    ok.focus();
+  }
+
+  const jobId = () => model.get("header").id;
   const stop = el("button", { class: "btj-stop", "data-testid": "stop" }, "Stop");
-  const refresh = el("button", {}, "Refresh");
-  const recreate = el("button", {}, "Recreate");
-  const download = el("button", {}, "Download log");
-  stop.addEventListener("click", () => {
-    if (window.confirm(`Stop job ${model.get("header").id}?`)) model.send({ type: "stop" });
-  });
+  const refresh = el("button", { "data-testid": "refresh" }, "Refresh");
+  const recreate = el("button", { "data-testid": "recreate" }, "Recreate");
+  const download = el("button", { "data-testid": "download" }, "Download log");
+  const openSidebar = el("button", { "data-testid": "open-sidebar", hidden: "" }, "Open in Training sidebar");
+  stop.addEventListener("click", () =>
+    confirmThen(`Stop job ${jobId()}? It cannot be resumed.`, "Stop job", () => model.send({ type: "stop" })));
   refresh.addEventListener("click", () => model.send({ type: "refresh" }));
-  recreate.addEventListener("click", () => model.send({ type: "recreate" }));
+  recreate.addEventListener("click", () =>
+    confirmThen(`Start a new job with the same settings as ${jobId()}? This widget then shows the new job.`,
+      "Recreate", () => model.send({ type: "recreate" })));
   download.addEventListener("click", () => model.send({ type: "download" }));
-  buttons.append(stop, refresh, recreate, download);
+  openSidebar.addEventListener("click", () => {
+    const h = model.get("header");
+    document.dispatchEvent(new CustomEvent(OPEN_JOB_EVENT, { detail: { jobId: h.id, project: h.project, backend: h.backend } }));
+  });
+  const actions = [stop, refresh, recreate, download];
+  buttons.append(...actions, openSidebar);
 
   search.addEventListener("input", () => { filter = search.value.toLowerCase(); drawLogs(); });
   nodeSelect.addEventListener("change", () => { node = nodeSelect.value; drawLogs(); });
   followBox.addEventListener("change", () => { follow = followBox.checked; if (follow) drawLogs(); });
+  metricBox.addEventListener("change", () => { showMetrics = metricBox.checked; drawLogs(); });
+  timeBox.addEventListener("change", () => { showTimes = timeBox.checked; drawLogs(); });
 
   const controls = el("div", { class: "btj-controls" }, search, nodeSelect,
-    el("label", {}, followBox, " follow"), logInfo);
+    el("label", {}, followBox, " follow"), el("label", {}, timeBox, " timestamps"),
+    el("label", {}, metricBox, " metric lines"), logInfo);
 
-  root.append(header, stepper, notice, error, buttons,
+  const xSelect = el("select", { "data-testid": "chart-x" }, el("option", { value: "step" }, "x: step"), el("option", { value: "time" }, "x: time"));
+  const smooth = el("input", { type: "range", min: "0", max: "0.99", step: "0.01", value: "0", "data-testid": "smoothing" });
+  const logScale = el("input", { type: "checkbox", "data-testid": "log-scale" });
+  const redraw = () => charts.draw(model.get("metrics"), true);
+  xSelect.addEventListener("change", () => { charts.options.x = xSelect.value; redraw(); });
+  smooth.addEventListener("input", () => { charts.options.smoothing = Number(smooth.value); redraw(); });
+  logScale.addEventListener("change", () => { charts.options.log = logScale.checked; redraw(); });
+  const chartControls = el("div", { class: "btj-controls" }, xSelect,
+    el("label", {}, "smoothing ", smooth), el("label", {}, logScale, " log scale"));
+
+  root.append(header, stepper, banner, notice, error, outputs, buttons, dialog,
     el("details", { open: "" }, el("summary", {}, "Logs"), controls, logBox),
-    el("details", { open: "" }, el("summary", {}, "Metrics"), resources, plotBox),
+    el("details", { open: "" }, el("summary", {}, "Metrics"), resources, chartControls, chartBox),
     el("details", { open: "" }, el("summary", {}, "Checkpoints"), ckptBox, deployBox));
 
   function drawHeader() {
     const h = model.get("header");
     const status = model.get("status");
     const history = model.get("history");
-    const cost = h.cost_per_hour ? ` · ~$${(h.cost_per_hour).toFixed(2)}/h` : "";
+    const seconds = runSeconds(status, history);
+    const hours = seconds / 3600;
+    const costs = [];
+    if (h.gpus && h.gpu_type) costs.push(`${(h.gpus * hours).toFixed(2)} GPU-h`);
+    if (h.cost_per_hour) costs.push(`~$${(h.cost_per_hour * hours).toFixed(2)} so far · ~$${h.cost_per_hour.toFixed(2)}/h`);
+    else if (h.baseten_cost_per_hour) costs.push(`would cost ~$${h.baseten_cost_per_hour.toFixed(2)}/h on Baseten`);
     header.replaceChildren(
       el("div", { class: "btj-title" }, el("b", {}, h.name || h.id), " ",
-        el("span", { class: `btj-badge btj-${short(status).toLowerCase()}`, "data-testid": "status" }, short(status))),
-      el("div", { class: "btj-muted" },
-        [h.id, `project ${h.project}`, h.backend, h.compute, h.base_image,
-          `created ${fmtTime(h.created)}`, `elapsed ${elapsed(h, status, history)}`]
-          .filter(Boolean).join(" · ") + cost),
+        el("span", { class: `btj-badge btj-${short(status).toLowerCase()}`, "data-testid": "status" }, short(status)),
+        " ", el("code", { class: "btj-id", "data-testid": "job-id" }, h.id || ""), copyButton(() => h.id)),
+      el("div", { class: "btj-muted", "data-testid": "meta" },
+        [`project ${h.project}`, h.backend, h.compute, h.base_image,
+          `created ${fmtTime(h.created)}`, `elapsed ${fmtSeconds(seconds)}`, ...costs]
+          .filter(Boolean).join(" · ")),
     );
     const reached = new Map(history.map((x) => [short(x.status), x.at]));
     const final = short(status);
@@ -154,7 +331,29 @@ function render({ model, el: root }) {
         s, el("small", {}, reached.has(s) ? ` ${fmtTime(reached.get(s))}` : ""))));
     error.textContent = model.get("error") || "";
     notice.textContent = model.get("notice") || "";
-    stop.disabled = ["COMPLETED", "FAILED", "STOPPED", "DEPLOY_FAILED"].includes(final);
+    outputs.textContent = model.get("outputs") || "";
+    openSidebar.hidden = document.body.dataset.btJupyterSidebar !== "1";
+    const ended = TERMINAL.includes(final);
+    stop.disabled = ended || disconnected;
+    for (const b of [refresh, recreate, download]) b.disabled = disconnected;
+    if (ended && follow) drawLogs(); // the end of the log ("Job COMPLETED") is in view
+  }
+
+  /** The kernel is gone: say so, stop the clock, and disable what needs it. */
+  function markDisconnected(why) {
+    if (disconnected) return;
+    disconnected = true;
+    clearInterval(timer);
+    root.classList.remove("btj-live");
+    root.classList.add("btj-disconnected");
+    const command = () => `%bt_job ${jobId()}`;
+    banner.replaceChildren(el("span", {}, `disconnected (${why}) — re-attach with `),
+      el("code", {}, command()), copyButton(command));
+    dialog.replaceChildren();
+    drawHeader();
+    charts.draw(model.get("metrics"));
+    for (const b of ckptBox.querySelectorAll("button")) b.disabled = true;
+    for (const b of deployBox.querySelectorAll("button")) b.disabled = true;
   }
 
   function takeLogs() {
@@ -167,29 +366,42 @@ function render({ model, el: root }) {
       nodeSelect.replaceChildren(...nodes.map((n) => el("option", { value: n }, n === "all" ? "all nodes" : `node ${n}`)));
       nodeSelect.value = node;
     }
-    if (follow) drawLogs();
+    drawLogs();
   }
 
+  const scrollToEnd = () => { if (follow) logBox.scrollTop = logBox.scrollHeight; };
+
   function drawLogs() {
-    const shown = lines.filter((l) => (node === "all" || String(l.node) === node) &&
-      (!filter || l.message.toLowerCase().includes(filter)));
-    logBox.textContent = shown.map((l) => `${l.node === null ? "[runner]" : `[${l.node}]`} ${l.message}`).join("\n");
-    logBox.scrollTop = logBox.scrollHeight;
-    logInfo.textContent = ` ${model.get("log_count").toLocaleString()} lines (showing the last ${shown.length})`;
+    const shown = lines.filter((l) => !isBlank(l.message) && (showMetrics || !isMetric(l.message)) &&
+      (node === "all" || String(l.node) === node) && (!filter || l.message.toLowerCase().includes(filter)));
+    const stamp = (l) => (showTimes && l.ts ? `${new Date(l.ts).toISOString().slice(11, 23)} ` : "");
+    logBox.textContent = shown.map((l) => `${stamp(l)}${l.node === null ? "[runner]" : `[${l.node}]`} ${l.message}`).join("\n");
+    scrollToEnd();
+    logInfo.textContent = ` ${model.get("log_count").toLocaleString()} lines (showing ${shown.length})`;
   }
+
+  // Follow: whenever the log becomes visible (Run All scrolls it into view, a cell is
+  // re-attached by notebook windowing, a collapsed section opens), its end is in view.
+  const seen = new IntersectionObserver((entries) => { if (entries.some((e) => e.isIntersecting)) scrollToEnd(); });
+  seen.observe(logBox);
+  const resized = new ResizeObserver(() => { scrollToEnd(); charts.resize(); });
+  resized.observe(logBox);
+  resized.observe(chartBox);
 
   const deploy = (checkpoint) => model.send({ type: "deploy", checkpoint });
 
   function drawCheckpoints() {
     const rows = model.get("checkpoints");
     if (!rows.length) { ckptBox.replaceChildren(el("div", { class: "btj-muted" }, "No checkpoints yet")); return; }
+    const size = (c) => (c.writing ? `writing… ${c.size ? `${(c.size / 1e6).toFixed(2)} MB` : ""}` : `${(c.size / 1e6).toFixed(2)} MB`);
     ckptBox.replaceChildren(
       el("button", { "data-testid": "deploy-latest", onclick: () => deploy("latest") }, "Deploy latest"),
       el("table", { class: "btj-table" },
         el("tr", {}, el("th", {}, "name"), el("th", {}, "node"), el("th", {}, "type"), el("th", {}, "size"), el("th", {}, "created"), el("th", {}, "")),
         ...rows.map((c) => el("tr", {}, el("td", {}, c.name), el("td", {}, (c.nodes || []).join(", ")), el("td", {}, c.type),
-          el("td", {}, `${(c.size / 1e6).toFixed(2)} MB`), el("td", {}, fmtTime(c.created)),
+          el("td", { "data-testid": "checkpoint-size" }, size(c)), el("td", {}, fmtTime(c.created)),
           el("td", {}, el("button", { onclick: () => deploy(c.name) }, "Deploy"))))));
+    if (disconnected) for (const b of ckptBox.querySelectorAll("button")) b.disabled = true;
   }
 
   const answers = new Map();
@@ -202,13 +414,43 @@ function render({ model, el: root }) {
       return el("div", { class: "btj-deployment", "data-testid": "deployment" },
         el("div", {}, el("b", {}, d.name), " ",
           el("span", { class: `btj-badge btj-${d.status.toLowerCase()}` }, d.status), " ",
-          el("span", { class: "btj-muted" }, `${d.checkpoint} · ${d.url}`)),
+          el("span", { class: "btj-muted" }, `${d.checkpoint} · `),
+          d.url ? el("a", { href: d.url, target: "_blank", rel: "noopener" }, d.url) : ""),
         d.error ? el("div", { class: "btj-error" }, d.error) : "",
         live ? el("div", { class: "btj-controls" }, input,
           el("button", { onclick: () => model.send({ type: "try", id: d.id, input: input.value }) }, "Send"),
-          el("button", { onclick: () => model.send({ type: "stop_deployment", id: d.id }) }, "Stop deployment")) : "",
+          el("button", { onclick: () => confirmThen(`Stop deployment ${d.name}?`, "Stop deployment",
+            () => model.send({ type: "stop_deployment", id: d.id })) }, "Stop deployment")) : "",
         answer);
     }));
+  }
+
+  function drawResources() {
+    resources.textContent = model.get("resources").map((r) =>
+      `node ${r.node}: CPU ${(100 * r.cpu).toFixed(0)}% · ${(r.memory_bytes / 1e9).toFixed(2)} GB` +
+      (r.gpu === null ? "" : ` · GPU ${(100 * r.gpu).toFixed(0)}%`)).join("   ");
+  }
+
+  /** A kernel that was only silent (busy in native code) speaks again: live again. */
+  function reconnect() {
+    if (!disconnected) return;
+    disconnected = false;
+    root.classList.add("btj-live");
+    root.classList.remove("btj-disconnected");
+    banner.replaceChildren();
+    timer = setInterval(tick, 1000);
+    drawHeader(); drawCheckpoints(); drawDeployments();
+  }
+
+  function checkBeat() {
+    const beat = model.get("beat");
+    if (beat !== lastBeat.value) {
+      lastBeat = { value: beat, seen: Date.now() };
+      clearTimeout(pinged); pinged = null;
+      reconnect();
+    }
+    const running = !TERMINAL.includes(short(model.get("status")));
+    if (running && Date.now() - lastBeat.seen > SILENCE_MS) ping();
   }
 
   model.on("change:header", drawHeader);
@@ -216,16 +458,24 @@ function render({ model, el: root }) {
   model.on("change:history", drawHeader);
   model.on("change:error", drawHeader);
   model.on("change:notice", drawHeader);
+  model.on("change:outputs", drawHeader);
   model.on("change:log_tail", takeLogs);
-  model.on("change:metrics", () => plotBox.replaceChildren(plot(model.get("metrics"))));
+  model.on("change:metrics", () => charts.draw(model.get("metrics")));
   model.on("change:checkpoints", drawCheckpoints);
-  model.on("change:resources", () => {
-    resources.textContent = model.get("resources").map((r) =>
-      `node ${r.node}: CPU ${(100 * r.cpu).toFixed(0)}% · ${(r.memory_bytes / 1e9).toFixed(2)} GB` +
-      (r.gpu === null ? "" : ` · GPU ${(100 * r.gpu).toFixed(0)}%`)).join("   ");
-  });
+  model.on("change:resources", drawResources);
   model.on("change:deployments", drawDeployments);
+  model.on("change:beat", checkBeat);
+  // ipywidgets sets the model's comm dead when the kernel restarts or goes away
+  // ipywidgets marks the model's comm dead when the kernel restarts or goes away; other
+  // frontends may not: a ping the kernel does not answer says the same
+  function ping() {
+    if (disconnected || pinged) return;
+    pinged = setTimeout(() => markDisconnected("the kernel restarted or stopped"), PONG_MS);
+    try { model.send({ type: "ping" }); } catch { markDisconnected("the kernel restarted or stopped"); }
+  }
+  model.on("comm_live_update", ping);
   model.on("msg:custom", (msg) => {
+    if (msg.type === "pong") { clearTimeout(pinged); pinged = null; reconnect(); }
     if (msg.type === "try_result") { answers.set(msg.id, msg.text); drawDeployments(); }
     if (msg.type === "error") { error.textContent = msg.message; }
     if (msg.type === "log_file") {
@@ -235,10 +485,24 @@ function render({ model, el: root }) {
       URL.revokeObjectURL(url);
     }
   });
-  drawHeader(); takeLogs(); drawCheckpoints(); drawDeployments();
-  plotBox.replaceChildren(plot(model.get("metrics")));
-  const timer = setInterval(drawHeader, 1000);
-  return () => clearInterval(timer);
+  // the theme changed (light <-> dark): uPlot's colours are read again
+  const themed = new MutationObserver(() => charts.draw(model.get("metrics"), true));
+  themed.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-name", "data-jp-theme-light"] });
+
+  // A view of a model restored from a saved notebook (or of a kernel long silent): ask
+  // the kernel at once rather than after SILENCE_MS.
+  if (Date.now() / 1000 - model.get("beat") > SILENCE_MS / 1000) ping();
+  const tick = () => { drawHeader(); checkBeat(); };
+  let timer = setInterval(tick, 1000);
+  drawHeader(); takeLogs(); drawCheckpoints(); drawDeployments(); drawResources();
+  charts.draw(model.get("metrics"));
+  return () => {
+    clearInterval(timer);
+    seen.disconnect();
+    resized.disconnect();
+    themed.disconnect();
+    charts.clear();
+  };
 }
 
 export default { render };
