@@ -278,7 +278,7 @@ def test_every_endpoint_on_a_finished_job(
     assert_error(call("jobs", status="FINISHED"), 400, "unknown job status 'FINISHED'")
 
     detail = call("jobs", job.id).body
-    assert set(detail) == {"job", "history", "checkpoints", "deployments"}
+    assert set(detail) == {"job", "history", "checkpoints", "deployments", "cost"}
     assert detail["job"] == listed
     assert [h["status_short"] for h in detail["history"]] == [
         "CREATED", "DEPLOYING", "RUNNING", "COMPLETED"
@@ -323,7 +323,7 @@ def test_every_endpoint_on_a_finished_job(
     assert deployed.code == 202, deployed
     deployment = deployed.body["deployment"]
     try:  # started, not waited for
-        assert set(deployment) == {"id", "name", "status", "url", "checkpoint"}
+        assert set(deployment) == {"id", "name", "status", "url", "checkpoint", "kind", "error"}
         assert deployment["checkpoint"] == "checkpoint-1"
         assert deployment["status"] == "DEPLOYING"
         assert deployment["url"].startswith("http://127.0.0.1:")

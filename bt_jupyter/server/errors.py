@@ -29,6 +29,10 @@ class Conflict(BtJupyterError):
     """The request does not fit the job's state, e.g. stopping an ended job (HTTP 409)."""
 
 
+class NoSuchDeployment(BtJupyterError):
+    """The job has no deployment of that id (HTTP 404)."""
+
+
 class BackendUnavailable(BtJupyterError):
     """The backend's service could not be started or reached (HTTP 503)."""
 
@@ -58,7 +62,7 @@ def failure(exc: BaseException) -> HttpFailure | None:
             f"the service refused the API key: {exc.message}; set BASETEN_API_KEY to a valid "
             "key (or run `truss login`) and try again",
         )
-    if isinstance(exc, NoSuchJob):
+    if isinstance(exc, (NoSuchJob, NoSuchDeployment)):
         return HttpFailure(404, "not_found", str(exc))
     if isinstance(exc, NotFound):
         return HttpFailure(404, "not_found", exc.message)

@@ -146,6 +146,42 @@ class DeployHandler(BaseHandler):
         self.finish(answer)
 
 
+class MetricsHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def get(self, job_id: str) -> None:
+        self.finish(await self.run(lambda client: operations.metrics(client, job_id)))
+
+
+class DeploymentCallHandler(BaseHandler):
+    """The try-it box: the browser sends text, the key stays on the server."""
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def post(self, job_id: str, deployment_id: str) -> None:
+        body: Any = self.get_json_body() or {}
+        text = body.get("input", "") if isinstance(body, dict) else None
+        if not isinstance(text, str):
+            raise BadRequest('the body must be {"input": "<prompt or JSON text>"}')
+        self.finish(
+            await self.run(
+                lambda client: operations.call_deployment(client, job_id, deployment_id, text)
+            )
+        )
+
+
+class DeploymentStopHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def post(self, job_id: str, deployment_id: str) -> None:
+        self.finish(
+            await self.run(lambda client: operations.stop_deployment(client, job_id, deployment_id))
+        )
+
+
 def routes(base_url: str) -> list[tuple[str, type[BaseHandler]]]:
     def at(path: str) -> str:
         return url_path_join(base_url, "bt-jupyter", path)
@@ -160,4 +196,7 @@ def routes(base_url: str) -> list[tuple[str, type[BaseHandler]]]:
         (at(f"{job}/checkpoints"), CheckpointsHandler),
         (at(f"{job}/stop"), StopHandler),
         (at(f"{job}/deploy"), DeployHandler),
+        (at(f"{job}/metrics"), MetricsHandler),
+        (at(f"{job}/deployments/([^/]+)/call"), DeploymentCallHandler),
+        (at(f"{job}/deployments/([^/]+)/stop"), DeploymentStopHandler),
     ]

@@ -7,12 +7,18 @@ its answer. The work itself is the client's (``Client.jobs``, ``Job.stop``,
 
 from __future__ import annotations
 
-from bt_jupyter import spec
+import json
+from typing import Any
+
+from bt_jupyter import runtime, spec
 from bt_jupyter._version import __version__
+from bt_jupyter.client import node_of
+from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import MissingApiKey
 from bt_jupyter.jobs import Client, find_api_key
 from bt_jupyter.server.backends import BACKENDS
-from bt_jupyter.server.errors import BadRequest, Conflict
+from bt_jupyter.server.cost import cost_json
+from bt_jupyter.server.errors import BadRequest, Conflict, NoSuchDeployment
 from bt_jupyter.server.wire import (
     JSON,
     checkpoint_json,
@@ -48,8 +54,10 @@ def jobs(client: Client, project: str | None, status: spec.TrainingJobStatus | N
 def job(client: Client, job_id: str) -> JSON:
     found = client.job(job_id)
     deployments = [deployment_json(d) for d in found.deployments()]
+    shown = job_json(found)
     return {
-        "job": job_json(found),
+        "job": shown,
+        "cost": cost_json(found, shown["elapsed_s"]),
         "history": history_json(found.history()),
         "checkpoints": [checkpoint_json(c) for c in found.checkpoints()],
         "deployments": deployments,
@@ -73,3 +81,42 @@ def deploy(client: Client, job_id: str, checkpoint: str) -> JSON:
         raise BadRequest('"checkpoint" must be "latest" or the name of a checkpoint')
     deployment = client.job(job_id).deploy(checkpoint)
     return {"deployment": deployment_json(deployment)}
+
+
+def metrics(client: Client, job_id: str) -> JSON:
+    """Every ``log_metrics`` record of the job with the node that printed it, in order."""
+    records: list[JSON] = []
+    for line in client.job(job_id).logs():
+        record = runtime.parse_metric(line.message)
+        if record is not None:
+            records.append({**record, "node": node_of(line.replica)})
+    return {"metrics": records}
+
+
+def _deployment(client: Client, job_id: str, deployment_id: str) -> Deployment:
+    for found in client.job(job_id).deployments():
+        if found.id == deployment_id:
+            return found
+    raise NoSuchDeployment(f"job {job_id} has no deployment {deployment_id!r}")
+
+
+def call_deployment(client: Client, job_id: str, deployment_id: str, text: str) -> JSON:
+    """Send the try-it box's input: a prompt to a completions server, JSON to a
+    ``%%bt_model`` one. The service's key is added by the client, here, never in the page."""
+    deployment = _deployment(client, job_id, deployment_id)
+    if deployment.kind == "model":
+        try:
+            request: Any = json.loads(text or "{}")
+        except ValueError as exc:
+            raise BadRequest(
+                f"this deployment takes JSON (a class Model's predict input): {exc}"
+            ) from None
+        return {"text": json.dumps(deployment.predict(request))}
+    return {"text": deployment.complete(text, max_tokens=32)}
+
+
+def stop_deployment(client: Client, job_id: str, deployment_id: str) -> JSON:
+    deployment = _deployment(client, job_id, deployment_id)
+    if deployment.status not in deployment.PENDING | deployment.SERVING:
+        raise Conflict(f"deployment {deployment.id} is already {deployment.status}")
+    return {"deployment": deployment_json(deployment.stop())}

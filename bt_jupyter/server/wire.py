@@ -85,6 +85,8 @@ def deployment_json(deployment: Deployment) -> JSON:
         "status": deployment.status,
         "url": deployment.url,
         "checkpoint": deployment.checkpoint,
+        "kind": deployment.kind,
+        "error": deployment.error_message,
     }
 
 

@@ -29,6 +29,7 @@ from bt_jupyter.client import log_text, node_of
 from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import ConnectionFailed
 from bt_jupyter.jobs import Job
+from bt_jupyter.pricing import gpu_cost_per_hour
 
 TICK_SECONDS = 0.2
 TAIL_LINES = 300
@@ -41,16 +42,6 @@ UNREACHABLE_WAIT_S = 1.0
 #: widget whose job is not over and whose kernel has been silent for long "disconnected".
 BEAT_SECONDS = 3.0
 #: Estimated on-demand price per GPU-hour (USD), for the header's cost estimate.
-GPU_HOUR_PRICES: dict[str, float] = {
-    "T4": 0.63,
-    "L4": 0.85,
-    "A10G": 1.21,
-    "A100": 4.00,
-    "H100": 6.50,
-    "H100_40GB": 4.65,
-    "H200": 7.50,
-    "B200": 9.98,
-}
 _HERE = Path(__file__).parent
 
 
@@ -64,10 +55,8 @@ def cost_per_hour(job: Job, prices: dict[str, float] | None = None) -> float:
 def baseten_cost_per_hour(job: Job, prices: dict[str, float] | None = None) -> float:
     """What the job's requested GPUs cost per hour on Baseten (the local backend shows it
     as "would cost"); 0 for CPU-only compute or a GPU with no known price."""
-    if not job.instance_type.gpu_type:
-        return 0.0
-    price = (prices or GPU_HOUR_PRICES).get(job.instance_type.gpu_type, 0.0)
-    return price * job.instance_type.gpu_count * job.node_count
+    kind = job.instance_type
+    return gpu_cost_per_hour(kind.gpu_type, kind.gpu_count, job.node_count, prices)
 
 
 def iso_time(timestamp_ns: str) -> str:

@@ -10,6 +10,7 @@ import type {
   Job,
   JobDetail,
   LogsPage,
+  MetricRecord,
   Project,
   ServerConfig
 } from './model';
@@ -113,6 +114,27 @@ export class TrainingApi {
     const path = `jobs/${encodeURIComponent(jobId)}/deploy`;
     const reply = await this.call<{ deployment: Deployment }>('POST', path, { backend }, { checkpoint });
     return reply.deployment;
+  }
+
+  async metrics(backend: Backend, jobId: string): Promise<MetricRecord[]> {
+    const path = `jobs/${encodeURIComponent(jobId)}/metrics`;
+    return (await this.call<{ metrics: MetricRecord[] }>('GET', path, { backend })).metrics;
+  }
+
+  /** The try-it box: the server calls the deployment with its key; the page never sees it. */
+  async callDeployment(
+    backend: Backend,
+    jobId: string,
+    deploymentId: string,
+    input: string
+  ): Promise<string> {
+    const path = `jobs/${encodeURIComponent(jobId)}/deployments/${encodeURIComponent(deploymentId)}/call`;
+    return (await this.call<{ text: string }>('POST', path, { backend }, { input })).text;
+  }
+
+  async stopDeployment(backend: Backend, jobId: string, deploymentId: string): Promise<Deployment> {
+    const path = `jobs/${encodeURIComponent(jobId)}/deployments/${encodeURIComponent(deploymentId)}/stop`;
+    return (await this.call<{ deployment: Deployment }>('POST', path, { backend }, {})).deployment;
   }
 
   private async call<T>(

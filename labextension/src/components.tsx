@@ -1,5 +1,7 @@
 /** Small React pieces shared by the sidebar, the job panel and the status bar. */
 
+import { Clipboard, Notification } from '@jupyterlab/apputils';
+import { copyIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import type { StatusShort } from './model';
@@ -48,5 +50,24 @@ export function ErrorLine(props: { message: string | null }): JSX.Element | null
     <div className="bt-Error" role="alert" data-testid="bt-error">
       {props.message}
     </div>
+  );
+}
+
+/** A small "copy" button: the job id to paste into `%bt_job ID` or a ticket. */
+export function CopyButton(props: { text: string; what: string }): JSX.Element {
+  return (
+    <button
+      className="bt-Button bt-CopyButton"
+      data-testid="bt-copy"
+      title={`Copy the ${props.what} (${props.text})`}
+      aria-label={`Copy the ${props.what}`}
+      onClick={event => {
+        event.stopPropagation();
+        Clipboard.copyToSystem(props.text);
+        Notification.info(`Copied ${props.what} ${props.text}`, { autoClose: 2000 });
+      }}
+    >
+      <copyIcon.react tag="span" elementSize="small" />
+    </button>
   );
 }

@@ -10,7 +10,7 @@ import {
   type JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import { ICommandPalette, WidgetTracker } from '@jupyterlab/apputils';
-import { INotebookTracker } from '@jupyterlab/notebook';
+import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 import { ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
@@ -19,13 +19,22 @@ import { TrainingApi } from './api';
 import { trainingIcon } from './icons';
 import { JobController } from './job';
 import { JobPanel, jobPanelId } from './jobpanel';
-import type { Backend, MagicDefaults } from './model';
+import { hasTrainMagic, type Backend, type MagicDefaults } from './model';
 import { runCellOnBaseten } from './runcell';
 import { SIDEBAR_ID, TrainingSidebar } from './sidebar';
 import { RunningJobsItem } from './statusbar';
 import { TrainingStore } from './store';
 
 const PLUGIN_ID = 'bt-jupyter:plugin';
+
+/** The widget's "Open in Training sidebar" asks for a job's panel with this DOM event. */
+export const OPEN_JOB_EVENT = 'bt-jupyter:open-job';
+
+interface OpenJobDetail {
+  jobId?: unknown;
+  projectId?: unknown;
+  backend?: unknown;
+}
 
 export namespace CommandIDs {
   export const runCell = 'bt-jupyter:run-cell-on-baseten';
@@ -64,6 +73,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette: ICommandPalette | null,
     restorer: ILayoutRestorer | null
   ): Promise<void> => {
+    const notebook7 = app.name === 'Jupyter Notebook';
     const serverSettings = ServerConnection.makeSettings();
     const api = new TrainingApi(
       (url, init) => ServerConnection.makeRequest(url, init, serverSettings),
@@ -99,7 +109,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       });
       const panel = new JobPanel(controller, label ?? jobId);
       void panels.add(panel);
-      app.shell.add(panel, 'main');
+      // Notebook 7's main area holds the one notebook of the page: the panel goes right.
+      app.shell.add(panel, notebook7 ? 'right' : 'main', { rank: 1000 });
       app.shell.activateById(panel.id);
       return panel;
     };
@@ -138,6 +149,34 @@ const plugin: JupyterFrontEndPlugin<void> = {
       name: panel => panel.id
     });
 
+    // The job widget (any notebook frontend) checks this flag to offer "Open in Training
+    // sidebar", and asks with a DOM event: no import between the two bundles.
+    document.body.dataset.btJupyterSidebar = '1';
+    document.addEventListener(OPEN_JOB_EVENT, event => {
+      const detail = ((event as CustomEvent).detail ?? {}) as OpenJobDetail;
+      if (typeof detail.jobId !== 'string' || !detail.jobId) {
+        return;
+      }
+      const backend: Backend =
+        detail.backend === 'baseten' || detail.backend === 'local'
+          ? detail.backend
+          : store.state.backend;
+      openJob(backend, detail.jobId);
+    });
+
+    // A %%bt_train cell submits a job: poll fast from the moment it starts (the status bar
+    // and sidebar show the job within a second), and refresh when it has run.
+    NotebookActions.executionScheduled.connect((_, { cell }) => {
+      if (cell.model.type === 'code' && hasTrainMagic(cell.model.sharedModel.getSource())) {
+        store.expectJob();
+      }
+    });
+    NotebookActions.executed.connect((_, { cell }) => {
+      if (cell.model.type === 'code' && hasTrainMagic(cell.model.sharedModel.getSource())) {
+        void store.refreshNow();
+      }
+    });
+
     if (notebooks) {
       app.commands.addCommand(CommandIDs.runCell, {
         label: 'Run Cell on Baseten',
@@ -147,6 +186,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         execute: async () => {
           const panel = notebooks.currentWidget;
           if (panel) {
+            store.expectJob();
             await runCellOnBaseten(panel, current);
             void store.refreshNow();
           }

@@ -7,7 +7,14 @@
 
 import type { TrainingApi } from './api';
 import { LogFollower, type LogFollowerOptions, type LogState } from './logs';
-import type { Backend, Deployment, Job, JobDetail } from './model';
+import {
+  deploymentPending,
+  type Backend,
+  type Deployment,
+  type Job,
+  type JobDetail,
+  type MetricRecord
+} from './model';
 import { messageOf, pollMs } from './store';
 
 export interface JobViewState {
@@ -17,7 +24,16 @@ export interface JobViewState {
   stopping: boolean;
   /** Checkpoint names whose Deploy request is in flight. */
   deploying: ReadonlySet<string>;
+  /** The job's `log_metrics` records (with the node of each). */
+  metrics: MetricRecord[];
+  /** The try-it box's last answer (or error) per deployment id. */
+  answers: Readonly<Record<string, { text: string; error: boolean }>>;
+  /** Deployment ids with a call or a stop in flight. */
+  calling: ReadonlySet<string>;
 }
+
+/** How often a deployment on its way to ACTIVE is polled (at most). */
+export const DEPLOY_POLL_MS = 1000;
 
 export interface JobControllerOptions {
   pollIntervalS: number;
@@ -47,7 +63,10 @@ export class JobController {
       error: null,
       logs: this.follower.state,
       stopping: false,
-      deploying: new Set()
+      deploying: new Set(),
+      metrics: [],
+      answers: {},
+      calling: new Set()
     };
   }
 
@@ -78,20 +97,67 @@ export class JobController {
     }
   }
 
-  /** Fetch the job now; keep polling while it has not ended (one timer, however called). */
+  /**
+   * Fetch the job (and its metrics) now; keep polling while it has not ended or one of
+   * its deployments is still on its way to ACTIVE or FAILED (one timer, however called).
+   * A deployment is watched at least every second: a user who pressed Deploy waits on it.
+   */
   async refresh(): Promise<void> {
     this.cancelTimer();
+    const wasEnded = this._state.detail?.job.is_terminal ?? false;
     try {
-      const detail = await this.api.job(this.backend, this.jobId);
-      this.update({ detail, error: null });
+      const [detail, metrics] = await Promise.all([
+        this.api.job(this.backend, this.jobId),
+        // an ended job's metrics do not change: fetched once more when it ends, then kept
+        wasEnded && this._state.metrics.length > 0
+          ? Promise.resolve(this._state.metrics)
+          : this.api.metrics(this.backend, this.jobId).catch(() => this._state.metrics)
+      ]);
+      this.update({ detail, metrics, error: null });
       this.options.onJob?.(detail.job);
     } catch (error) {
       this.update({ error: messageOf(error) });
     }
-    const ended = this._state.detail?.job.is_terminal ?? false;
+    const detail = this._state.detail;
+    const ended = detail?.job.is_terminal ?? false;
+    const deploying = detail ? deploymentPending(detail.deployments) : false;
     this.cancelTimer(); // another refresh may have finished meanwhile
-    if (!ended && !this.disposed) {
-      this.timer = setTimeout(() => void this.refresh(), this.pollMs);
+    if ((!ended || deploying) && !this.disposed) {
+      const wait = deploying ? Math.min(this.pollMs, DEPLOY_POLL_MS) : this.pollMs;
+      this.timer = setTimeout(() => void this.refresh(), wait);
+    }
+  }
+
+  /** Send the try-it box's input to a deployment (through the server, which holds the key). */
+  async tryDeployment(deploymentId: string, input: string): Promise<void> {
+    this.update({ calling: new Set([...this._state.calling, deploymentId]) });
+    let answer: { text: string; error: boolean };
+    try {
+      const text = await this.api.callDeployment(this.backend, this.jobId, deploymentId, input);
+      answer = { text, error: false };
+    } catch (error) {
+      answer = { text: messageOf(error), error: true };
+    }
+    const calling = new Set(this._state.calling);
+    calling.delete(deploymentId);
+    this.update({ calling, answers: { ...this._state.answers, [deploymentId]: answer } });
+  }
+
+  async stopDeployment(deploymentId: string): Promise<Deployment> {
+    this.update({ calling: new Set([...this._state.calling, deploymentId]) });
+    try {
+      const stopped = await this.api.stopDeployment(this.backend, this.jobId, deploymentId);
+      const detail = this._state.detail;
+      if (detail) {
+        const deployments = detail.deployments.map(d => (d.id === stopped.id ? stopped : d));
+        this.update({ detail: { ...detail, deployments } });
+      }
+      return stopped;
+    } finally {
+      const calling = new Set(this._state.calling);
+      calling.delete(deploymentId);
+      this.update({ calling });
+      void this.refresh();
     }
   }
 
@@ -118,7 +184,12 @@ export class JobController {
   async deploy(checkpoint: string): Promise<Deployment> {
     this.update({ deploying: new Set([...this._state.deploying, checkpoint]) });
     try {
-      return await this.api.deploy(this.backend, this.jobId, checkpoint);
+      const deployment = await this.api.deploy(this.backend, this.jobId, checkpoint);
+      const detail = this._state.detail;
+      if (detail && !detail.deployments.some(d => d.id === deployment.id)) {
+        this.update({ detail: { ...detail, deployments: [...detail.deployments, deployment] } });
+      }
+      return deployment;
     } finally {
       const deploying = new Set(this._state.deploying);
       deploying.delete(checkpoint);

@@ -73,6 +73,20 @@ export interface Deployment {
   status: string;
   url: string | null;
   checkpoint: string | null;
+  /** "hf" (completions: a prompt), "model" (a class Model: JSON), "vllm" (Baseten). */
+  kind?: string;
+  error?: string | null;
+}
+
+/** What the job costs so far (the panel's header). */
+export interface JobCost {
+  gpu_hours: number;
+  /** USD per hour: billed on Baseten; on the local backend what Baseten would charge. */
+  per_hour: number;
+  so_far: number;
+  /** "baseten": Baseten's own instance price; "table": the documented table. */
+  source: string;
+  billed: boolean;
 }
 
 export interface JobDetail {
@@ -80,6 +94,41 @@ export interface JobDetail {
   history: HistoryEntry[];
   checkpoints: Checkpoint[];
   deployments: Deployment[];
+  cost?: JobCost;
+}
+
+/** One `log_metrics` record: step, time (epoch s), node, and the metric values. */
+export interface MetricRecord {
+  step: number | null;
+  time: number;
+  node: number | null;
+  [name: string]: number | null;
+}
+
+// ------------------------------------------------------------------------------ deployments
+
+/** Deployment statuses on the way to serving (the panel keeps polling through them). */
+export const DEPLOYMENT_PENDING: ReadonlySet<string> = new Set([
+  'DEPLOYING',
+  'BUILDING',
+  'LOADING_MODEL',
+  'WAKING_UP',
+  'UPDATING',
+  'CREATED'
+]);
+/** Statuses in which a deployment answers calls. */
+export const DEPLOYMENT_SERVING: ReadonlySet<string> = new Set(['ACTIVE', 'SCALED_TO_ZERO']);
+
+export function deploymentPending(deployments: readonly Pick<Deployment, 'status'>[]): boolean {
+  return deployments.some(d => DEPLOYMENT_PENDING.has(d.status));
+}
+
+/** `$1.23` (or `$0.0042` below a cent, so a short local run does not read as free). */
+export function formatUsd(value: number): string {
+  if (!Number.isFinite(value) || value <= 0) {
+    return '$0';
+  }
+  return value < 0.01 ? `$${value.toPrecision(2)}` : `$${value.toFixed(2)}`;
 }
 
 export interface LogLine {
@@ -243,6 +292,39 @@ export function liveElapsed(job: Pick<Job, 'elapsed_s' | 'status_short'>, fetche
   return job.elapsed_s + Math.max(0, nowMs - fetchedAtMs) / 1000;
 }
 
+/** How long ago an ISO time was: "just now", "42s ago", "3m ago", "2h ago", "5d ago". */
+export function formatAgo(iso: string, nowMs: number): string {
+  const t = new Date(iso).getTime();
+  if (Number.isNaN(t)) {
+    return '';
+  }
+  const s = Math.max(0, Math.floor((nowMs - t) / 1000));
+  if (s < 5) {
+    return 'just now';
+  }
+  if (s < 60) {
+    return `${s}s ago`;
+  }
+  if (s < 3600) {
+    return `${Math.floor(s / 60)}m ago`;
+  }
+  if (s < 86400) {
+    return `${Math.floor(s / 3600)}h ago`;
+  }
+  return `${Math.floor(s / 86400)}d ago`;
+}
+
+/** The first 8 characters of a job id: enough to tell same-named jobs apart. */
+export function shortId(id: string): string {
+  return id.length > 8 ? id.slice(0, 8) : id;
+}
+
+/** A panel's tab title: `name · id · 3m ago` (the name alone cannot tell reruns apart). */
+export function jobTitle(job: Pick<Job, 'id' | 'name' | 'created_at'>, nowMs: number): string {
+  const ago = formatAgo(job.created_at, nowMs);
+  return [job.name ?? null, shortId(job.id), ago || null].filter(Boolean).join(' · ');
+}
+
 /** An ISO time as local `HH:MM:SS` (today) or `YYYY-MM-DD HH:MM:SS`. */
 export function formatTime(iso: string, now: Date = new Date()): string {
   const t = new Date(iso);
@@ -311,6 +393,40 @@ export function mergeLogs(
     merged.push(line);
   }
   return merged.length > max ? merged.slice(merged.length - max) : merged;
+}
+
+export const METRIC_PREFIX = '[bt-metric] ';
+
+export function isMetricLine(line: Pick<LogLine, 'message'>): boolean {
+  return line.message.startsWith(METRIC_PREFIX);
+}
+
+export interface LogViewFilter {
+  /** Show `[bt-metric]` lines (hidden by default: the chart shows them). */
+  showMetrics: boolean;
+  /** Case-insensitive text to find; empty shows every line. */
+  search: string;
+  /** Only this node's lines; null for all. */
+  node: number | null;
+}
+
+/** The lines the log view shows under its toggles, search and node choice (no blanks). */
+export function visibleLogLines(lines: readonly LogLine[], filter: LogViewFilter): LogLine[] {
+  const needle = filter.search.trim().toLowerCase();
+  return lines.filter(
+    line =>
+      line.message.trim() !== '' && // a node's blank line is no row of its own
+      (filter.showMetrics || !isMetricLine(line)) &&
+      (filter.node === null || line.node === filter.node) &&
+      (!needle || line.message.toLowerCase().includes(needle))
+  );
+}
+
+/** A clock time with milliseconds, for the log view's time column. */
+export function formatClock(timestamp: number): string {
+  const t = new Date(timestamp);
+  const pad = (n: number, w = 2): string => String(n).padStart(w, '0');
+  return `${pad(t.getHours())}:${pad(t.getMinutes())}:${pad(t.getSeconds())}.${pad(t.getMilliseconds(), 3)}`;
 }
 
 /** One log line as text: `HH:MM:SS.mmm [node N] message`. */

@@ -6,17 +6,20 @@
 import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { ErrorLine, StatusBadge, useNow, useStore } from './components';
+import { CopyButton, ErrorLine, StatusBadge, useNow, useStore } from './components';
 import { trainingIcon } from './icons';
 import {
   BACKENDS,
   FILTERS,
   filterCounts,
   filterJobs,
+  formatAgo,
   formatElapsed,
+  formatTime,
   groupByProject,
   isActive,
   liveElapsed,
+  shortId,
   type Backend,
   type Job
 } from './model';
@@ -47,6 +50,7 @@ function SidebarView(props: { store: TrainingStore; openJob: OpenJob }): JSX.Ele
   const { store, openJob } = props;
   const state = useStore(store);
   const visible = filterJobs(state.jobs, state.filter);
+  // ticks every second while a job runs; "3m ago" needs no faster than the polls otherwise
   const now = useNow(visible.some(isActive));
   const counts = filterCounts(state.jobs);
   const groups = groupByProject(state.projects, visible, state.filter === 'all');
@@ -128,12 +132,15 @@ function SidebarView(props: { store: TrainingStore; openJob: OpenJob }): JSX.Ele
             {!collapsed.has(group.name) && (
               <ul className="bt-Jobs">
                 {group.jobs.map(job => (
-                  <li key={job.id}>
+                  <li key={job.id} className="bt-JobRow">
                     <button
                       className="bt-Job"
                       data-testid="bt-job"
                       data-job-id={job.id}
-                      title={job.error_message ?? `Open job ${job.id}`}
+                      title={
+                        job.error_message ??
+                        `Open job ${job.id}, started ${formatTime(job.created_at)}`
+                      }
                       onClick={() => openJob(state.backend, job)}
                     >
                       <StatusBadge status={job.status_short} />
@@ -142,10 +149,17 @@ function SidebarView(props: { store: TrainingStore; openJob: OpenJob }): JSX.Ele
                         {formatElapsed(liveElapsed(job, state.fetchedAt, now))}
                       </span>
                       <span className="bt-Job-meta">
+                        <code className="bt-Job-id" data-testid="bt-job-id">
+                          {shortId(job.id)}
+                        </code>
+                        {' · '}
+                        <span data-testid="bt-job-ago">{formatAgo(job.created_at, Math.max(now, state.fetchedAt))}</span>
+                        {' · '}
                         {job.gpu ?? 'CPU'}
                         {job.node_count > 1 ? ` × ${job.node_count} nodes` : ''}
                       </span>
                     </button>
+                    <CopyButton text={job.id} what="job id" />
                   </li>
                 ))}
               </ul>

@@ -32,6 +32,10 @@ export interface StoreState {
 
 type Listener = (state: StoreState) => void;
 
+/** How long (ms) a submit is expected after a `%%bt_train` cell starts, and the poll then. */
+export const EXPECT_WINDOW_MS = 60_000;
+export const EXPECT_POLL_MS = 1000;
+
 export interface StoreOptions {
   backend: Backend;
   pollIntervalS: number;
@@ -50,6 +54,9 @@ export class TrainingStore {
   private generation = 0;
   private inflight: Promise<void> | null = null;
   private inflightGeneration = -1;
+  /** While a submit is expected (epoch ms): poll every second until a new job appears. */
+  private expectUntil = 0;
+  private knownIds: ReadonlySet<string> = new Set();
   private readonly now: () => number;
   private readonly setTimer: (fn: () => void, ms: number) => unknown;
   private readonly clearTimer: (handle: unknown) => void;
@@ -135,6 +142,22 @@ export class TrainingStore {
     this.update({ jobs });
   }
 
+  /**
+   * A job is about to be submitted (a `%%bt_train` cell started): refresh now and then
+   * every second until a job the list did not have shows up or `windowMs` passes, so the
+   * status bar and the sidebar show it at once instead of at the next slow poll.
+   */
+  expectJob(windowMs = EXPECT_WINDOW_MS): void {
+    this.knownIds = new Set(this._state.jobs.map(j => j.id));
+    this.expectUntil = this.now() + windowMs;
+    void this.refreshNow();
+  }
+
+  /** Whether the store is polling fast for a job it was told to expect. */
+  get expecting(): boolean {
+    return this.expectUntil > this.now();
+  }
+
   /** Refresh now and restart the poll interval from here. */
   async refreshNow(): Promise<void> {
     this.cancelTimer();
@@ -175,6 +198,9 @@ export class TrainingStore {
         this.api.jobs(backend)
       ]);
       if (generation === this.generation) {
+        if (this.expecting && jobs.some(j => !this.knownIds.has(j.id))) {
+          this.expectUntil = 0; // it arrived: back to the settings' interval
+        }
         this.update({ projects, jobs, fetchedAt: this.now(), error: null, loading: false, loaded: true });
       }
     } catch (error) {
@@ -189,7 +215,7 @@ export class TrainingStore {
     this.timer = this.setTimer(() => {
       this.timer = null;
       void this.tick();
-    }, this.pollMs);
+    }, this.expecting ? Math.min(this.pollMs, EXPECT_POLL_MS) : this.pollMs);
   }
 
   private cancelTimer(): void {
