@@ -178,7 +178,10 @@ class JobWidget(anywidget.AnyWidget):
             "gpu_type": job.instance_type.gpu_type or "",
         }
         self.log_tail, self.log_count, self.metrics, self.checkpoints = [], 0, [], []
+        # what the job handle already knows, together: a view never shows the status
+        # without its error or queue notice
         self.status, self.history, self.final_output = job.status.value, [], False
+        self.error, self.notice = job.error_message or "", job.notice or ""
         self._show_outputs(job)
         job.on_outputs_state.append(self._show_outputs)
         self.watcher = JobWatcher(job, self)
