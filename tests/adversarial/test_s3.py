@@ -30,7 +30,7 @@ from bt_jupyter.local import daemon
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from tests.adversarial.checks import assert_one_clear_line, assert_refused, unchanged
-from tests.helpers import bundle, running_service, wait_for
+from tests.helpers import bundle, running_service, wait_for, wait_terminal
 
 boto3 = pytest.importorskip("boto3")
 from botocore.auth import S3SigV4Auth  # noqa: E402
@@ -607,6 +607,7 @@ def artifact_url(client: ApiClient) -> tuple[str, bytes]:
         [artifact],
     )
     [url] = client.job_artifact_urls(project.id, job.id)
+    wait_terminal(client, job)  # ended: the cases below see no job change on its own
     return url, data
 
 
