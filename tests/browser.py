@@ -4,6 +4,7 @@ browser download cannot work here)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -43,17 +44,31 @@ def _free_port() -> int:
 
 
 @contextmanager
-def jupyterlab(home: Home, root: Path) -> Iterator[tuple[str, str]]:
-    """JupyterLab serving ``root``, its kernels using ``home``'s service: (url, token)."""
-    with jupyter("jupyterlab", home, root, "--LabApp.expose_app_in_browser=True") as lab:
+def jupyterlab(
+    home: Home, root: Path, *, without_labextension: bool = False
+) -> Iterator[tuple[str, str]]:
+    """JupyterLab serving ``root``, its kernels using ``home``'s service: (url, token).
+    ``without_labextension`` disables ours, as VS Code and Colab-style frontends render
+    the widget with no labextension."""
+    env: dict[str, str] = {}
+    if without_labextension:
+        config = root / "jupyter-config"
+        (config / "labconfig").mkdir(parents=True, exist_ok=True)
+        (config / "labconfig" / "page_config.json").write_text(
+            json.dumps({"disabledExtensions": {"bt-jupyter": True}})
+        )
+        env["JUPYTER_CONFIG_DIR"] = str(config)
+    with jupyter("jupyterlab", home, root, "--LabApp.expose_app_in_browser=True", env=env) as lab:
         yield lab
 
 
 @contextmanager
-def jupyter(module: str, home: Home, root: Path, *args: str) -> Iterator[tuple[str, str]]:
+def jupyter(
+    module: str, home: Home, root: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, str]]:
     """``python -m module`` (jupyterlab, jupyter_server) on a free port: (url, token)."""
     port, token = _free_port(), new_id(24)
-    env = {**os.environ, "BT_JUPYTER_HOME": str(home.root)}
+    env = {**os.environ, "BT_JUPYTER_HOME": str(home.root), **(env or {})}
     log = (root / f"{module}.log").open("w")
     proc = subprocess.Popen(
         [

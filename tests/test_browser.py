@@ -1,7 +1,8 @@
 """A real browser: JupyterLab in Debian's chromium, driven by Playwright.
 
-A ``%%bt_train`` cell runs, its widget streams logs, Stop is clicked (and confirmed), the
-widget shows STOPPED, and a screenshot is saved to ``test-artifacts/``.
+A ``%%bt_train`` cell runs, its widget streams logs, Stop is clicked (and confirmed in
+JupyterLab's dialog), the widget shows STOPPED, and a screenshot is saved to
+``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ def test_bt_train_in_jupyterlab_streams_logs_and_stops(local_home: Home, tmp_pat
             timeout=30_000,
         )
         page.locator("[data-testid=stop]").click()
-        page.locator("[data-testid=confirm-ok]").click()  # the widget's own confirm
+        dialog = page.locator(".jp-Dialog")  # JupyterLab's dialog, as in the job panel
+        dialog.wait_for(timeout=10_000)
+        assert "Stop training job?" in dialog.inner_text()
+        dialog.locator("button.jp-mod-accept").click()
         page.wait_for_function(
             "() => document.querySelector('[data-testid=status]').textContent === 'STOPPED'",
             timeout=60_000,

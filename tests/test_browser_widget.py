@@ -103,10 +103,13 @@ def test_run_all_follows_to_the_end_and_the_chart_has_axes_and_hover_values(
     ):
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         page.locator("[data-testid=logs]").wait_for(state="attached", timeout=90_000)
+        page.evaluate("document.querySelector('.btj').dataset.probe = 'first view'")
         _status_is(page, "COMPLETED")
-        # at the end the kernel updates the output (its static HTML): a new view is shown
+        # the kernel updates the output's saved state (static HTML) at each status and at
+        # the end; JupyterLab keeps showing the same live view (no redraw, scroll kept)
         widget = page.locator(".btj[data-final='1']")
         widget.wait_for(state="attached", timeout=30_000)
+        assert widget.get_attribute("data-probe") == "first view"
         widget.locator("[data-testid=logs]").scroll_into_view_if_needed()
         page.wait_for_function(FOLLOWED, timeout=10_000)
         logs = widget.locator("[data-testid=logs]")
@@ -170,7 +173,7 @@ def test_run_all_follows_to_the_end_and_the_chart_has_axes_and_hover_values(
 
 
 @pytest.mark.timeout(300)
-def test_a_kernel_restart_leaves_a_disconnected_widget_and_confirm_is_in_widget(
+def test_a_kernel_restart_leaves_a_disconnected_widget_that_reads_as_saved_after_reload(
     local_home: Home, client: ApiClient, tmp_path: Path
 ) -> None:
     write_notebook(
@@ -190,12 +193,17 @@ def test_a_kernel_restart_leaves_a_disconnected_widget_and_confirm_is_in_widget(
         _status_is(page, "RUNNING")
         widget = page.locator(WIDGET)
         job_id = widget.locator("[data-testid=job-id]").inner_text()
-        # Recreate asks first, in the widget; Cancel changes nothing
+        # Recreate asks first, with JupyterLab's dialog (as the job panel does); Cancel
+        # changes nothing
         widget.locator("[data-testid=recreate]").click()
-        dialog = widget.locator("[data-testid=confirm]")
-        assert "Start a new job" in dialog.inner_text()
+        dialog = page.locator(".jp-Dialog")
+        dialog.wait_for(timeout=10_000)
+        assert "Recreate job?" in dialog.inner_text()
+        assert f"same settings as {job_id}" in dialog.inner_text()
+        assert widget.locator("[data-testid=confirm] button").count() == 0
         page.screenshot(path=str(ARTIFACTS / "widget-confirm-recreate.png"))
-        dialog.locator("[data-testid=confirm-cancel]").click()
+        dialog.locator("button.jp-mod-reject").click()
+        dialog.wait_for(state="detached", timeout=10_000)
         assert widget.locator("[data-testid=job-id]").inner_text() == job_id
         try:
             page.evaluate(
@@ -211,9 +219,9 @@ def test_a_kernel_restart_leaves_a_disconnected_widget_and_confirm_is_in_widget(
             page.screenshot(path=str(ARTIFACTS / "widget-disconnected.png"))
 
             # saved and reloaded: the saved output carries the job's last known state as
-            # HTML and text (what nbconvert, GitHub and an untrusted notebook show); in a
-            # trusted notebook JupyterLab's widget renderer says "model not found" instead
-            # of "Loading widget..." forever (see the labextension for the fallback)
+            # HTML (what nbconvert, GitHub and an untrusted notebook show), and JupyterLab
+            # shows it in place of "model not found" (the labextension's saved-widget
+            # fallback), as the new kernel has no such widget
             page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
             page.wait_for_function(
                 "() => !window.jupyterapp.shell.currentWidget.context.model.dirty"
@@ -225,11 +233,14 @@ def test_a_kernel_restart_leaves_a_disconnected_widget_and_confirm_is_in_widget(
             page.reload()
             page.wait_for_function("window.jupyterapp !== undefined", timeout=60_000)
             page.wait_for_function(KERNEL_IDLE, timeout=90_000)
-            page.wait_for_function(
-                "() => !/Loading widget/.test(document.querySelectorAll("
-                "'.jp-OutputArea-output')[1]?.textContent ?? 'Loading widget')",
-                timeout=30_000,
-            )
+            reloaded = page.locator(".jp-OutputArea-output", has_text="re-attach with")
+            reloaded.wait_for(timeout=30_000)
+            text = reloaded.inner_text()
+            assert f"%bt_job {job_id}" in text
+            assert "restart-run" in text
+            assert "RUNNING" in text  # the state saved at the last status, not at CREATED
+            assert "model not found" not in text
+            assert "Loading widget" not in text
             page.screenshot(path=str(ARTIFACTS / "widget-reloaded.png"))
         finally:
             project = client.upsert_project("widget-restart")
@@ -278,3 +289,59 @@ def test_a_saved_notebook_shows_the_job_as_readable_output_without_its_kernel(
         assert "final metrics: loss = 0.05" in text
         assert "[node 0] training done" in text
         output.screenshot(path=str(ARTIFACTS / "widget-saved-readable.png"))
+
+
+@pytest.mark.timeout(300)
+def test_the_widget_alone_is_complete_and_out_without_wait_binds(
+    local_home: Home, tmp_path: Path
+) -> None:
+    """VS Code and Colab-style frontends render ipywidgets but not labextensions: with ours
+    disabled, the widget still follows, charts, confirms (its own dialog) and says its
+    ``--out`` values were bound, which the next cell can use without ``--wait``."""
+    write_notebook(
+        tmp_path / "alone.ipynb",
+        "%load_ext bt_jupyter\n%bt_project widget-alone",
+        "%%bt_train --name outjob --out final -o j\n"
+        "from bt_jupyter.runtime import log_metrics\n"
+        "for step in range(5):\n"
+        "    log_metrics(step=step, loss=1 / (step + 1))\n"
+        "final = {'loss': 0.2, 'note': 'from the node'}",
+        "print('final is', final)",
+    )
+    with (
+        jupyterlab(local_home, tmp_path, without_labextension=True) as lab,
+        notebook_page(lab, "alone.ipynb") as page,
+    ):
+        assert page.evaluate("document.body.dataset.btJupyterSidebar") is None
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-cell-and-select-next')")
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-cell-and-select-next')")
+        _status_is(page, "COMPLETED")
+        widget = page.locator(WIDGET).first
+        outputs = widget.locator("[data-testid=outputs]")
+        assert "bound when the job completes" in outputs.inner_text()  # said before the end
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=outputs]')?.textContent.trim()"
+            " === 'outputs: final → bound'",
+            timeout=30_000,
+        )
+        assert widget.locator("[data-testid=chart-loss] .u-axis").count() == 2
+        assert widget.locator("[data-testid=open-sidebar]").is_hidden()
+        assert page.locator(".jp-Dialog").count() == 0
+
+        # its own confirm, as no JupyterLab dialog answers it
+        widget.locator("[data-testid=recreate]").click()
+        dialog = widget.locator("[data-testid=confirm]")
+        assert "Recreate job?" in dialog.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "widget-alone-confirm.png"))
+        dialog.locator("[data-testid=confirm-cancel]").click()
+        assert dialog.inner_text() == ""
+
+        # the next cell sees the bound value (the job completed while the kernel idled)
+        page.evaluate(
+            "() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = 2;"
+            " return window.jupyterapp.commands.execute('notebook:run-cell'); }"
+        )
+        printed = page.locator(".jp-OutputArea-output", has_text="final is")
+        printed.wait_for(timeout=30_000)
+        assert "'note': 'from the node'" in printed.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "widget-out-bound.png"))

@@ -12,7 +12,7 @@ import time
 
 from bt_jupyter.backends.baseten.deploy import instance_types
 from bt_jupyter.jobs import Job
-from bt_jupyter.pricing import gpu_cost_per_hour
+from bt_jupyter.pricing import gpu_cost_per_hour, listed_price_per_hour
 from bt_jupyter.server.wire import JSON
 
 #: How long Baseten's instance list is reused before it is asked again.
@@ -24,7 +24,7 @@ _listed_lock = threading.Lock()
 
 
 def _listed_prices(job: Job) -> dict[str, float]:
-    """Baseten's price per hour of each listed instance type, by id (cached an hour).
+    """Baseten's per-minute price of each listed instance type, by id (cached an hour).
     Empty when the query fails: the table then answers, the header never breaks."""
     global _listed, _listed_at
     with _listed_lock:
@@ -51,8 +51,9 @@ def cost_json(job: Job, elapsed_s: float) -> JSON:
     per_hour, source = 0.0, "table"
     if billed and gpus:
         listed = _listed_prices(job).get(instance.id)
-        if listed:
-            per_hour, source = listed * max(1, job.node_count), "baseten"
+        hourly = listed_price_per_hour(listed or 0.0, instance.gpu_type, instance.gpu_count)
+        if hourly:
+            per_hour, source = hourly * max(1, job.node_count), "baseten"
     if not per_hour:
         per_hour = gpu_cost_per_hour(instance.gpu_type, instance.gpu_count, job.node_count)
     return {

@@ -386,11 +386,13 @@ class JobWatcher:
             self._rank_names = names
         return self._rank_cache
 
-    def _update_output(self) -> None:
-        """The job ended: the output's static HTML and text now say how (a saved
-        notebook, nbconvert and GitHub show them)."""
+    def _update_output(self, final: bool = True) -> None:
+        """The job moved to a new status or ended: the output's static HTML and text now
+        say so (a saved notebook, nbconvert and GitHub show them; JupyterLab shows them
+        when the kernel is gone). Once per status, so a view is rarely redrawn."""
         if self.widget.handle is not None and not self.closed.is_set():
-            self.widget.final_output = True  # before the update: the new view reads it
+            if final:
+                self.widget.final_output = True  # before the update: the new view reads it
             self.widget.handle.update(self.widget)
 
     def _growing(self, name: str, size: int) -> bool:
@@ -431,11 +433,14 @@ class JobWatcher:
             state["log_tail"] = list(self.tail)
             state["log_count"] = self.count
             state["metrics"] = _downsample(self.records, METRIC_POINTS)
+        moved = "status" in state and state["status"] != self.widget.status
         with self.widget.hold_sync():
             for name, value in state.items():
                 if getattr(self.widget, name) != value:
                     setattr(self.widget, name, value)
         self.messages += 1
+        if moved and not self.job.status.is_terminal:
+            self._update_output(final=False)  # the end is published once all is followed
 
 
 def _resources(metrics: api.GetTrainingJobMetricsResponseV1) -> list[dict[str, Any]]:
@@ -482,6 +487,17 @@ def final_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
     return last
 
 
+def _readable_time(at: str) -> str:
+    """``2026-12-01 16:26:12 UTC`` from an ISO timestamp (as given when it is not one)."""
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        return at
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if moment.tzinfo else "")
+
+
 def summary_html(widget: JobWidget) -> str:
     """The job as static HTML: readable where the live view cannot run (no kernel, no
     widget frontend). Every value is escaped; secrets are already redacted in the logs."""
@@ -496,7 +512,8 @@ def summary_html(widget: JobWidget) -> str:
     ]
     if widget.history:
         steps = " → ".join(
-            f"{e(x['status'].removeprefix('TRAINING_JOB_'))} ({e(x['at'])})" for x in widget.history
+            f"{e(x['status'].removeprefix('TRAINING_JOB_'))} ({e(_readable_time(x['at']))})"
+            for x in widget.history
         )
         parts.append(f"<p>lifecycle: {steps}</p>")
     if widget.error:

@@ -10,17 +10,19 @@ import {
   type JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import { ICommandPalette, WidgetTracker } from '@jupyterlab/apputils';
-import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
+import { INotebookTracker, NotebookActions, type NotebookPanel } from '@jupyterlab/notebook';
 import { ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { TrainingApi } from './api';
+import { answerWidgetConfirms } from './confirm';
 import { trainingIcon } from './icons';
 import { JobController } from './job';
 import { JobPanel, jobPanelId } from './jobpanel';
 import { hasTrainMagic, type Backend, type MagicDefaults } from './model';
 import { runCellOnBaseten } from './runcell';
+import { keepSavedWidgetsReadable } from './savedwidget';
 import { SIDEBAR_ID, TrainingSidebar } from './sidebar';
 import { RunningJobsItem } from './statusbar';
 import { TrainingStore } from './store';
@@ -152,6 +154,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // The job widget (any notebook frontend) checks this flag to offer "Open in Training
     // sidebar", and asks with a DOM event: no import between the two bundles.
     document.body.dataset.btJupyterSidebar = '1';
+    answerWidgetConfirms();
     document.addEventListener(OPEN_JOB_EVENT, event => {
       const detail = ((event as CustomEvent).detail ?? {}) as OpenJobDetail;
       if (typeof detail.jobId !== 'string' || !detail.jobId) {
@@ -178,6 +181,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     if (notebooks) {
+      // ipywidgets puts its widget renderer into each notebook's rendermime (when the
+      // notebook opens, and again once its kernel is ready): wrap it after each of these.
+      const keepReadable = (panel: NotebookPanel): void => {
+        const wrap = () => keepSavedWidgetsReadable(panel.content.rendermime);
+        void Promise.resolve().then(wrap);
+        void panel.sessionContext.ready.then(() => window.setTimeout(wrap, 0));
+      };
+      notebooks.forEach(keepReadable);
+      notebooks.widgetAdded.connect((_, panel) => keepReadable(panel));
+
       app.commands.addCommand(CommandIDs.runCell, {
         label: 'Run Cell on Baseten',
         caption: 'Run the active cell as a %%bt_train job with the default backend and project',

@@ -3,11 +3,12 @@
  * Deploy, and Stop behind a confirmation. State and requests live in JobController.
  */
 
-import { Dialog, MainAreaWidget, Notification, showDialog } from '@jupyterlab/apputils';
+import { MainAreaWidget, Notification } from '@jupyterlab/apputils';
 import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { MetricCharts } from './chart';
+import { confirmAction } from './confirm';
 import { CopyButton, ErrorLine, StatusBadge, useNow } from './components';
 import { trainingIcon } from './icons';
 import { JobController, type JobViewState } from './job';
@@ -92,12 +93,12 @@ function useController(controller: JobController): JobViewState {
 }
 
 async function confirmStop(controller: JobController): Promise<void> {
-  const result = await showDialog({
+  const accepted = await confirmAction({
     title: 'Stop training job?',
     body: `Job ${controller.jobId} gets SIGTERM, then SIGKILL after a grace period. It cannot be resumed (a new job can load its checkpoints).`,
-    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Stop job' })]
+    accept: 'Stop job'
   });
-  if (!result.button.accept) {
+  if (!accepted) {
     return;
   }
   try {
@@ -122,12 +123,12 @@ async function deploy(controller: JobController, checkpoint: string): Promise<vo
 }
 
 async function confirmStopDeployment(controller: JobController, deployment: Deployment): Promise<void> {
-  const result = await showDialog({
+  const accepted = await confirmAction({
     title: 'Stop deployment?',
     body: `Deployment ${deployment.name} (${deployment.id}) stops serving; its URL stops answering.`,
-    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Stop deployment' })]
+    accept: 'Stop deployment'
   });
-  if (!result.button.accept) {
+  if (!accepted) {
     return;
   }
   try {

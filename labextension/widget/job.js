@@ -16,6 +16,8 @@ const SILENCE_MS = 20_000;
 const PONG_MS = 5_000;
 /** The event the Training sidebar (labextension) listens for; it sets the flag below. */
 export const OPEN_JOB_EVENT = "bt-jupyter:open-job";
+/** Where the labextension is loaded, it answers this with JupyterLab's own dialog. */
+export const CONFIRM_EVENT = "bt-jupyter:confirm";
 const SERIES_VARS = ["--btj-s1", "--btj-s2", "--btj-s3", "--btj-s4", "--btj-s5", "--btj-s6"];
 
 function el(tag, attrs = {}, ...children) {
@@ -214,8 +216,10 @@ class Charts {
 
 function render({ model, el: root }) {
   root.classList.add("btj", "btj-live");
-  // the view shown after the kernel updated the output with the job's final state
-  if (model.get("final_output")) root.dataset.final = "1";
+  // marks the view once the kernel updated the output with the job's final state
+  const markFinal = () => { if (model.get("final_output")) root.dataset.final = "1"; };
+  markFinal();
+  model.on("change:final_output", markFinal);
   const lines = [];
   let lastSeq = 0;
   let follow = true;
@@ -248,14 +252,19 @@ function render({ model, el: root }) {
   const dialog = el("div", { class: "btj-dialog", role: "dialog", "data-testid": "confirm" });
   const charts = new Charts(chartBox, root);
 
-  /** The in-widget confirm (themed; no browser confirm, no dependency on JupyterLab). */
-  function confirmThen(message, label, action) {
-    const ok = el("button", { class: "btj-primary", "data-testid": "confirm-ok" }, label);
+  /** Confirm with JupyterLab's dialog (the labextension answers CONFIRM_EVENT, so the
+   * widget and the job panel ask alike); without the labextension, a themed in-widget one. */
+  function confirmThen(title, body, accept, action) {
+    const request = { title, body, accept, handled: false, resolve: (yes) => { if (yes) action(); } };
+    root.dispatchEvent(new CustomEvent(CONFIRM_EVENT, { detail: request, bubbles: true }));
+    if (request.handled) return;
+    const ok = el("button", { class: "btj-primary", "data-testid": "confirm-ok" }, accept);
     const cancel = el("button", { "data-testid": "confirm-cancel" }, "Cancel");
     const close = () => dialog.replaceChildren();
     ok.addEventListener("click", () => { close(); action(); });
     cancel.addEventListener("click", close);
-    dialog.replaceChildren(el("div", { class: "btj-dialog-box" }, el("div", {}, message), el("div", { class: "btj-buttons" }, cancel, ok)));
+    dialog.replaceChildren(el("div", { class: "btj-dialog-box" }, el("b", {}, title), el("div", {}, body),
+      el("div", { class: "btj-buttons" }, cancel, ok)));
     ok.focus();
   }
 
@@ -266,10 +275,11 @@ function render({ model, el: root }) {
   const download = el("button", { "data-testid": "download" }, "Download log");
   const openSidebar = el("button", { "data-testid": "open-sidebar", hidden: "" }, "Open in Training sidebar");
   stop.addEventListener("click", () =>
-    confirmThen(`Stop job ${jobId()}? It cannot be resumed.`, "Stop job", () => model.send({ type: "stop" })));
+    confirmThen("Stop training job?", `Job ${jobId()} gets SIGTERM, then SIGKILL after a grace period. `
+      + "It cannot be resumed (a new job can load its checkpoints).", "Stop job", () => model.send({ type: "stop" })));
   refresh.addEventListener("click", () => model.send({ type: "refresh" }));
   recreate.addEventListener("click", () =>
-    confirmThen(`Start a new job with the same settings as ${jobId()}? This widget then shows the new job.`,
+    confirmThen("Recreate job?", `Start a new job with the same settings as ${jobId()}; this widget then shows the new job.`,
       "Recreate", () => model.send({ type: "recreate" })));
   download.addEventListener("click", () => model.send({ type: "download" }));
   openSidebar.addEventListener("click", () => {
@@ -419,7 +429,8 @@ function render({ model, el: root }) {
         d.error ? el("div", { class: "btj-error" }, d.error) : "",
         live ? el("div", { class: "btj-controls" }, input,
           el("button", { onclick: () => model.send({ type: "try", id: d.id, input: input.value }) }, "Send"),
-          el("button", { onclick: () => confirmThen(`Stop deployment ${d.name}?`, "Stop deployment",
+          el("button", { onclick: () => confirmThen("Stop deployment?",
+            `Deployment ${d.name} (${d.id}) stops serving; its URL stops answering.`, "Stop deployment",
             () => model.send({ type: "stop_deployment", id: d.id })) }, "Stop deployment")) : "",
         answer);
     }));
