@@ -39,20 +39,12 @@ from _common import (
 )
 
 from bt_jupyter.local import containment
+from bt_jupyter.local.settings import CONTAINMENT_ENV
 from bt_jupyter.local.store import Store
+from tests.helpers import DOUBLE_FORK, SETSID
 
 GOAL_KILL_S = 1.0
 GOAL_OVERSHOOT_S = 1.0
-SETSID = "setsid -f sh -c 'echo pid $$; exec sleep 900'"
-DOUBLE_FORK = (
-    "python -c 'import os, time\n"
-    "if os.fork() == 0:\n"
-    "    os.setsid()\n"
-    "    if os.fork() == 0:\n"
-    '        print("pid", os.getpid(), flush=True); time.sleep(900)\n'
-    "    os._exit(0)\n"
-    "os.wait()'"
-)
 
 
 @dataclass(frozen=True)
@@ -142,7 +134,7 @@ def stop_with_daemons(bench: Bench) -> int:
 
 
 def measure(mode: str, repeat: int, grace: float) -> Figures:
-    os.environ[containment.MODE_ENV] = mode
+    os.environ[CONTAINMENT_ENV] = mode
     os.environ["BT_JUPYTER_STOP_GRACE_S"] = str(grace)
     try:
         with bench_service() as bench:
@@ -152,7 +144,7 @@ def measure(mode: str, repeat: int, grace: float) -> Figures:
             stops = [stop_stubborn(bench) for _ in range(repeat)]
             strays = [stop_with_daemons(bench) for _ in range(repeat)]
     finally:
-        os.environ.pop(containment.MODE_ENV, None)
+        os.environ.pop(CONTAINMENT_ENV, None)
         os.environ.pop("BT_JUPYTER_STOP_GRACE_S", None)
     return Figures(kills, stops, strays)
 

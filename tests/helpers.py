@@ -77,6 +77,20 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: fl
         time.sleep(every)
 
 
+#: Start commands that leave a daemon behind the job's back (each prints "pid N"): a new
+#: session (``setsid -f``), and the classic double fork (fork, setsid, fork again, the
+#: middle one exits). What a job's containment must still find and end.
+SETSID = "setsid -f sh -c 'echo pid $$; exec sleep 900'"
+DOUBLE_FORK = (
+    "python -c 'import os, time\n"
+    "if os.fork() == 0:\n"
+    "    os.setsid()\n"
+    "    if os.fork() == 0:\n"
+    '        print("pid", os.getpid(), flush=True); time.sleep(900)\n'
+    "    os._exit(0)\n"
+    "os.wait()'"
+)
+
 #: Start commands of a raw job that needs packages: it installs them, as on a Baseten node
 #: (the job sees only its image and what its start commands install).
 INSTALL = "pip install -r requirements.txt"
@@ -130,6 +144,26 @@ def submit(
         image=spec.Image(base_image="python:3.11-slim"), runtime=runtime, **job
     )
     return client.create_job(project.id, training_job, artifacts)
+
+
+def checkpointing_job(
+    client: ApiClient, project: api.TrainingProjectV1, names: list[str]
+) -> api.TrainingJobV1:
+    """A COMPLETED job that wrote one small checkpoint per name, in that order."""
+    commands = [
+        f'mkdir -p "$BT_CHECKPOINT_DIR/{n}" && echo "{n}" > "$BT_CHECKPOINT_DIR/{n}/weights.txt"'
+        f" && sleep 0.05"
+        for n in names
+    ]
+    job = submit(
+        client,
+        project,
+        commands,
+        runtime=spec.Runtime(checkpointing_config=spec.CheckpointingConfig(enabled=True)),
+    )
+    done = wait_terminal(client, job)
+    assert done.status == spec.TrainingJobStatus.COMPLETED, done.error_message
+    return job
 
 
 def wait_terminal(

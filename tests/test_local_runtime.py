@@ -11,7 +11,7 @@ from bt_jupyter import api, spec
 from bt_jupyter.client import ApiClient
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.secrets import SecretStore
-from tests.helpers import INSTALL, messages, requirements, submit, wait_terminal
+from tests.helpers import INSTALL, checkpointing_job, messages, requirements, submit, wait_terminal
 
 S = spec.TrainingJobStatus
 SECRET_VALUE = "hf_s3cr3t_value_0123456789"
@@ -121,24 +121,6 @@ def test_no_cache_means_no_cache_variables(
     assert "cache=[]" in messages(client, job)
 
 
-def _checkpointing_job(
-    client: ApiClient, project: api.TrainingProjectV1, names: list[str]
-) -> api.TrainingJobV1:
-    commands = [
-        f'mkdir -p "$BT_CHECKPOINT_DIR/{n}" && echo "{n}" > "$BT_CHECKPOINT_DIR/{n}/weights.txt"'
-        f" && sleep 0.05"
-        for n in names
-    ]
-    job = submit(
-        client,
-        project,
-        commands,
-        runtime=spec.Runtime(checkpointing_config=spec.CheckpointingConfig(enabled=True)),
-    )
-    assert wait_terminal(client, job).status == S.COMPLETED
-    return job
-
-
 def _loading(reference: spec.LatestCheckpoint | spec.NamedCheckpoint) -> spec.Runtime:
     return spec.Runtime(
         load_checkpoint_config=spec.LoadCheckpointConfig(enabled=True, checkpoints=[reference])
@@ -148,7 +130,7 @@ def _loading(reference: spec.LatestCheckpoint | spec.NamedCheckpoint) -> spec.Ru
 def test_load_named_and_latest_checkpoints(
     client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
-    source = _checkpointing_job(client, project, ["checkpoint-1", "checkpoint-2"])
+    source = checkpointing_job(client, project, ["checkpoint-1", "checkpoint-2"])
     named = submit(
         client,
         project,
@@ -170,7 +152,7 @@ def test_load_named_and_latest_checkpoints(
 def test_loading_a_missing_checkpoint_is_deploy_failed(
     client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
-    source = _checkpointing_job(client, project, ["checkpoint-1"])
+    source = checkpointing_job(client, project, ["checkpoint-1"])
     job = submit(
         client,
         project,

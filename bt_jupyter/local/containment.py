@@ -12,9 +12,7 @@ So a job's processes are kept where they can all be found again:
 - and the job's **environment marker** (``BT_TRAINING_JOB_ID``) finds what escaped both
   (after the runner itself died, say), for the service's :func:`sweep`.
 
-``BT_JUPYTER_CONTAINMENT`` picks the mechanism: ``auto`` (default: a cgroup where
-possible), ``cgroup`` (the same, but says so in the job's log when it cannot) or
-``subreaper`` (no cgroup; tests use it to prove the fallback).
+``Settings.containment`` (``BT_JUPYTER_CONTAINMENT``) picks the mechanism.
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ from pathlib import Path
 
 import psutil
 
-MODE_ENV = "BT_JUPYTER_CONTAINMENT"
 MARKER = "BT_TRAINING_JOB_ID"
 #: The file in a job's folder naming its cgroup, for a service that outlived the runner.
 RECORD = "cgroup"
@@ -110,9 +107,9 @@ class Containment:
         self.job_id, self.cgroup, self.adopted = job_id, cgroup, adopted
 
     @classmethod
-    def start(cls, job_id: str, job_dir: Path, log: Log) -> Containment:
-        """Make the runner a subreaper and, where allowed, the job's cgroup."""
-        mode = os.environ.get(MODE_ENV, "auto")
+    def start(cls, job_id: str, job_dir: Path, log: Log, mode: str = "auto") -> Containment:
+        """Make the runner a subreaper and, where allowed (``mode`` is not "subreaper"),
+        the job's cgroup."""
         if not become_subreaper():
             log("Containment: this system has no subreaper; daemons are found by marker")
         cgroup = _make_cgroup(job_id) if mode != "subreaper" else None

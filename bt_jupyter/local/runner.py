@@ -96,7 +96,9 @@ class Runner:
         self.store.set_runner(self.job.id, os.getpid(), psutil.Process().create_time())
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
-        self.contain = Containment.start(self.job.id, self.dir, self.log.add)
+        self.contain = Containment.start(
+            self.job.id, self.dir, self.log.add, self.settings.containment
+        )
         try:
             final, message = self._run()
         except Exception as exc:  # a bug in the runner must still end the job

@@ -24,6 +24,21 @@ def _float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+#: How a runner keeps a job's processes together (see ``containment``).
+CONTAINMENT_ENV = "BT_JUPYTER_CONTAINMENT"
+CONTAINMENT_MODES = ("auto", "cgroup", "subreaper")
+#: S3's own limit for a presigned URL's lifetime; ours follow it.
+MAX_URL_TTL_S = 7 * 24 * 3600
+
+
+def _url_ttl_s() -> int:
+    try:
+        ttl = int(os.environ.get("BT_JUPYTER_PRESIGNED_URL_TTL_S", Settings.url_ttl_s))
+    except ValueError:
+        return Settings.url_ttl_s
+    return min(max(ttl, 1), MAX_URL_TTL_S)
+
+
 @dataclass(frozen=True)
 class Settings:
     #: Seconds between SIGTERM and SIGKILL when a job is stopped (Baseten-like default).
@@ -50,6 +65,11 @@ class Settings:
     #: straight to DEPLOY_FAILED, saying why. For the property-based fuzz run of the API,
     #: whose generated start commands must never run as shell commands on this machine.
     no_run: bool = False
+    #: ``auto`` (a cgroup v2 per job where possible), ``cgroup`` (the same, saying so in
+    #: the job's log when it cannot) or ``subreaper`` (no cgroup: tests prove the fallback).
+    containment: str = "auto"
+    #: Lifetime of the service's presigned URLs (``BT_JUPYTER_PRESIGNED_URL_TTL_S``).
+    url_ttl_s: int = 3600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -66,4 +86,8 @@ class Settings:
             s3_endpoint=os.environ.get("BT_JUPYTER_SERVICE_S3_ENDPOINT", ""),
             s3_bucket=bucket,
             no_run=os.environ.get("BT_JUPYTER_LOCAL_NO_RUN", "") not in ("", "0", "false"),
+            containment=mode
+            if (mode := os.environ.get(CONTAINMENT_ENV)) in CONTAINMENT_MODES
+            else "auto",
+            url_ttl_s=_url_ttl_s(),
         )

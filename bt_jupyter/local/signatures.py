@@ -5,8 +5,8 @@ Both are keyed by secrets of this service instance, kept in this process only, s
 restart ends every URL and every blob credential handed out before it:
 
 - A presigned URL (``?expires=<epoch>&sig=<hex>``) is an HMAC-SHA256 of its path and
-  expiry under a random per-process key; it expires (an hour by default,
-  ``BT_JUPYTER_PRESIGNED_URL_TTL_S``), and an altered path or expiry does not verify.
+  expiry under a random per-process key; it expires (``Settings.url_ttl_s``, an hour by
+  default), and an altered path or expiry does not verify.
 - The S3 stand-in takes only requests signed (SigV4, header or query string) with a
   secret it issued; the expected signature is computed by botocore's own signer from the
   request as received, never by code of ours.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import calendar
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import threading
@@ -29,14 +28,12 @@ from urllib.parse import urlencode
 
 from fastapi import Request
 
+from bt_jupyter.local.settings import MAX_URL_TTL_S
 from bt_jupyter.local.store import new_id
 from bt_jupyter.local.wire import HttpError
 
 #: Key of this instance's presigned URLs: made at import, gone with the process.
 _URL_KEY = secrets.token_bytes(32)
-TTL_ENV = "BT_JUPYTER_PRESIGNED_URL_TTL_S"
-DEFAULT_TTL_S = 3600
-MAX_TTL_S = 7 * 24 * 3600  # S3's own limit for a presigned URL
 
 #: How far a SigV4 request's X-Amz-Date may be from now (S3's limit).
 MAX_SKEW_S = 15 * 60
@@ -69,29 +66,21 @@ def _quoted(value: str, limit: int = 60) -> str:
 # ----------------------------------------------------------------------------- download URLs
 
 
-def ttl_s() -> int:
-    """Lifetime of a new presigned URL: ``BT_JUPYTER_PRESIGNED_URL_TTL_S`` or an hour."""
-    try:
-        return min(max(int(os.environ.get(TTL_ENV, DEFAULT_TTL_S)), 1), MAX_TTL_S)
-    except ValueError:
-        return DEFAULT_TTL_S
-
-
 def sign(path: str, expires: int) -> str:
     """The signature of ``path`` valid until ``expires`` (epoch seconds). The expiry has
     only digits and comes last, so no other (path, expiry) pair signs the same text."""
     return hmac.new(_URL_KEY, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
 
-def signed_query(path: str, expires_in: int | None = None) -> str:
+def signed_query(path: str, expires_in: int) -> str:
     """``expires=...&sig=...`` for a presigned URL of ``path``."""
-    expires = int(time.time()) + (ttl_s() if expires_in is None else expires_in)
+    expires = int(time.time()) + expires_in
     return urlencode({"expires": expires, "sig": sign(path, expires)})
 
 
-def signed_url(request: Request, path: str, expires_in: int | None = None) -> str:
+def signed_url(request: Request, path: str, expires_in: int) -> str:
     """A URL of ``path`` on the service that got ``request``, valid for ``expires_in``
-    seconds (default :func:`ttl_s`) without an API key."""
+    seconds without an API key."""
     return f"{str(request.base_url).rstrip('/')}{path}?{signed_query(path, expires_in)}"
 
 
@@ -232,10 +221,11 @@ def _from_query(request: Request) -> _SigV4:
     if missing:
         raise _forbidden("AccessDenied", f"presigned URL without {', '.join(missing)}")
     raw_expires = query["X-Amz-Expires"]
-    if not ascii_digits(raw_expires, 7) or not 1 <= int(raw_expires) <= MAX_TTL_S:
+    if not ascii_digits(raw_expires, 7) or not 1 <= int(raw_expires) <= MAX_URL_TTL_S:
         raise _forbidden(
             "AccessDenied",
-            f"X-Amz-Expires must be between 1 and {MAX_TTL_S} seconds, got {_quoted(raw_expires)}",
+            f"X-Amz-Expires must be between 1 and {MAX_URL_TTL_S} seconds, "
+            f"got {_quoted(raw_expires)}",
         )
     access_key, date, region = _scope(query["X-Amz-Credential"])
     return _SigV4(

@@ -16,7 +16,7 @@ from bt_jupyter.local.home import Home
 from bt_jupyter.local.secrets import SecretStore
 from bt_jupyter.local.store import new_id
 from tests.adversarial.checks import assert_one_clear_line, unchanged
-from tests.helpers import submit, wait_terminal
+from tests.helpers import checkpointing_job
 
 S = spec.TrainingJobStatus
 
@@ -25,18 +25,7 @@ S = spec.TrainingJobStatus
 def finished_job(client: ApiClient) -> api.TrainingJobV1:
     """A completed job with two checkpoints, checkpoint-1 and checkpoint-2."""
     project = client.upsert_project(f"preflight-source-{new_id()}")
-    commands = [
-        f'mkdir -p "$BT_CHECKPOINT_DIR/{n}" && echo {n} > "$BT_CHECKPOINT_DIR/{n}/w.txt"'
-        for n in ("checkpoint-1", "checkpoint-2")
-    ]
-    job = submit(
-        client,
-        project,
-        commands,
-        runtime=spec.Runtime(checkpointing_config=spec.CheckpointingConfig(enabled=True)),
-    )
-    assert wait_terminal(client, job).status == S.COMPLETED
-    return job
+    return checkpointing_job(client, project, ["checkpoint-1", "checkpoint-2"])
 
 
 def _project(runtime: spec.Runtime) -> spec.TrainingProject:
@@ -131,7 +120,7 @@ def test_a_checkpoint_that_exists_is_loaded(
 ) -> None:
     named = spec.NamedCheckpoint(checkpoint_name="checkpoint-2", job_id=finished_job.id)
     runtime = _loading(named).model_copy(
-        update={"start_commands": ['cat "$BT_LOAD_CHECKPOINT_DIR/rank-0/checkpoint-2/w.txt"']}
+        update={"start_commands": ['cat "$BT_LOAD_CHECKPOINT_DIR/rank-0/checkpoint-2/weights.txt"']}
     )
     with Client.local(local_home.root) as client:
         job = client.submit(_project(runtime)).wait(timeout=60)

@@ -24,10 +24,13 @@ from bt_jupyter import api, spec
 from bt_jupyter.client import ApiClient
 from bt_jupyter.local import containment
 from bt_jupyter.local.home import Home
+from bt_jupyter.local.settings import CONTAINMENT_ENV
 from bt_jupyter.local.store import Store, new_id
 from bt_jupyter.packaging.bundle import PackageOptions, package_cell
 from tests.adversarial.checks import assert_one_clear_line
 from tests.helpers import (
+    DOUBLE_FORK,
+    SETSID,
     messages,
     running_service,
     submit,
@@ -38,18 +41,7 @@ from tests.helpers import (
 S = spec.TrainingJobStatus
 GRACE_S = 2.0
 
-#: A daemon in its own session, its parent gone: today's stray (parent pid 1 after Stop).
-SETSID = "setsid -f sh -c 'echo pid $$; exec sleep 900'"
-#: The classic double fork in Python: fork, setsid, fork again, the middle one exits.
-DOUBLE_FORK = (
-    "python -c 'import os, time\n"
-    "if os.fork() == 0:\n"
-    "    os.setsid()\n"
-    "    if os.fork() == 0:\n"
-    '        print("pid", os.getpid(), flush=True); time.sleep(900)\n'
-    "    os._exit(0)\n"
-    "os.wait()'"
-)
+#: A daemon whose parent is gone: a stray (parent pid 1) unless containment finds it.
 NOHUP = "nohup sh -c 'echo pid $$; exec sleep 900' 2>&1 &"
 #: A daemon that also drops the job's environment (the marker): found by the mechanism.
 NO_MARKER = "env -i setsid -f /bin/sh -c 'echo pid $$; exec sleep 900'"
@@ -67,7 +59,7 @@ def service(
     if mode == "cgroup" and containment.cgroup_root() is None:
         pytest.skip("this machine gives us no writable cgroup v2 hierarchy")
     home = Home(tmp_path_factory.mktemp(f"bt_contain_{mode}"))
-    settings = {"BT_JUPYTER_STOP_GRACE_S": str(GRACE_S), containment.MODE_ENV: mode}
+    settings = {"BT_JUPYTER_STOP_GRACE_S": str(GRACE_S), CONTAINMENT_ENV: mode}
     with running_service(home, **settings), ApiClient.local(home.root) as client:
         yield home, client
 

@@ -24,13 +24,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 import pytest
 
-from bt_jupyter import api, spec
+from bt_jupyter import api
 from bt_jupyter.client import ApiClient
 from bt_jupyter.local import daemon
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from tests.adversarial.checks import assert_one_clear_line, assert_refused, unchanged
-from tests.helpers import bundle, running_service, wait_for, wait_terminal
+from tests.helpers import bundle, running_service, submit, wait_for, wait_terminal
 
 boto3 = pytest.importorskip("boto3")
 from botocore.auth import S3SigV4Auth  # noqa: E402
@@ -595,17 +595,10 @@ def test_an_unserved_s3_request_is_one_clear_refusal(
 @pytest.fixture(scope="module")
 def artifact_url(client: ApiClient) -> tuple[str, bytes]:
     """A presigned download URL of a job's bundle (and the bundle's bytes)."""
-    data = bundle({"train.py": f"print('{new_id()}')"})
-    artifact, _ = client.upload_artifact(data)
+    files = {"train.py": f"print('{new_id()}')"}
     project = client.upsert_project(f"s3-signatures-{new_id()}")
-    job = client.create_job(
-        project.id,
-        spec.TrainingJob(
-            image=spec.Image(base_image="python:3.11-slim"),
-            runtime=spec.Runtime(start_commands=["true"]),
-        ),
-        [artifact],
-    )
+    job = submit(client, project, ["true"], files)
+    data = bundle(files)  # the same bytes submit uploaded (bundles are reproducible)
     [url] = client.job_artifact_urls(project.id, job.id)
     wait_terminal(client, job)  # ended: the cases below see no job change on its own
     return url, data
@@ -722,15 +715,7 @@ def _queued_service(home: Home, **env: str) -> Iterator[daemon.ServiceInfo]:
 
 def _queued_job_url(client: ApiClient) -> tuple[str, str, str]:
     """The bundle URL of a job that waits in the queue (so nothing runs)."""
-    artifact, _ = client.upload_artifact(bundle({"train.py": "print(1)"}))
     project = client.upsert_project("signatures")
-    job = client.create_job(
-        project.id,
-        spec.TrainingJob(
-            image=spec.Image(base_image="python:3.11-slim"),
-            runtime=spec.Runtime(start_commands=["true"]),
-        ),
-        [artifact],
-    )
+    job = submit(client, project, ["true"], {"train.py": "print(1)"})
     [url] = client.job_artifact_urls(project.id, job.id)
     return url, project.id, job.id

@@ -40,10 +40,12 @@ def _artifact_url(state: ServiceState, request: Request, artifact: dict[str, str
     bucket, key = artifact.get("s3_bucket"), artifact["s3_key"]
     if state.settings.s3_bucket and bucket == state.settings.s3_bucket:
         url: str = s3_client(state.settings).generate_presigned_url(  # type: ignore[attr-defined]
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600
+            "get_object",
+            Params={"Bucket": bucket, "Key": key},
+            ExpiresIn=state.settings.url_ttl_s,
         )
         return url
-    return signatures.signed_url(request, f"/v1/local/artifacts/{key}")
+    return signatures.signed_url(request, f"/v1/local/artifacts/{key}", state.settings.url_ttl_s)
 
 
 @router.get("/blobs/credentials/train")

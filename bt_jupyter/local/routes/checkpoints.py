@@ -97,7 +97,9 @@ async def get_checkpoint_files(
         urls.append(
             api.CheckpointFile(
                 url=signatures.signed_url(
-                    request, f"/v1/local/checkpoint_files/{job.id}/{relative}"
+                    request,
+                    f"/v1/local/checkpoint_files/{job.id}/{relative}",
+                    state.settings.url_ttl_s,
                 ),
                 relative_file_name=relative,
                 node_rank=rank,
