@@ -600,3 +600,101 @@ class GetBlobCredentialsResponseV1(_Response):
     creds: AWSCredentialsV1
     s3_key: str
     s3_bucket: str
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+class TrainingGpuCapacityItemV1(_Response):
+    """One (org, GPU type) pool: its limit and how many of its GPUs active jobs hold."""
+
+    gpu_type: str
+    baseline: int
+    limit: int
+    usage_count: int
+    dedicated_usage_count: int = 0
+    spot_usage_count: int = 0
+
+
+class TeamTrainingGpuCapacityItemV1(_Response):
+    team_id: str
+    team_name: str
+    gpu_type: str
+    baseline: int
+    limit: int
+    usage_count: int
+    dedicated_usage_count: int = 0
+    spot_usage_count: int = 0
+
+
+class GetTrainingGpuCapacityResponseV1(_Response):
+    gpu_capacities: list[TrainingGpuCapacityItemV1]
+    team_gpu_capacities: list[TeamTrainingGpuCapacityItemV1] = Field(default_factory=list)
+
+
+class PatchTeamTrainingGpuCapacityRequestV1(_Request):
+    team_id: str = Field(max_length=limits.MAX_NAME_CHARS)
+    gpu_type: str = Field(max_length=limits.MAX_NAME_CHARS)
+    max_gpus: int
+
+    @field_validator("max_gpus")
+    @classmethod
+    def _max_gpus(cls, max_gpus: int) -> int:
+        return limits.check_int(max_gpus, 0, limits.MAX_CAPACITY_GPUS)
+
+
+class PatchTeamTrainingGpuCapacityResponseV1(_Response):
+    team_gpu_capacity: TeamTrainingGpuCapacityItemV1
+
+
+class CapacityAtSubmitV1(_Response):
+    gpu_type: str
+    max_gpus: int
+    min_gpus: int | None = None
+    last_modified: str
+
+
+class ActiveJobAtSubmitV1(_Response):
+    training_job_id: str
+    training_job_name: str | None = None
+    instance_type_name: str
+    total_gpus: int
+    workload_plane_name: str
+    status_at_submit: str
+    status_set_at: str
+
+
+class PendingJobAheadAtSubmitV1(_Response):
+    training_job_id: str
+    training_job_name: str | None = None
+    instance_type_name: str
+    requested_gpus: int
+    priority: int
+    submitted_at: str
+
+
+class QueueEventV1(_Response):
+    training_job_id: str
+    training_job_name: str | None = None
+    status: str
+    created: str
+    event_message: str | None = None
+    exit_code: int | None = None
+
+
+class GetTrainingJobQueueContextResponseV1(_Response):
+    """Why a job sat (or sits) in PENDING: its pool, who held it, who was ahead."""
+
+    target_job_id: str
+    target_job_name: str | None = None
+    gpu_type: str
+    requested_gpus: int
+    submitted_at: str
+    released_at: str | None = None
+    pending_seconds: int | None = None
+    org_capacity: CapacityAtSubmitV1 | None = None
+    team_capacity: CapacityAtSubmitV1 | None = None
+    active_at_submit: list[ActiveJobAtSubmitV1]
+    pending_ahead_at_submit: list[PendingJobAheadAtSubmitV1]
+    events: list[QueueEventV1]
+    events_window_end: str

@@ -441,6 +441,32 @@ class ApiClient:
         )
         return api.UpdateTrainingJobResponseV1.model_validate(response.json()).training_job
 
+    # ------------------------------------------------------------------ capacity, queue
+
+    def capacity(self) -> api.GetTrainingGpuCapacityResponseV1:
+        """GPU pools: their limits and the GPUs active jobs hold (org and per team)."""
+        return self._get("/v1/training/capacity", api.GetTrainingGpuCapacityResponseV1)
+
+    def set_team_capacity(
+        self, team_id: str, gpu_type: str, max_gpus: int
+    ) -> api.TeamTrainingGpuCapacityItemV1:
+        """Cap the GPUs of a type that a team's jobs may hold at once (org admins)."""
+        body = api.PatchTeamTrainingGpuCapacityRequestV1(
+            team_id=team_id, gpu_type=gpu_type, max_gpus=max_gpus
+        )
+        response = self.request(
+            "PATCH", "/v1/training/capacity", json=body.model_dump(), retry_ambiguous=True
+        )
+        return api.PatchTeamTrainingGpuCapacityResponseV1.model_validate(
+            response.json()
+        ).team_gpu_capacity
+
+    def queue_context(self, job_id: str) -> api.GetTrainingJobQueueContextResponseV1:
+        """Why a job waited (or waits) in PENDING: its pool, who held it, who was ahead."""
+        return self._get(
+            f"/v1/training/jobs/{job_id}/queue_context", api.GetTrainingJobQueueContextResponseV1
+        )
+
     def history(self, project_id: str, job_id: str) -> list[tuple[spec.TrainingJobStatus, str]]:
         """Every status reached and when (local service extension)."""
         path = f"/v1/local/training_projects/{project_id}/jobs/{job_id}/history"

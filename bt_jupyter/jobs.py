@@ -468,6 +468,16 @@ class Job:
         self._wire = self._rest.stop_job(self.project_id, self.id)
         return self
 
+    def set_priority(self, priority: int) -> Job:
+        """A PENDING job's place in the queue: higher priorities start first."""
+        self._wire = self._rest.set_priority(self.project_id, self.id, priority)
+        return self
+
+    def queue_context(self) -> api.GetTrainingJobQueueContextResponseV1:
+        """Why the job waited (or waits) in PENDING: its GPU pool's capacity, the jobs
+        that held it and those ahead in the queue, and their status events."""
+        return self._rest.queue_context(self.id)
+
     def recreate(self) -> Job:
         recreated = self._rest.recreate_job(self.project_id, self.id)
         return Job(self.client, recreated, self.base_image, self.expected_outputs)

@@ -22,6 +22,7 @@ __all__ = [
     "MAX_CHECKPOINT_REFERENCES",
     "MAX_COMMANDS",
     "MAX_COMMAND_CHARS",
+    "MAX_CAPACITY_GPUS",
     "MAX_CPU_COUNT",
     "MAX_ENV_NAME_CHARS",
     "MAX_ENV_VALUE_CHARS",
@@ -56,6 +57,8 @@ __all__ = [
 MAX_NODE_COUNT = 64
 #: GPUs of one node: the largest Baseten instance types have 8 (``H100:8``, ``B200:8``).
 MAX_GPUS_PER_NODE = 8
+#: GPUs of one pool's capacity: every GPU the largest jobs could ask for, a thousand times.
+MAX_CAPACITY_GPUS = MAX_NODE_COUNT * MAX_GPUS_PER_NODE * 1000
 #: CPUs of one node (an 8-GPU node has ~200 vCPUs).
 MAX_CPU_COUNT = 512
 #: Processes per node that a launcher (torchrun) starts.

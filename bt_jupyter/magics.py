@@ -63,6 +63,11 @@ def _train_parser() -> _Parser:
     p.add_argument("--cpu", type=int, default=None)
     p.add_argument("--memory")
     p.add_argument("--spot", action="store_true")
+    p.add_argument(
+        "--priority",
+        type=_bounded(limits.MIN_PRIORITY, limits.MAX_PRIORITY),
+        help="queue priority: while it waits for GPUs, higher starts first",
+    )
     p.add_argument("--base-image")
     p.add_argument("--image-python", metavar="X.Y", help="the Python of an unknown --base-image")
     p.add_argument("--pip", action="append", default=[])
@@ -429,6 +434,7 @@ class BtMagics(Magics):
             name=name,
             job=spec.TrainingJob(
                 name=args.name,
+                priority=args.priority,
                 image=spec.Image(base_image=args.base_image or "pending"),
                 compute=spec.Compute(**compute),
                 runtime=spec.Runtime(
@@ -514,6 +520,27 @@ class BtMagics(Magics):
             name = (j.name or "")[:20]
             created = f"{j.created_at:%Y-%m-%d %H:%M:%S}"
             print(f"{j.id:9} {j.status.short:14} {j.project[:20]:20} {name:20} {created}")
+            if j.notice:  # why a PENDING or QUEUED job waits, and where it is in the queue
+                print(f"{'':9} {j.notice}")
+
+    @line_magic
+    def bt_priority(self, line: str) -> None:
+        """``%bt_priority JOB_ID N``: move a PENDING job in the queue (higher starts first)."""
+        parser = _Parser(prog="%bt_priority", add_help=False)
+        parser.add_argument("job_id")
+        parser.add_argument("priority", type=_bounded(limits.MIN_PRIORITY, limits.MAX_PRIORITY))
+        args = _parse(parser, line)
+        job = self._job(args.job_id)
+        if job.status != spec.TrainingJobStatus.PENDING:
+            raise UsageError(
+                f"%bt_priority: job {job.id} is {job.status.short}; only a PENDING job's "
+                "priority can change (set it for a new job with %%bt_train --priority N)"
+            )
+        try:
+            job.set_priority(args.priority).refresh()
+        except BtJupyterError as exc:
+            raise UsageError(str(exc)) from None
+        print(f"job {job.id}: priority {args.priority}; {job.notice or job.status.short}")
 
     def _elsewhere(self, project: str | None) -> str:
         """A hint when other projects have jobs (after a kernel restart the default

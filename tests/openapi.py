@@ -26,9 +26,6 @@ NOT_LOCAL = frozenset(
             "/interactive_sessions/{session_id}",
         ),
         ("POST", "/v1/training_projects/{training_project_id}/jobs/{training_job_id}/ssh/sign"),
-        ("GET", "/v1/training/capacity"),
-        ("PATCH", "/v1/training/capacity"),
-        ("GET", "/v1/training/jobs/{training_job_id}/queue_context"),
     }
 )
 

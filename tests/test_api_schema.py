@@ -75,6 +75,32 @@ FULL_JOB = spec.TrainingJob(
     weights=[spec.WeightsSource(source="hf://org/model@main", mount_location="/app/base")],
 )
 
+TEAM_CAPACITY = api.TeamTrainingGpuCapacityItemV1(
+    team_id="t", team_name="t", gpu_type="H100", baseline=0, limit=8, usage_count=1
+)
+CAPACITY_AT_SUBMIT = api.CapacityAtSubmitV1(
+    gpu_type="H100", max_gpus=16, min_gpus=None, last_modified=NOW.isoformat()
+)
+ACTIVE_AT_SUBMIT = api.ActiveJobAtSubmitV1(
+    training_job_id="job-1",
+    training_job_name="a",
+    instance_type_name="H100:8",
+    total_gpus=16,
+    workload_plane_name="local",
+    status_at_submit="TRAINING_JOB_RUNNING",
+    status_set_at=NOW.isoformat(),
+)
+PENDING_AHEAD = api.PendingJobAheadAtSubmitV1(
+    training_job_id="job-0",
+    instance_type_name="H100:8",
+    requested_gpus=8,
+    priority=10,
+    submitted_at=NOW.isoformat(),
+)
+QUEUE_EVENT = api.QueueEventV1(
+    training_job_id="job-1", status="TRAINING_JOB_COMPLETED", created=NOW.isoformat()
+)
+
 EXAMPLES: list[BaseModel] = [
     api.UpsertTrainingProjectRequestV1.of(spec.TrainingProject(name="llama-sft", job=FULL_JOB)),
     api.UpsertTrainingProjectV1(name="llama-sft"),
@@ -170,6 +196,30 @@ EXAMPLES: list[BaseModel] = [
                 "auth_url": "https://github.com/login/device",
             }
         ]
+    ),
+    TEAM_CAPACITY,
+    api.TrainingGpuCapacityItemV1(gpu_type="H100", baseline=8, limit=16, usage_count=8),
+    api.GetTrainingGpuCapacityResponseV1(gpu_capacities=[], team_gpu_capacities=[TEAM_CAPACITY]),
+    api.PatchTeamTrainingGpuCapacityRequestV1(team_id="t", gpu_type="H100", max_gpus=8),
+    api.PatchTeamTrainingGpuCapacityResponseV1(team_gpu_capacity=TEAM_CAPACITY),
+    CAPACITY_AT_SUBMIT,
+    ACTIVE_AT_SUBMIT,
+    PENDING_AHEAD,
+    QUEUE_EVENT,
+    api.GetTrainingJobQueueContextResponseV1(
+        target_job_id="job-2",
+        target_job_name="b",
+        gpu_type="H100",
+        requested_gpus=8,
+        submitted_at=NOW.isoformat(),
+        released_at=None,
+        pending_seconds=None,
+        org_capacity=CAPACITY_AT_SUBMIT,
+        team_capacity=None,
+        active_at_submit=[ACTIVE_AT_SUBMIT],
+        pending_ahead_at_submit=[PENDING_AHEAD],
+        events=[QUEUE_EVENT],
+        events_window_end=NOW.isoformat(),
     ),
     api.GetBlobCredentialsResponseV1(
         creds=api.AWSCredentialsV1(

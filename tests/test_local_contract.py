@@ -188,7 +188,31 @@ def _walk_every_endpoint(c: ApiClient, tmp_path: Path) -> None:
     assert c.job(project.id, job.id).training_job.name == "contract"
     assert [j.id for j in c.search_jobs(project_id=project.id)] == [job.id]
     assert [j.id for j in c.search_jobs(job_id=job.id, statuses=list(S))] == [job.id]
-    assert c.set_priority(project.id, job.id, 5).priority == 5
+
+    # capacity and the queue: a team capped at one H100, two gated jobs: the second waits
+    # (PENDING), its priority changes, its queue context names the first
+    assert c.set_team_capacity("team-contract", "H100", 1).limit == 1
+    assert [t.limit for t in c.capacity().team_gpu_capacities if t.team_id == "team-contract"]
+    gate = tmp_path / "gate"
+    held = [
+        submit(
+            c,
+            team_project,
+            ['while [ ! -e "$GATE" ]; do sleep 0.05; done'],
+            compute=spec.Compute(accelerator="H100:1"),
+            runtime=spec.Runtime(environment_variables={"GATE": str(gate)}),
+        )
+        for _ in range(2)
+    ]
+    wait_for(lambda: c.job(team_project.id, held[1].id).training_job.status == S.PENDING, 30,
+             "the second capped job to wait")  # fmt: skip
+    assert c.set_priority(team_project.id, held[1].id, 5).priority == 5
+    context = c.queue_context(held[1].id)
+    assert [a.training_job_id for a in context.active_at_submit] == [held[0].id]
+    gate.touch()
+    for each_job in held:
+        assert wait_terminal(c, each_job, timeout=60).status == S.COMPLETED
+        c.delete_job(team_project.id, each_job.id)
 
     # metrics while it runs, then everything a finished job has
     wait_for(lambda: c.metrics(project.id, job.id).cpu_usage, 30, "a metrics sample")

@@ -31,6 +31,7 @@ from bt_jupyter._version import __version__
 from bt_jupyter.errors import HomeError, SecretStoreError, UnsafePathError
 from bt_jupyter.local.routes import (
     artifacts,
+    capacity,
     checkpoints,
     deployments,
     health,
@@ -156,6 +157,7 @@ def build_app(state: ServiceState) -> FastAPI:
     # Baseten's API (and the /v1/local extensions that need the API key)
     for router in (
         projects.router,
+        capacity.router,
         logs.router,
         checkpoints.router,
         artifacts.router,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+from collections import Counter
 
 
 def _query(*args: str) -> list[str]:
@@ -21,6 +23,44 @@ def _query(*args: str) -> list[str]:
 
 def gpu_count() -> int:
     return len([line for line in _query("-L") if line.startswith("GPU ")])
+
+
+#: Baseten's GPU type of an ``nvidia-smi -L`` name, most specific first.
+_TYPES = (
+    (r"\bGB300\b", "GB300"),
+    (r"\bB300\b", "B300"),
+    (r"\bB200\b", "B200"),
+    (r"\bH200\b", "H200"),
+    (r"\bH100\b.*\b40GB\b", "H100_40GB"),
+    (r"\bH100\b", "H100"),
+    (r"\bA100\b.*\b40GB\b", "A100_40GB"),
+    (r"\bA100\b", "A100"),
+    (r"\bL40S\b", "L40S"),
+    (r"\bA10G\b", "A10G"),
+    (r"\bV100\b", "V100"),
+    (r"\bL4\b", "L4"),
+    (r"\bT4\b", "T4"),
+    (r"RTX PRO 6000", "RTX_PRO_6000"),
+)
+
+
+def gpu_type_of(name: str) -> str | None:
+    """``"NVIDIA H100 80GB HBM3"`` -> ``"H100"``; None for a GPU Baseten does not offer."""
+    for pattern, gpu_type in _TYPES:
+        if re.search(pattern, name):
+            return gpu_type
+    return None
+
+
+def gpu_types() -> dict[str, int]:
+    """This machine's GPUs by Baseten GPU type (empty without ``nvidia-smi``)."""
+    found: Counter[str] = Counter()
+    for line in _query("-L"):
+        if line.startswith("GPU "):
+            gpu_type = gpu_type_of(line.split(":", 1)[-1].split("(UUID")[0])
+            if gpu_type:
+                found[gpu_type] += 1
+    return dict(found)
 
 
 def gpu_samples(indices: list[int]) -> dict[str, dict[str, float]]:

@@ -30,10 +30,15 @@ def serve(home: Home, port: int = 0) -> None:
     home.ensure()
     sock = _listen(port)  # first: a port it cannot have leaves no state behind
     bound = sock.getsockname()[1]
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:  # a setting a person wrote: one line, which the daemon quotes
+        sock.close()
+        raise SystemExit(str(exc)) from None
     store = Store(home.db)
     dispatcher = Dispatcher(home, store)
-    app = build_app(ServiceState(home, settings, dispatcher))
+    state = ServiceState(home, settings, dispatcher)
+    app = build_app(state)
 
     config = uvicorn.Config(
         app,
@@ -45,6 +50,7 @@ def serve(home: Home, port: int = 0) -> None:
     )
     server = uvicorn.Server(config)
     dispatcher.start()
+    state.start()
     info = {
         "pid": os.getpid(),
         "port": bound,
@@ -55,6 +61,7 @@ def serve(home: Home, port: int = 0) -> None:
     try:
         server.run(sockets=[sock])
     finally:
+        state.close()
         dispatcher.close()
         try:
             current = json.loads(home.service_file.read_text())

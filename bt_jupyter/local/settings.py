@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from bt_jupyter import limits, spec
 
 
 def s3_client(settings: Settings) -> object:
@@ -29,6 +31,21 @@ CONTAINMENT_ENV = "BT_JUPYTER_CONTAINMENT"
 CONTAINMENT_MODES = ("auto", "cgroup", "subreaper")
 #: S3's own limit for a presigned URL's lifetime; ours follow it.
 MAX_URL_TTL_S = 7 * 24 * 3600
+
+
+def parse_capacity(text: str) -> dict[str, int]:
+    """``"H100:1,A100:8"`` -> ``{"H100": 1, "A100": 8}``; one clear error otherwise."""
+    found: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        gpu_type, _, count = item.partition(":")
+        if gpu_type not in spec.ACCELERATORS or not count.isdigit():
+            known = ", ".join(sorted(spec.ACCELERATORS))
+            raise ValueError(
+                f"BT_JUPYTER_GPU_CAPACITY: {limits.shown(item)} is not TYPE:COUNT "
+                f"(e.g. H100:8); TYPE is one of {known}"
+            )
+        found[gpu_type] = limits.check_int(int(count), 0, limits.MAX_CAPACITY_GPUS)
+    return found
 
 
 def _url_ttl_s() -> int:
@@ -70,6 +87,9 @@ class Settings:
     containment: str = "auto"
     #: Lifetime of the service's presigned URLs (``BT_JUPYTER_PRESIGNED_URL_TTL_S``).
     url_ttl_s: int = 3600
+    #: GPUs per type the service hands out, over what this machine has
+    #: (``BT_JUPYTER_GPU_CAPACITY=H100:1,A100:8``); a type with none set is not gated.
+    gpu_capacity: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -90,4 +110,5 @@ class Settings:
             if (mode := os.environ.get(CONTAINMENT_ENV)) in CONTAINMENT_MODES
             else "auto",
             url_ttl_s=_url_ttl_s(),
+            gpu_capacity=parse_capacity(os.environ.get("BT_JUPYTER_GPU_CAPACITY", "")),
         )

@@ -10,6 +10,7 @@ projects) and the lookups that answer 404 when something is missing.
 from __future__ import annotations
 
 import getpass
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from bt_jupyter import api, limits, spec
-from bt_jupyter.local import checkpoints
+from bt_jupyter.local import capacity, checkpoints, gpus
 from bt_jupyter.local.dispatch import Dispatcher
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.settings import Settings, s3_client
@@ -26,6 +27,10 @@ from bt_jupyter.local.store import JobRow, ProjectRow, Store
 from bt_jupyter.local.wire import HttpError, not_found, utc
 
 S = spec.TrainingJobStatus
+#: Statuses of a job that holds its GPUs (released from the queue, not ended).
+HOLDING = (S.CREATED.value, S.DEPLOYING.value, S.RUNNING.value)
+#: How often the queue is looked at for jobs that ended (and freed their GPUs).
+QUEUE_TICK_S = 0.25
 #: What a queued job says (Baseten's PENDING/QUEUED jobs carry such advice).
 QUEUE_ADVICE = "Waiting for capacity; the job starts when GPUs of its type are free."
 #: What a job says on a service that launches none (``BT_JUPYTER_LOCAL_NO_RUN``).
@@ -42,6 +47,23 @@ class ServiceState:
         #: Access key ids of the blob credentials handed out (the S3 stand-in takes only these)
         #: Who creates jobs here; Baseten always names the user (truss's CLI expects one).
         self.user = api.UserV1(email=f"{getpass.getuser()}@localhost")
+        #: GPUs per type this service may hand out: this machine's, then the settings'.
+        self.gpu_limits = {**gpus.gpu_types(), **settings.gpu_capacity}
+        self.started_at = time.time()
+        self._queue_lock = threading.Lock()
+        self._queue_wake = threading.Event()
+        self._closed = threading.Event()
+        self._queue = threading.Thread(target=self._watch_queue, name="queue", daemon=True)
+
+    def start(self) -> None:
+        """Start releasing PENDING jobs as capacity frees up (a restart resumes the queue)."""
+        self._queue.start()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._queue_wake.set()
+        if self._queue.is_alive():
+            self._queue.join(timeout=5)
 
     def release_queued(self) -> None:
         """Jobs queued when an earlier service ended: CREATED, so the dispatcher's watch
@@ -176,6 +198,7 @@ class ServiceState:
                 job = self.store.job(job.id) or job
             return job, created
         if self.settings.baseten_mode and self.settings.queue_s > 0:
+            self.gated(spec_json, project.team_name or "")  # refuses one that could never fit
             job, created = self.store.create_job(
                 project.id, spec_json, idempotency_key, S.QUEUED, QUEUE_ADVICE, body_hash
             )
@@ -183,6 +206,14 @@ class ServiceState:
                 timer = threading.Timer(self.settings.queue_s, self.dequeue, (job.id,))
                 timer.daemon = True
                 timer.start()
+            return job, created
+        if self.gated(spec_json, project.team_name or ""):
+            job, created = self.store.create_job(
+                project.id, spec_json, idempotency_key, S.PENDING, capacity.FIRST_WAIT, body_hash
+            )
+            if created:
+                self.schedule()  # released at once when it fits
+                job = self.store.job(job.id) or job
             return job, created
         job, created = self.store.create_job(
             project.id, spec_json, idempotency_key, body_hash=body_hash
@@ -192,9 +223,67 @@ class ServiceState:
         return job, created
 
     def dequeue(self, job_id: str) -> None:
-        """QUEUED -> CREATED, then run it (not if it was stopped while queued)."""
-        if self.store.set_status(job_id, S.CREATED):
+        """QUEUED -> CREATED, then run it (not if it was stopped while queued); a job a
+        GPU pool gates goes on to wait there (PENDING) instead."""
+        job = self.store.job(job_id)
+        if job is not None and self.gated(job.spec, self._team_of(job.project_id)):
+            if self.store.set_status(job_id, S.PENDING, capacity.FIRST_WAIT):
+                self.schedule()
+        elif self.store.set_status(job_id, S.CREATED):
             self.dispatcher.dispatch(job_id)
+
+    # ------------------------------------------------------------------ capacity and queue
+
+    def limits(self) -> capacity.Limits:
+        teams = {key: cap for key, (cap, _) in self.store.team_capacities().items()}
+        return capacity.Limits(org=self.gpu_limits, team=teams)
+
+    def _team_of(self, project_id: str) -> str:
+        project = self.store.project(project_id)
+        return (project.team_name or "") if project else ""
+
+    def gated(self, job_spec: dict[str, Any], team: str) -> bool:
+        """The job's GPUs come from a pool with a limit: it waits (PENDING) for them.
+        Refuses (400) a job that could never fit."""
+        demand = capacity.demand_of(job_spec)
+        if demand is None:
+            return False
+        limits_ = self.limits()
+        never = limits_.never_fits(demand, team)
+        if never:
+            raise HttpError(400, "INSUFFICIENT_CAPACITY", never)
+        return demand.gpu_type in limits_.org or (team, demand.gpu_type) in limits_.team
+
+    def schedule(self) -> None:
+        """Release the PENDING jobs that fit now (``capacity.plan``, in priority order)
+        and tell each of the others why it waits and where it is in the queue."""
+        with self._queue_lock:
+            pending = self.store.jobs(statuses=[S.PENDING.value])
+            if not pending:
+                return
+            holding = self.store.jobs(statuses=HOLDING)
+            teams = {p.id: p.team_name or "" for p in self.store.projects()}
+            plan = capacity.plan(pending, holding, self.limits(), teams)
+            for job in plan.release:
+                if self.store.set_status(job.id, S.CREATED):
+                    self.dispatcher.dispatch(job.id)
+            for job in pending:
+                wait = plan.waiting.get(job.id)
+                if wait is not None and wait.reason != job.error_message:
+                    self.store.set_waiting_message(job.id, wait.reason)
+
+    def wake_queue(self) -> None:
+        """Something changed (a priority, a capacity, a stop): look at the queue now."""
+        self._queue_wake.set()
+
+    def _watch_queue(self) -> None:
+        while not self._closed.is_set():
+            self._queue_wake.wait(QUEUE_TICK_S)
+            self._queue_wake.clear()
+            try:
+                self.schedule()
+            except Exception as exc:  # keep watching; the next round may succeed
+                print(f"queue watch: {exc!r}", file=sys.stderr)
 
 
 async def _current(request: Request) -> ServiceState:

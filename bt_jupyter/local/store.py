@@ -96,6 +96,13 @@ CREATE TABLE IF NOT EXISTS deployments (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS team_capacity (
+    team_id TEXT NOT NULL,
+    gpu_type TEXT NOT NULL,
+    max_gpus INTEGER NOT NULL,
+    last_modified REAL NOT NULL,
+    PRIMARY KEY (team_id, gpu_type)
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     job_id TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -296,7 +303,7 @@ class Store:
         error_message: str | None = None,
         body_hash: str | None = None,
     ) -> tuple[JobRow, bool]:
-        """Insert a job (CREATED, or QUEUED with queue advice in baseten mode); with a known
+        """Insert a job (CREATED; PENDING or QUEUED with why it waits); with a known
         idempotency key, return that job instead, if ``body_hash`` (of the request that
         creates it) is the one stored with the key: else :class:`IdempotencyConflict`.
 
@@ -410,12 +417,43 @@ class Store:
                 (pid, started, job_id),
             )
 
-    def set_priority(self, job_id: str, priority: int) -> None:
+    def set_priority(self, job_id: str, priority: int) -> bool:
+        """Change a PENDING job's priority (Baseten changes no other job's); False if the
+        job is not PENDING (then nothing changed)."""
+        with self._tx() as db:
+            changed = db.execute(
+                "UPDATE jobs SET priority = ?, updated_at = ? WHERE id = ? AND status = ?",
+                (priority, time.time(), job_id, TrainingJobStatus.PENDING.value),
+            )
+            return changed.rowcount == 1
+
+    def set_waiting_message(self, job_id: str, message: str) -> None:
+        """A PENDING job's reason and queue position, as the queue moves."""
         with self._tx() as db:
             db.execute(
-                "UPDATE jobs SET priority = ?, updated_at = ? WHERE id = ?",
-                (priority, time.time(), job_id),
+                "UPDATE jobs SET error_message = ? WHERE id = ? AND status = ?",
+                (message, job_id, TrainingJobStatus.PENDING.value),
             )
+
+    def team_capacities(self) -> dict[tuple[str, str], tuple[int, float]]:
+        """``{(team, gpu_type): (max_gpus, last_modified)}``."""
+        rows = self._db().execute("SELECT * FROM team_capacity")
+        return {
+            (r["team_id"], r["gpu_type"]): (int(r["max_gpus"]), _time(r["last_modified"]))
+            for r in rows
+        }
+
+    def set_team_capacity(self, team_id: str, gpu_type: str, max_gpus: int) -> float:
+        """Create or update a team's cap on a GPU type; returns when it was set."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO team_capacity VALUES (?, ?, ?, ?) ON CONFLICT (team_id, gpu_type)"
+                " DO UPDATE SET max_gpus = excluded.max_gpus,"
+                " last_modified = excluded.last_modified",
+                (team_id, gpu_type, max_gpus, now),
+            )
+        return now
 
     def delete_job(self, job_id: str) -> None:
         with self._tx() as db:

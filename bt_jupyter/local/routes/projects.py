@@ -151,7 +151,14 @@ async def get_job(project_id: str, job_id: str, state: State) -> JSONResponse:
 async def update_job(project_id: str, job_id: str, request: Request, state: State) -> JSONResponse:
     project, job = state.job(project_id, job_id)
     body = await parse_body(request, api.UpdateTrainingJobRequestV1)
-    await run(state.store.set_priority, job.id, body.priority)
+    if not await run(state.store.set_priority, job.id, body.priority):
+        raise HttpError(
+            409,
+            "CONFLICT",
+            f"job {job.id} is {state.job(project_id, job_id)[1].status.short}: only a PENDING "
+            "job's priority can change (it decides the order in which waiting jobs start)",
+        )
+    state.wake_queue()
     job = state.job(project_id, job_id)[1]
     return ok(api.UpdateTrainingJobResponseV1(training_job=state.job_wire(job, project)))
 
@@ -172,6 +179,7 @@ async def stop_job(project_id: str, job_id: str, request: Request, state: State)
     await parse_body(request, api.StopTrainingJobRequestV1)
     if not job.status.is_terminal:
         await run(state.dispatcher.stop, job)
+        state.wake_queue()  # a stopped job frees its GPUs, or its place in the queue
     job = state.job(project_id, job_id)[1]
     return ok(api.StopTrainingJobResponseV1(training_job=state.job_wire(job, project)))
 
