@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import urllib.parse
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -258,12 +259,36 @@ class Client:
         outputs = [str(n) for n in bundle.manifest.get("outputs") or []] if bundle else []
         return Job(self, created, base_image=job.image.base_image, outputs=outputs)
 
-    def push(self, project: Any, source_dir: Path | str | None = None) -> Job:
-        """Like ``truss_train.push``: the project's job with ``source_dir`` as its files."""
+    def push(
+        self,
+        project: Any,
+        source_dir: Path | str | None = None,
+        *,
+        job_name: str | None = None,
+        entrypoint: str | None = None,
+        priority: int | None = None,
+        accelerator: str | None = None,
+        node_count: int | None = None,
+        spot: bool = False,
+    ) -> Job:
+        """Like ``truss train push``: the project's job with ``source_dir`` as its files,
+        and the same flags (``entrypoint`` replaces the start commands; each flag that
+        replaces a configured value says so, as a warning, as truss does)."""
+        pushed, notes = spec.with_push_options(
+            spec.as_training_project(project),
+            job_name=job_name,
+            entrypoint=entrypoint,
+            priority=priority,
+            accelerator=accelerator,
+            node_count=node_count,
+            spot=spot,
+        )
+        for note in notes:
+            warnings.warn(f"push: {note}", UserWarning, stacklevel=2)
         folder = Path(source_dir or Path.cwd())
         files = {path: file.read_bytes() for path, file in included_files(["."], folder)}
         bundle = Bundle(files={p.removeprefix("./"): d for p, d in files.items()}, manifest={})
-        return self.submit(spec.as_training_project(project), bundle)
+        return self.submit(pushed, bundle)
 
     def jobs(
         self, project: str | None = None, status: spec.TrainingJobStatus | str | None = None

@@ -672,17 +672,25 @@ class BtMagics(Magics):
 
     @line_magic
     def bt_export(self, line: str) -> None:
-        """``%bt_export JOB_ID DIR``: write a truss train project (config.py + files)."""
-        parts = line.split()
-        if len(parts) != 2:
-            raise UsageError("usage: %bt_export JOB_ID DIR")
-        if parts[0] not in self._submitted:
+        """``%bt_export JOB_ID DIR [--entrypoint CMD]``: write a truss train project
+        (config.py + files); ``--entrypoint`` replaces its start commands, as
+        ``truss train push --entrypoint`` would."""
+        parser = _Parser(prog="%bt_export", add_help=False)
+        parser.add_argument("job_id")
+        parser.add_argument("dir", type=Path)
+        parser.add_argument("--entrypoint")
+        args = _parse(parser, line)
+        if args.job_id not in self._submitted:
             raise UsageError(
-                f"job {parts[0]} was not submitted from this kernel; re-run its cell with "
+                f"job {args.job_id} was not submitted from this kernel; re-run its cell with "
                 "--dry-run, or submit it again, then export"
             )
-        project, bundle = self._submitted[parts[0]]
-        config = export_project(bundle, project, Path(parts[1]))
+        project, bundle = self._submitted[args.job_id]
+        try:
+            project, _ = spec.with_push_options(project, entrypoint=args.entrypoint)
+        except InvalidConfigError as exc:
+            raise UsageError(f"%bt_export: {exc}") from None
+        config = export_project(bundle, project, args.dir)
         print(
             f"wrote {config} and {len(bundle.files)} files; push with `truss train push {config}`"
         )

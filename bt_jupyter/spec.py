@@ -63,6 +63,7 @@ __all__ = [
     "WeightsSource",
     "Workspace",
     "as_training_project",
+    "with_push_options",
     "invalid_config",
 ]
 
@@ -742,6 +743,51 @@ def as_training_project(project: Any) -> TrainingProject:
     raise InvalidConfigError(
         f"expected a TrainingProject (bt_jupyter.spec or truss_train), got {type(project).__name__}"
     )
+
+
+def with_push_options(
+    project: TrainingProject,
+    *,
+    job_name: str | None = None,
+    entrypoint: str | None = None,
+    priority: int | None = None,
+    accelerator: str | None = None,
+    node_count: int | None = None,
+    spot: bool = False,
+) -> tuple[TrainingProject, list[str]]:
+    """The project as ``truss train push`` runs it with these flags: ``--entrypoint``
+    replaces the start commands, the others replace their config value, ``--spot`` sets
+    spot capacity. Returns the new project and, as truss warns, what each flag overrode.
+    Each value is checked as its field checks it (one clear line when it is wrong)."""
+    job, notes = project.job, []
+    update: dict[str, Any] = {}
+    compute: dict[str, Any] = {}
+    if job_name is not None:
+        if job.name:
+            notes.append(f"job name {job.name!r} replaced by {job_name!r}")
+        update["name"] = TrainingJob(image=job.image, name=job_name).name
+    if accelerator is not None:
+        if job.compute.accelerator is not None:
+            notes.append(f"accelerator '{job.compute.accelerator}' replaced by {accelerator!r}")
+        compute["accelerator"] = Compute(accelerator=accelerator).accelerator
+    if node_count is not None:
+        if job.compute.node_count != 1:
+            notes.append(f"node_count {job.compute.node_count} replaced by {node_count}")
+        compute["node_count"] = Compute(node_count=node_count).node_count
+    if spot:
+        compute["availability_model"] = AvailabilityModel.SPOT
+    if entrypoint is not None:
+        if job.runtime.start_commands:
+            notes.append(f"start_commands {job.runtime.start_commands} replaced by {entrypoint!r}")
+        commands = Runtime(start_commands=[entrypoint]).start_commands
+        update["runtime"] = job.runtime.model_copy(update={"start_commands": commands})
+    if priority is not None:
+        if job.priority is not None:
+            notes.append(f"priority {job.priority} replaced by {priority}")
+        update["priority"] = TrainingJob(image=job.image, priority=priority).priority
+    if compute:
+        update["compute"] = job.compute.model_copy(update=compute)
+    return project.model_copy(update={"job": job.model_copy(update=update)}), notes
 
 
 # --------------------------------------------------------------------------- status

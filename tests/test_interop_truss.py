@@ -358,3 +358,38 @@ def test_truss_objects_nest_inside_ours() -> None:
     )
     assert job.compute.accelerator == spec.AcceleratorSpec(accelerator="L4", count=1)
     assert job.runtime.environment_variables["T"] == spec.SecretReference(name="t")
+
+
+PUSH_FLAGS: list[dict[str, Any]] = [
+    {"entrypoint": "python train.py --epochs 3"},
+    {"entrypoint": "torchrun train.py", "priority": 5, "accelerator": "H200:8", "node_count": 2},
+    {"priority": -3, "spot": True},
+    {},
+]
+
+
+@pytest.mark.parametrize("flags", PUSH_FLAGS, ids=lambda f: ",".join(f) or "none")
+@pytest.mark.parametrize("name", ["everything", "single-node-gpu", "multi-node"])
+def test_push_flags_change_the_job_as_truss_train_push_does(
+    name: str, flags: dict[str, Any]
+) -> None:
+    """``Client.push(..., entrypoint=..., priority=...)`` sends what ``truss train push
+    --entrypoint ... --priority ...`` sends (truss's own override code is the reference),
+    and says what each flag replaced, as truss warns."""
+    from truss_train.deployment import _apply_cli_overrides
+
+    theirs = CONFIGS[name](TRUSS)
+    _apply_cli_overrides(theirs, **flags)
+    ours, notes = spec.with_push_options(CONFIGS[name](OURS), **flags)
+    sent, reference = our_bodies(ours)[1], truss_bodies(theirs)[1]
+    if "entrypoint" in flags:
+        # truss assigns the start commands, which revalidates its Runtime and drops the
+        # deprecated ``enable_cache`` key (null) from the body: the same request to Baseten
+        assert sent["training_job"]["runtime"].pop("enable_cache") is None
+        assert "enable_cache" not in reference["training_job"]["runtime"]
+    assert json.dumps(sent) == json.dumps(reference)
+    original = CONFIGS[name](OURS).job
+    if "entrypoint" in flags and original.runtime.start_commands:
+        assert any("start_commands" in note for note in notes)
+    if not flags:
+        assert notes == []

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bt_jupyter import Client, Job, JobFailed, spec
+from bt_jupyter.errors import InvalidConfigError
 from bt_jupyter.jobs import MissingApiKey, NoSuchJob, find_api_key
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
@@ -47,6 +48,15 @@ def test_push_a_truss_train_project_with_a_source_dir(bt: Client, tmp_path: Path
     again = bt.job(job.id)
     assert (again.id, again.status, again.project) == (job.id, S.COMPLETED, name)
     assert "COMPLETED" in repr(again)
+
+    # truss train push's flags: --entrypoint replaces the start commands (and says so)
+    with pytest.warns(UserWarning, match=r"start_commands .* replaced by 'python train.py full'"):
+        flagged = bt.push(project, tmp_path, entrypoint="python train.py full", priority=4)
+    assert flagged.wire.priority == 4
+    assert flagged.wait(timeout=60).status == S.COMPLETED
+    assert [line.message for line in flagged.logs(node=0)] == ["training with full"]
+    with pytest.raises(InvalidConfigError, match="node_count"):
+        bt.push(project, tmp_path, node_count=0)
 
 
 def test_wait_raises_with_the_error_message(bt: Client) -> None:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import CapturedIO, capture_output
 
@@ -152,6 +153,17 @@ def test_line_magics(ip: InteractiveShell, tmp_path: Path) -> None:
         ip.run_line_magic("bt_export", f"{job.id} {tmp_path / 'export'}")
     assert (tmp_path / "export" / "config.py").is_file()
     assert "truss train push" in out.stdout
+    # --entrypoint, as truss train push --entrypoint: it replaces the start commands
+    with capture_output():
+        ip.run_line_magic(
+            "bt_export", f"{job.id} {tmp_path / 'entry'} --entrypoint 'python -m my.train'"
+        )
+    config = (tmp_path / "entry" / "config.py").read_text()
+    assert re.search(r"start_commands=\[\s*'python -m my\.train',\s*\]", config), config
+    with pytest.raises(UsageError) as refused:
+        ip.run_line_magic("bt_export", f"{job.id} {tmp_path / 'bad'} --entrypoint 'a\x00b'")
+    assert not (tmp_path / "bad").exists()
+    assert "start command" in str(refused.value)
 
 
 def test_config_never_shows_the_key(ip: InteractiveShell, local_home: Home) -> None:

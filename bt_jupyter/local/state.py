@@ -226,7 +226,11 @@ class ServiceState:
         """QUEUED -> CREATED, then run it (not if it was stopped while queued); a job a
         GPU pool gates goes on to wait there (PENDING) instead."""
         job = self.store.job(job_id)
-        if job is not None and self.gated(job.spec, self._team_of(job.project_id)):
+        try:
+            gated = job is not None and self.gated(job.spec, self._team_of(job.project_id))
+        except HttpError:  # a cap lowered since it was submitted: it waits, saying so
+            gated = True
+        if gated:
             if self.store.set_status(job_id, S.PENDING, capacity.FIRST_WAIT):
                 self.schedule()
         elif self.store.set_status(job_id, S.CREATED):
