@@ -80,6 +80,10 @@ class NoCheckpoint(BtJupyterError):
     """A checkpoint to load names nothing: no such job, or no such checkpoint of it."""
 
 
+class DownloadError(BtJupyterError):
+    """A job's files could not be written here (nothing to fetch, or a clash on disk)."""
+
+
 class MissingSecret(BtJupyterError):
     """A SecretReference names a secret the service does not have; nothing was sent."""
 

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, overload
 
-from bt_jupyter import api, preflight, spec
+from bt_jupyter import api, downloads, preflight, spec
 from bt_jupyter.backends import Backend, DeployRequest, backend_named
 from bt_jupyter.client import (
     SYNC_TIMEOUT_S,
@@ -564,6 +564,16 @@ class Job:
     def checkpoint_files(self) -> list[api.CheckpointFile]:
         """Every file of every checkpoint, with a presigned URL each."""
         return self._rest.checkpoint_files(self.project_id, self.id)
+
+    def checkpoint_urls(self, folder: Path | str | None = None) -> Path:
+        """``truss train get_checkpoint_urls``: write ``{project}_{job}_checkpoints.json``
+        (every checkpoint file's presigned URL) into ``folder``; its path."""
+        return downloads.write_checkpoint_urls(self, folder)
+
+    def download_artifact(self, folder: Path | str | None = None, unzip: bool = True) -> Path:
+        """``truss train download``: the job's own files (its bundle), unpacked into
+        ``folder/{project}_{job}/`` (or kept as a ``.tgz``); the path."""
+        return downloads.download_artifact(self, folder, unzip)
 
     def summary(self) -> str:
         """A few lines for terminals and nbconvert runs."""

@@ -129,7 +129,7 @@ def _bundle(cell: str, **namespace: Any) -> Any:
 
 @pytest.mark.timeout(240)
 def test_a_cell_runs_through_s3_and_polling_like_on_baseten(
-    cloud: tuple[Client, Recorder], openapi_spec: dict[str, Any]
+    cloud: tuple[Client, Recorder], openapi_spec: dict[str, Any], tmp_path: Path
 ) -> None:
     client, recorder = cloud
     assert not client.api.retry_creates
@@ -158,6 +158,13 @@ def test_a_cell_runs_through_s3_and_polling_like_on_baseten(
     assert len(lines) == len(set(lines))
     assert job.refresh().status == spec.TrainingJobStatus.COMPLETED
     assert job.outputs() == {"answer": 42}
+    # truss train get_checkpoint_urls / download, through Baseten's API and S3
+    urls = json.loads(job.checkpoint_urls(tmp_path).read_text())["checkpoint_artifacts"]
+    assert urls
+    assert httpx.get(urls[0]["url"], timeout=30).content  # presigned: no key needed
+    unpacked = job.download_artifact(tmp_path)
+    got = sorted(str(p.relative_to(unpacked)) for p in unpacked.rglob("*") if p.is_file())
+    assert got == sorted(bundle.files)
 
     again = client.submit(project, bundle)  # unchanged bundle: not uploaded twice
     assert again.wait(timeout=60).status == spec.TrainingJobStatus.COMPLETED
