@@ -60,6 +60,10 @@ class UnknownTeam(BtJupyterError):
 # ------------------------------------------------------------- jobs and what they leave
 
 
+class NoSuchProject(BtJupyterError):
+    """No project of that name or id (or more than one, in different teams)."""
+
+
 class NoSuchJob(BtJupyterError):
     """No job of that id on this backend."""
 

@@ -22,6 +22,7 @@ from typing import Any, Literal, overload
 
 from bt_jupyter import api, downloads, preflight, spec
 from bt_jupyter.backends import Backend, DeployRequest, backend_named
+from bt_jupyter.cache_summary import CacheView, SortKey, cache_view
 from bt_jupyter.client import (
     SYNC_TIMEOUT_S,
     ApiClient,
@@ -38,6 +39,7 @@ from bt_jupyter.errors import (
     JobTraceback,
     MissingApiKey,
     NoSuchJob,
+    NoSuchProject,
 )
 from bt_jupyter.packaging import Bundle
 from bt_jupyter.packaging.files import included_files
@@ -235,6 +237,37 @@ class Client:
 
     def _project_id(self, name: str) -> str | None:
         return next((p.id for p in self.projects() if p.name == name), None)
+
+    def project(self, name_or_id: str, team: str | None = None) -> api.TrainingProjectV1:
+        """One project, by id or name (of ``team`` when given); one clear error when none
+        or several (same name in different teams) match."""
+        projects = self.projects()
+        by_id = [p for p in projects if p.id == name_or_id]
+        found = by_id or [
+            p for p in projects if p.name == name_or_id and team in (None, p.team_name)
+        ]
+        if len(found) == 1:
+            return found[0]
+        where = f" in team {team!r}" if team else ""
+        if not found:
+            names = ", ".join(sorted({repr(p.name) for p in projects})[:5]) or "none yet"
+            raise NoSuchProject(
+                f"no project {name_or_id!r}{where} on the {self.backend.name} backend "
+                f"(projects: {names})"
+            )
+        teams = ", ".join(sorted(repr(p.team_name or "") for p in found))
+        raise NoSuchProject(f"project {name_or_id!r} is in several teams ({teams}): add --team")
+
+    def cache(
+        self,
+        project: str,
+        team: str | None = None,
+        sort: SortKey = "filepath",
+        descending: bool = False,
+    ) -> CacheView:
+        """``truss train cache summarize``: the project's cache (by name or id), sorted."""
+        found = self.project(project, team)
+        return cache_view(self.api.cache_summary(found.id), sort, descending)
 
     def submit(
         self, project: spec.TrainingProject, bundle: Bundle | None = None, team: str | None = None

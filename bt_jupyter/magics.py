@@ -23,6 +23,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Bool, Float, Unicode
 
 from bt_jupyter import limits, spec
+from bt_jupyter.cache_summary import SORTS
 from bt_jupyter.client import log_text
 from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import BtJupyterError, InvalidConfigError
@@ -594,6 +595,36 @@ class BtMagics(Magics):
             print(f"stopping job {job.id} ({job.status.short})")
         if not jobs:
             print(f"no running jobs in project {self.default_project!r}")
+
+    @line_magic
+    def bt_cache(self, line: str) -> Any:
+        """``%bt_cache [PROJECT] [--team T] [--sort filepath|size|modified|type|permissions]
+        [--order asc|desc] [-o table|csv|json]``: the project's training cache, as
+        ``truss train cache summarize`` shows it (a sortable table in a notebook)."""
+        parser = _Parser(prog="%bt_cache", add_help=False)
+        parser.add_argument("project", nargs="?")
+        parser.add_argument("--team")
+        parser.add_argument("--sort", choices=SORTS, default="filepath")
+        parser.add_argument("--order", choices=["asc", "desc"], default="asc")
+        parser.add_argument("-o", "--output-format", choices=["table", "csv", "json"])
+        args = _parse(parser, line)
+        try:
+            view = self.client().cache(
+                args.project or self.default_project, args.team, args.sort, args.order == "desc"
+            )
+        except BtJupyterError as exc:
+            raise UsageError(str(exc)) from None
+        if args.output_format == "csv":
+            print(view.as_csv(), end="")
+        elif args.output_format == "json":
+            print(view.as_json())
+        elif args.output_format == "table" or not in_kernel():
+            print(view.as_text())
+        else:
+            from bt_jupyter.widgets.cache import CacheTable
+
+            return CacheTable(view)
+        return None
 
     @line_magic
     def bt_checkpoints(self, line: str) -> None:
