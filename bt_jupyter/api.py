@@ -581,10 +581,58 @@ class GetCacheSummaryResponseV1(_Response):
     file_summaries: list[FileSummary]
 
 
-class GetAuthCodesResponseV1(_Response):
-    """Auth codes of a job's interactive sessions (the local service has none)."""
+class AuthCodeV1(_Response):
+    """One node's interactive session: the device code to authenticate its tunnel."""
 
-    auth_codes: list[dict[str, Any]]
+    session_id: str
+    replica_id: str
+    auth_code: str
+    auth_url: str
+    generated_at: str | None = None
+    tunnel_name: str | None = None
+    expires_at: str | None = None
+    working_directory: str | None = None
+
+
+class GetAuthCodesResponseV1(_Response):
+    """Auth codes of a job's interactive sessions, one per node that has one."""
+
+    auth_codes: list[AuthCodeV1]
+
+
+class InteractiveSessionV1(_Response):
+    id: str
+    trigger: str
+    timeout_minutes: int
+    session_provider: str
+    auth_provider: str
+    pod_name: str
+    expires_at: str | None = None
+    tunnel_name: str | None = None
+    auth_code: str | None = None
+    auth_url: str | None = None
+    auth_code_generated_at: str | None = None
+    authenticated_at: str | None = None
+    working_directory: str | None = None
+
+
+class PatchInteractiveSessionRequestV1(_Request):
+    """Only what is given changes: ``timeout_minutes`` is added (-1: ten years)."""
+
+    timeout_minutes: int | None = None
+    trigger: spec.InteractiveSessionTrigger | None = None
+
+    @field_validator("timeout_minutes")
+    @classmethod
+    def _minutes(cls, minutes: int | None) -> int | None:
+        if minutes is None or minutes == -1:
+            return minutes
+        return limits.check_int(minutes, 1, limits.MAX_SESSION_MINUTES, " minutes")
+
+
+class PatchInteractiveSessionResponseV1(_Response):
+    interactive_session: InteractiveSessionV1
+    message: str
 
 
 class AWSCredentialsV1(_Response):

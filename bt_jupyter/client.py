@@ -441,6 +441,33 @@ class ApiClient:
         )
         return api.UpdateTrainingJobResponseV1.model_validate(response.json()).training_job
 
+    # ------------------------------------------------------------------ interactive sessions
+
+    def auth_codes(self, project_id: str, job_id: str) -> list[api.AuthCodeV1]:
+        """The job's open interactive sessions, one per node, with their device codes."""
+        path = f"{self._job_path(project_id, job_id)}/auth_codes"
+        return self._get(path, api.GetAuthCodesResponseV1).auth_codes
+
+    def patch_session(
+        self,
+        project_id: str,
+        job_id: str,
+        session_id: str,
+        trigger: spec.InteractiveSessionTrigger | str | None = None,
+        timeout_minutes: int | None = None,
+    ) -> api.PatchInteractiveSessionResponseV1:
+        """Change a session's trigger, or add minutes to it (-1: ten years)."""
+        body = api.PatchInteractiveSessionRequestV1(
+            trigger=trigger, timeout_minutes=timeout_minutes
+        )
+        response = self.request(
+            "PATCH",
+            f"{self._job_path(project_id, job_id)}/interactive_sessions/{session_id}",
+            json=body.model_dump(mode="json", exclude_none=True),
+            retry_ambiguous=True,
+        )
+        return api.PatchInteractiveSessionResponseV1.model_validate(response.json())
+
     # ------------------------------------------------------------------ capacity, queue
 
     def capacity(self) -> api.GetTrainingGpuCapacityResponseV1:

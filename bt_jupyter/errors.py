@@ -64,6 +64,10 @@ class NoSuchProject(BtJupyterError):
     """No project of that name or id (or more than one, in different teams)."""
 
 
+class NoSession(BtJupyterError):
+    """The job has no open interactive session to show or change."""
+
+
 class NoSuchJob(BtJupyterError):
     """No job of that id on this backend."""
 

@@ -38,6 +38,7 @@ from bt_jupyter.errors import (
     JobFailed,
     JobTraceback,
     MissingApiKey,
+    NoSession,
     NoSuchJob,
     NoSuchProject,
 )
@@ -530,6 +531,33 @@ class Job:
         """A PENDING job's place in the queue: higher priorities start first."""
         self._wire = self._rest.set_priority(self.project_id, self.id, priority)
         return self
+
+    def sessions(self) -> list[api.AuthCodeV1]:
+        """The job's open interactive sessions (per node: device code, URL, expiry, working
+        directory), as ``truss train logs`` prints them; empty when it has none."""
+        return self._rest.auth_codes(self.project_id, self.id)
+
+    def update_sessions(
+        self,
+        trigger: spec.InteractiveSessionTrigger | str | None = None,
+        timeout_minutes: int | None = None,
+    ) -> list[str]:
+        """``truss train isession --update-…``: change every open session of the job;
+        what the service said for each."""
+        if trigger is None and timeout_minutes is None:
+            raise InvalidConfigError("give a trigger or timeout_minutes to change")
+        found = self.sessions()
+        if not found:
+            raise NoSession(
+                f"job {self.id} has no open interactive session ({self.status.short}); "
+                "one opens as its trigger says (%%bt_train --interactive on_startup|on_failure)"
+            )
+        return [
+            self._rest.patch_session(
+                self.project_id, self.id, s.session_id, trigger, timeout_minutes
+            ).message
+            for s in found
+        ]
 
     def queue_context(self) -> api.GetTrainingJobQueueContextResponseV1:
         """Why the job waited (or waits) in PENDING: its GPU pool's capacity, the jobs

@@ -30,6 +30,7 @@ from bt_jupyter.errors import BtJupyterError, InvalidConfigError
 from bt_jupyter.jobs import Client, Job, OutputsState, TracebackHold
 from bt_jupyter.packaging import Bundle, PackageOptions, describe, package_cell
 from bt_jupyter.packaging.export import export_project
+from bt_jupyter.sessions import session_line
 from bt_jupyter.widgets import in_kernel
 
 
@@ -64,6 +65,17 @@ def _train_parser() -> _Parser:
     p.add_argument("--cpu", type=int, default=None)
     p.add_argument("--memory")
     p.add_argument("--spot", action="store_true")
+    p.add_argument(
+        "--interactive",
+        choices=[t.value for t in spec.InteractiveSessionTrigger],
+        help="open an interactive session on each node: at start, on failure, or on demand",
+    )
+    p.add_argument(
+        "--interactive-timeout",
+        type=_bounded(1, limits.MAX_SESSION_MINUTES),
+        metavar="MIN",
+        help="minutes before the interactive session times out (default 480)",
+    )
     p.add_argument(
         "--priority",
         type=_bounded(limits.MIN_PRIORITY, limits.MAX_PRIORITY),
@@ -125,6 +137,18 @@ def _load_checkpoint(value: str | None, project: str) -> spec.LoadCheckpointConf
     else:
         ref = spec.LatestCheckpoint(job_id=value)
     return spec.LoadCheckpointConfig(enabled=True, checkpoints=[ref])
+
+
+def _interactive(trigger: str | None, timeout: int | None) -> spec.InteractiveSession | None:
+    """``--interactive`` and ``--interactive-timeout`` as truss train push reads them."""
+    if trigger is None and timeout is None:
+        return None
+    session = spec.InteractiveSession()
+    if trigger is not None:
+        session.trigger = spec.InteractiveSessionTrigger(trigger)
+    if timeout is not None:
+        session.timeout_minutes = timeout
+    return session
 
 
 _UNSET: Any = object()
@@ -436,6 +460,7 @@ class BtMagics(Magics):
             job=spec.TrainingJob(
                 name=args.name,
                 priority=args.priority,
+                interactive_session=_interactive(args.interactive, args.interactive_timeout),
                 image=spec.Image(base_image=args.base_image or "pending"),
                 compute=spec.Compute(**compute),
                 runtime=spec.Runtime(
@@ -625,6 +650,34 @@ class BtMagics(Magics):
 
             return CacheTable(view)
         return None
+
+    @line_magic
+    def bt_session(self, line: str) -> None:
+        """``%bt_session JOB_ID``: the job's interactive sessions (per node: auth code, URL,
+        expiry, working directory); ``%bt_session update JOB_ID [--trigger T]
+        [--timeout MIN]`` changes them (minutes are added; -1: ten years)."""
+        parser = _Parser(prog="%bt_session", add_help=False)
+        parser.add_argument("words", nargs="+", metavar="[update] JOB_ID")
+        parser.add_argument("--trigger", choices=[t.value for t in spec.InteractiveSessionTrigger])
+        parser.add_argument("--timeout", type=_bounded(-1, limits.MAX_SESSION_MINUTES))
+        args = _parse(parser, line)
+        update = args.words[0] == "update"
+        if len(args.words) != 1 + update:
+            raise UsageError("usage: %bt_session [update] JOB_ID [--trigger T] [--timeout MIN]")
+        job = self._job(args.words[-1])
+        try:
+            if update:
+                if args.trigger is None and args.timeout is None:
+                    raise UsageError("%bt_session update: give --trigger or --timeout")
+                for said in job.update_sessions(args.trigger, args.timeout):
+                    print(f"job {job.id}: {said}")
+            found = job.sessions()
+        except BtJupyterError as exc:
+            raise UsageError(str(exc)) from None
+        if not found:
+            print(f"job {job.id} has no open interactive session ({job.refresh().status.short})")
+        for s in found:
+            print(session_line(s))
 
     @line_magic
     def bt_checkpoints(self, line: str) -> None:

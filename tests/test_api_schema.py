@@ -75,6 +75,15 @@ FULL_JOB = spec.TrainingJob(
     weights=[spec.WeightsSource(source="hf://org/model@main", mount_location="/app/base")],
 )
 
+SESSION = api.InteractiveSessionV1(
+    id="s-1",
+    trigger="on_startup",
+    timeout_minutes=480,
+    session_provider="vs_code",
+    auth_provider="github",
+    pod_name="0",
+    expires_at=NOW.isoformat(),
+)
 TEAM_CAPACITY = api.TeamTrainingGpuCapacityItemV1(
     team_id="t", team_name="t", gpu_type="H100", baseline=0, limit=8, usage_count=1
 )
@@ -198,6 +207,17 @@ EXAMPLES: list[BaseModel] = [
         ]
     ),
     TEAM_CAPACITY,
+    api.AuthCodeV1(
+        session_id="s-1",
+        replica_id="g00r0",
+        auth_code="4F64-C0D9",
+        auth_url="https://github.com/login/device",
+        expires_at=NOW.isoformat(),
+        working_directory="/b10/workspace",
+    ),
+    SESSION,
+    api.PatchInteractiveSessionRequestV1(timeout_minutes=60, trigger="on_demand"),
+    api.PatchInteractiveSessionResponseV1(interactive_session=SESSION, message="extended"),
     api.TrainingGpuCapacityItemV1(gpu_type="H100", baseline=8, limit=16, usage_count=8),
     api.GetTrainingGpuCapacityResponseV1(gpu_capacities=[], team_gpu_capacities=[TEAM_CAPACITY]),
     api.PatchTeamTrainingGpuCapacityRequestV1(team_id="t", gpu_type="H100", max_gpus=8),

@@ -40,6 +40,7 @@ from bt_jupyter.local.routes import (
     projects,
     s3_api,
     secrets,
+    sessions,
 )
 from bt_jupyter.local.state import ServiceState, State
 from bt_jupyter.local.wire import HttpError
@@ -162,6 +163,7 @@ def build_app(state: ServiceState) -> FastAPI:
         checkpoints.router,
         artifacts.router,
         secrets.router,
+        sessions.router,
     ):
         app.include_router(router, dependencies=key)
     # no API key: health, and downloads whose URL carries its signature

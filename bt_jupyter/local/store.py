@@ -96,6 +96,20 @@ CREATE TABLE IF NOT EXISTS deployments (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS interactive_sessions (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    node INTEGER NOT NULL,
+    trigger TEXT NOT NULL,
+    timeout_minutes INTEGER NOT NULL,
+    session_provider TEXT NOT NULL,
+    auth_provider TEXT NOT NULL,
+    auth_code TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    working_directory TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_job ON interactive_sessions (job_id, node);
 CREATE TABLE IF NOT EXISTS team_capacity (
     team_id TEXT NOT NULL,
     gpu_type TEXT NOT NULL,
@@ -165,6 +179,23 @@ class LogRow:
     node: int | None
     level: str
     message: str
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """One node's interactive session (the Baseten stand-in's; see ``local/sessions``)."""
+
+    id: str
+    job_id: str
+    node: int
+    trigger: str
+    timeout_minutes: int
+    session_provider: str
+    auth_provider: str
+    auth_code: str
+    created_at: float
+    expires_at: float
+    working_directory: str
 
 
 @dataclass(frozen=True)
@@ -435,6 +466,38 @@ class Store:
                 (message, job_id, TrainingJobStatus.PENDING.value),
             )
 
+    def sessions(self, job_id: str) -> list[SessionRow]:
+        rows = self._db().execute(
+            "SELECT * FROM interactive_sessions WHERE job_id = ? ORDER BY node", (job_id,)
+        )
+        return [SessionRow(**dict(r)) for r in rows]
+
+    def add_sessions(self, sessions: Iterable[SessionRow]) -> None:
+        """Open sessions, unless the job has some already (two callers may race)."""
+        with self._tx() as db:
+            for s in sessions:
+                found = db.execute(
+                    "SELECT 1 FROM interactive_sessions WHERE job_id = ? AND node = ?",
+                    (s.job_id, s.node),
+                ).fetchone()
+                if found is None:
+                    db.execute(
+                        "INSERT INTO interactive_sessions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        (s.id, s.job_id, s.node, s.trigger, s.timeout_minutes,
+                         s.session_provider, s.auth_provider, s.auth_code, s.created_at,
+                         s.expires_at, s.working_directory),
+                    )  # fmt: skip
+
+    def update_session(
+        self, session_id: str, trigger: str, timeout_minutes: int, expires_at: float
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE interactive_sessions SET trigger = ?, timeout_minutes = ?,"
+                " expires_at = ? WHERE id = ?",
+                (trigger, timeout_minutes, expires_at, session_id),
+            )
+
     def team_capacities(self) -> dict[tuple[str, str], tuple[int, float]]:
         """``{(team, gpu_type): (max_gpus, last_modified)}``."""
         rows = self._db().execute("SELECT * FROM team_capacity")
@@ -668,7 +731,7 @@ def _deployment(row: sqlite3.Row) -> DeploymentRow:
 
 
 def _delete_job_rows(db: sqlite3.Connection, job_id: str) -> None:
-    for table in ("logs", "metrics", "checkpoints", "status_history"):
+    for table in ("logs", "metrics", "checkpoints", "status_history", "interactive_sessions"):
         db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
     db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 

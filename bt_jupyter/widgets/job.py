@@ -27,14 +27,18 @@ import traitlets
 from bt_jupyter import api, runtime
 from bt_jupyter.client import log_text, node_of
 from bt_jupyter.deployments import Deployment
-from bt_jupyter.errors import ConnectionFailed
+from bt_jupyter.errors import BtJupyterError, ConnectionFailed
 from bt_jupyter.jobs import Job
 from bt_jupyter.pricing import gpu_cost_per_hour
+from bt_jupyter.sessions import expires_in, session_line
 
 TICK_SECONDS = 0.2
 TAIL_LINES = 300
 METRIC_POINTS = 500
 REFRESH_SECONDS = 1.0
+#: How often the job's interactive sessions are asked for (and when its status changes):
+#: they change rarely, and each ask is one more request to Baseten.
+SESSIONS_SECONDS = 15.0
 TEXT_LOG_LINES = 20
 #: How long the publisher waits before trying again a service it could not reach.
 UNREACHABLE_WAIT_S = 1.0
@@ -92,6 +96,8 @@ class JobWidget(anywidget.AnyWidget):
     deployments: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
     #: Latest CPU / memory / GPU use per node (from the job's metrics).
     resources: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
+    #: The job's open interactive sessions: per node, auth code, URL, expiry, directory.
+    sessions: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
     #: Wall-clock seconds of the kernel's last word while the job runs (see BEAT_SECONDS).
     beat = traitlets.Float(0.0).tag(sync=True)
     #: Where the job's ``--out`` variables stand ("outputs: final → bound", or why not).
@@ -118,6 +124,9 @@ class JobWidget(anywidget.AnyWidget):
         lines += [
             f"[status] {h['status'].removeprefix('TRAINING_JOB_')} at {h['at']}"
             for h in self.history
+        ]
+        lines += [
+            "[session] " + session_line(api.AuthCodeV1.model_validate(s)) for s in self.sessions
         ]
         for line in self._last_lines():
             lines.append(log_text(line["node"], line["message"]))
@@ -287,6 +296,7 @@ class JobWatcher:
         self._rank_cache: dict[str, list[int]] = {}
         self._sizes: dict[str, int] = {}
         self._seen_sizes: dict[str, int] = {}
+        self._sessions_at = 0.0  # when to ask for the job's interactive sessions again
         self._threads = [
             threading.Thread(target=self._follow, name=f"bt-follow-{job.id}", daemon=True),
             threading.Thread(target=self._publish, name=f"bt-publish-{job.id}", daemon=True),
@@ -429,6 +439,9 @@ class JobWatcher:
             ]
             self._seen_sizes = sizes
             state["resources"] = _resources(job.metrics())
+            if state["status"] != self.widget.status or time.monotonic() >= self._sessions_at:
+                state["sessions"] = _sessions(job)
+                self._sessions_at = time.monotonic() + SESSIONS_SECONDS
         with self.lock:
             state["log_tail"] = list(self.tail)
             state["log_count"] = self.count
@@ -441,6 +454,18 @@ class JobWatcher:
         self.messages += 1
         if moved and not self.job.status.is_terminal:
             self._update_output(final=False)  # the end is published once all is followed
+
+
+def _sessions(job: Job) -> list[dict[str, Any]]:
+    """The job's sessions as the view shows them (none where the service has no such
+    endpoint or answers with an error: they are an extra, never the widget's end)."""
+    try:
+        found = job.sessions()
+    except ConnectionFailed:
+        raise  # the service is away: the publisher tries again, keeping what is shown
+    except BtJupyterError:
+        return []
+    return [{**s.model_dump(), "expires_in": expires_in(s.expires_at)} for s in found]
 
 
 def _resources(metrics: api.GetTrainingJobMetricsResponseV1) -> list[dict[str, Any]]:

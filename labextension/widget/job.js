@@ -247,6 +247,7 @@ function render({ model, el: root }) {
   const timeBox = el("input", { type: "checkbox", "data-testid": "show-times" });
   const chartBox = el("div", { class: "btj-charts", "data-testid": "charts" });
   const resources = el("div", { class: "btj-muted", "data-testid": "resources" });
+  const sessionBox = el("div", { class: "btj-sessions", "data-testid": "sessions" });
   const ckptBox = el("div");
   const deployBox = el("div");
   const dialog = el("div", { class: "btj-dialog", role: "dialog", "data-testid": "confirm" });
@@ -309,7 +310,7 @@ function render({ model, el: root }) {
   const chartControls = el("div", { class: "btj-controls" }, xSelect,
     el("label", {}, "smoothing ", smooth), el("label", {}, logScale, " log scale"));
 
-  root.append(header, stepper, banner, notice, error, outputs, buttons, dialog,
+  root.append(header, stepper, banner, notice, error, outputs, sessionBox, buttons, dialog,
     el("details", { open: "" }, el("summary", {}, "Logs"), controls, logBox),
     el("details", { open: "" }, el("summary", {}, "Metrics"), resources, chartControls, chartBox),
     el("details", { open: "" }, el("summary", {}, "Checkpoints"), ckptBox, deployBox));
@@ -436,6 +437,21 @@ function render({ model, el: root }) {
     }));
   }
 
+  /** The job's interactive sessions, per node, as `truss train logs` prints them. */
+  function drawSessions() {
+    const found = model.get("sessions");
+    if (!found.length) { sessionBox.replaceChildren(); return; }
+    const head = el("tr", {}, ...["node", "auth code", "where to enter it", "expires in", "working directory"]
+      .map((h) => el("th", {}, h)));
+    const rows = found.map((s) => el("tr", {},
+      el("td", {}, s.replica_id),
+      el("td", {}, el("code", {}, s.auth_code), " ", copyButton(() => s.auth_code)),
+      el("td", {}, el("a", { href: s.auth_url, target: "_blank", rel: "noopener noreferrer" }, s.auth_url)),
+      el("td", {}, s.expires_in || ""),
+      el("td", {}, el("code", {}, s.working_directory || ""))));
+    sessionBox.replaceChildren(el("b", {}, "Interactive sessions"), el("table", {}, head, ...rows));
+  }
+
   function drawResources() {
     resources.textContent = model.get("resources").map((r) =>
       `node ${r.node}: CPU ${(100 * r.cpu).toFixed(0)}% · ${(r.memory_bytes / 1e9).toFixed(2)} GB` +
@@ -474,6 +490,7 @@ function render({ model, el: root }) {
   model.on("change:metrics", () => charts.draw(model.get("metrics")));
   model.on("change:checkpoints", drawCheckpoints);
   model.on("change:resources", drawResources);
+  model.on("change:sessions", drawSessions);
   model.on("change:deployments", drawDeployments);
   model.on("change:beat", checkBeat);
   // ipywidgets sets the model's comm dead when the kernel restarts or goes away
@@ -505,7 +522,7 @@ function render({ model, el: root }) {
   if (Date.now() / 1000 - model.get("beat") > SILENCE_MS / 1000) ping();
   const tick = () => { drawHeader(); checkBeat(); };
   let timer = setInterval(tick, 1000);
-  drawHeader(); takeLogs(); drawCheckpoints(); drawDeployments(); drawResources();
+  drawHeader(); takeLogs(); drawCheckpoints(); drawDeployments(); drawResources(); drawSessions();
   charts.draw(model.get("metrics"));
   return () => {
     clearInterval(timer);

@@ -155,13 +155,6 @@ def _tree_size(root: Path) -> int:
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
 
 
-@router.get("/training_projects/{project_id}/jobs/{job_id}/auth_codes")
-async def auth_codes(project_id: str, job_id: str, state: State) -> JSONResponse:
-    """No interactive sessions here (``truss train logs`` asks before printing)."""
-    state.job(project_id, job_id)
-    return ok(api.GetAuthCodesResponseV1(auth_codes=[]))
-
-
 # ---------------------------------------------------------------------- local extensions
 
 
