@@ -186,3 +186,37 @@ def test_a_live_widget_beats_and_answers_a_ping(
     assert sent == [{"type": "pong"}]
     (tmp_path / "end").touch()
     _finished(widget)
+
+
+@pytest.mark.timeout(120)
+def test_system_metrics_are_charted_per_node_without_made_up_gpus(
+    client: ApiClient, project: api.TrainingProjectV1, widgets: list[JobWidget], tmp_path: Path
+) -> None:
+    """Each node's CPU, memory and disk as chart records (the runner samples them with
+    psutil); this machine has no GPU, so no GPU series at all (absent, not zero)."""
+    gate = tmp_path / "gate"
+    wire = submit(
+        client,
+        project,
+        ['while [ ! -e "$GATE" ]; do sleep 0.05; done'],
+        compute=spec.Compute(node_count=2),
+        runtime=spec.Runtime(environment_variables={"GATE": str(gate)}),
+    )
+    widget, _ = _widget(client, wire, widgets)
+    try:
+        wait_for(
+            lambda: {r.get("node") for r in widget.system_metrics if "CPU %" in r} == {"0", "1"},
+            60,
+            "CPU samples of both nodes in the widget",
+        )
+    finally:
+        gate.touch()
+    _finished(widget)
+    records = widget.system_metrics
+    names = {k for r in records for k in r} - {"time", "node"}
+    assert {"CPU %", "memory GB"} <= names
+    assert not [n for n in names if n.startswith("GPU")]
+    assert all(0 <= r["CPU %"] for r in records if "CPU %" in r)
+    assert all(0 < r["memory GB"] < 64 for r in records if "memory GB" in r)
+    times = [r["time"] for r in records]
+    assert times == sorted(times)

@@ -1,4 +1,6 @@
-"""The GPUs of this machine, read with ``nvidia-smi`` (none when it is absent)."""
+"""The GPUs of this machine, through NVML (``nvidia-ml-py``: the driver's own library,
+no process per sample), else ``nvidia-smi``; none when neither answers (no NVIDIA
+driver: GPU metrics are then absent, not zero)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import re
 import shutil
 import subprocess
 from collections import Counter
+from typing import Any
 
 
 def _query(*args: str) -> list[str]:
@@ -21,8 +24,46 @@ def _query(*args: str) -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
+_nvml_module: Any = None
+_nvml_tried = False
+
+
+def _nvml() -> Any:
+    """``pynvml``, initialised once per process; None without an NVIDIA driver."""
+    global _nvml_module, _nvml_tried
+    if not _nvml_tried:
+        _nvml_tried = True
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            _nvml_module = pynvml
+        except Exception:  # no library, no driver, no device: NVML is not here
+            _nvml_module = None
+    return _nvml_module
+
+
+def _names() -> list[str]:
+    """The name of each GPU, by index."""
+    nvml = _nvml()
+    if nvml is not None:
+        try:
+            return [
+                _text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(i)))
+                for i in range(nvml.nvmlDeviceGetCount())
+            ]
+        except Exception:
+            pass
+    lines = [line for line in _query("-L") if line.startswith("GPU ")]
+    return [line.split(":", 1)[-1].split("(UUID")[0].strip() for line in lines]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def gpu_count() -> int:
-    return len([line for line in _query("-L") if line.startswith("GPU ")])
+    return len(_names())
 
 
 #: Baseten's GPU type of an ``nvidia-smi -L`` name, most specific first.
@@ -54,17 +95,18 @@ def gpu_type_of(name: str) -> str | None:
 
 def gpu_types() -> dict[str, int]:
     """This machine's GPUs by Baseten GPU type (empty without ``nvidia-smi``)."""
-    found: Counter[str] = Counter()
-    for line in _query("-L"):
-        if line.startswith("GPU "):
-            gpu_type = gpu_type_of(line.split(":", 1)[-1].split("(UUID")[0])
-            if gpu_type:
-                found[gpu_type] += 1
+    found = Counter(filter(None, (gpu_type_of(name) for name in _names())))
     return dict(found)
 
 
 def gpu_samples(indices: list[int]) -> dict[str, dict[str, float]]:
     """``{"0": {"utilization": 0.93, "memory_bytes": 1.2e10}, ...}`` for the given GPUs."""
+    nvml = _nvml()
+    if nvml is not None:
+        try:
+            return {str(i): _nvml_sample(nvml, i) for i in indices}
+        except Exception:
+            pass  # a GPU that went away mid-job: ask nvidia-smi, or report none
     wanted = {str(i) for i in indices}
     samples: dict[str, dict[str, float]] = {}
     query = "--query-gpu=index,utilization.gpu,memory.used"
@@ -79,3 +121,11 @@ def gpu_samples(indices: list[int]) -> dict[str, dict[str, float]]:
             except ValueError:
                 continue
     return samples
+
+
+def _nvml_sample(nvml: Any, index: int) -> dict[str, float]:
+    handle = nvml.nvmlDeviceGetHandleByIndex(index)
+    return {
+        "utilization": nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0,
+        "memory_bytes": float(nvml.nvmlDeviceGetMemoryInfo(handle).used),
+    }

@@ -39,6 +39,10 @@ REFRESH_SECONDS = 1.0
 #: How often the job's interactive sessions are asked for (and when its status changes):
 #: they change rarely, and each ask is one more request to Baseten.
 SESSIONS_SECONDS = 15.0
+#: Points of each node's system series (CPU, memory, GPUs, disk) in the widget, and of
+#: all nodes together (a 64-node job gets fewer per node: the state stays small).
+SYSTEM_POINTS = 120
+SYSTEM_RECORDS = 1200
 TEXT_LOG_LINES = 20
 #: How long the publisher waits before trying again a service it could not reach.
 UNREACHABLE_WAIT_S = 1.0
@@ -96,6 +100,9 @@ class JobWidget(anywidget.AnyWidget):
     deployments: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
     #: Latest CPU / memory / GPU use per node (from the job's metrics).
     resources: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
+    #: Each node's CPU, memory, GPU and disk use over time, and the cache's size: chart
+    #: records ``{time, node, "CPU %": …}`` (bounded, see SYSTEM_POINTS).
+    system_metrics: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
     #: The job's open interactive sessions: per node, auth code, URL, expiry, directory.
     sessions: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
     #: Wall-clock seconds of the kernel's last word while the job runs (see BEAT_SECONDS).
@@ -438,7 +445,9 @@ class JobWatcher:
                 for c in found
             ]
             self._seen_sizes = sizes
-            state["resources"] = _resources(job.metrics())
+            system = job.metrics()
+            state["resources"] = _resources(system)
+            state["system_metrics"] = _system_records(system)
             if state["status"] != self.widget.status or time.monotonic() >= self._sessions_at:
                 state["sessions"] = _sessions(job)
                 self._sessions_at = time.monotonic() + SESSIONS_SECONDS
@@ -466,6 +475,33 @@ def _sessions(job: Job) -> list[dict[str, Any]]:
     except BtJupyterError:
         return []
     return [{**s.model_dump(), "expires_in": expires_in(s.expires_at)} for s in found]
+
+
+def _system_records(metrics: api.GetTrainingJobMetricsResponseV1) -> list[dict[str, Any]]:
+    """Each node's series as chart records ``{time (s), node, name: value}``, GPUs by
+    index (none where the node has none: absent, not zero), the cache on the leader."""
+    by_key: dict[tuple[str, float], dict[str, Any]] = {}
+
+    def put(node: str, name: str, series: list[api.TrainingJobMetricV1], scale: float) -> None:
+        for point in series:
+            moment = point.timestamp.timestamp()
+            record = by_key.setdefault((node, moment), {"time": moment, "node": node})
+            record[name] = round(point.value * scale, 4)
+
+    for entry in metrics.per_node_metrics:
+        node, m = entry.node_id, entry.metrics
+        put(node, "CPU %", m.cpu_usage, 100)
+        put(node, "memory GB", m.cpu_memory_usage_bytes, 1e-9)
+        for gpu, series in sorted(m.gpu_utilization.items()):
+            put(node, f"GPU {gpu} %", series, 100)
+        for gpu, series in sorted(m.gpu_memory_usage_bytes.items()):
+            put(node, f"GPU {gpu} memory GB", series, 1e-9)
+        put(node, "disk GB", m.ephemeral_storage.usage_bytes, 1e-9)
+    if metrics.cache is not None and metrics.per_node_metrics:
+        put(metrics.per_node_metrics[0].node_id, "cache GB", metrics.cache.usage_bytes, 1e-9)
+    records = sorted(by_key.values(), key=lambda r: r["time"])
+    nodes = max(1, len(metrics.per_node_metrics))
+    return _downsample(records, min(SYSTEM_POINTS * nodes, max(SYSTEM_RECORDS, 20 * nodes)))
 
 
 def _resources(metrics: api.GetTrainingJobMetricsResponseV1) -> list[dict[str, Any]]:

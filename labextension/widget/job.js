@@ -124,12 +124,15 @@ function panels(records, xKey) {
 
 /** One uPlot per metric, redrawn in place while the set of series stays the same. */
 class Charts {
-  constructor(box, root) {
+  /** `look`: the panels' height and what an empty chart area says. */
+  constructor(box, root, look = {}) {
     this.box = box;
     this.root = root;
     this.plots = new Map();
     this.key = "";
-    this.options = { x: "step", smoothing: 0, log: false };
+    this.options = { x: "step", smoothing: 0, log: false, ...(look.options || {}) };
+    this.height = look.height || 150;
+    this.empty = look.empty ?? "No metrics yet: call log_metrics(step=..., loss=...)";
   }
 
   width() {
@@ -146,7 +149,7 @@ class Charts {
     const found = panels(records, this.options.x);
     if (!found.length) {
       this.clear();
-      this.box.replaceChildren(el("div", { class: "btj-muted" }, "No metrics yet: call log_metrics(step=..., loss=...)"));
+      this.box.replaceChildren(this.empty ? el("div", { class: "btj-muted" }, this.empty) : "");
       return;
     }
     const key = JSON.stringify([this.options, found.map((p) => [p.name, p.series.map((s) => s.label)])]);
@@ -190,7 +193,7 @@ class Charts {
     return new uPlot(
       {
         width: this.width(),
-        height: 150,
+        height: this.height,
         series,
         scales: { x: { time: this.options.x === "time" }, y: this.options.log ? { distr: 3 } : {} },
         axes: [{ ...axis, label: this.options.x, labelSize: 16 }, { ...axis, size: 56 }],
@@ -204,7 +207,7 @@ class Charts {
 
   resize() {
     if (this.plots.size && !this.themed) { this.draw(this.records || [], true); return; }
-    for (const plot of this.plots.values()) plot.setSize({ width: this.width(), height: 150 });
+    for (const plot of this.plots.values()) plot.setSize({ width: this.width(), height: this.height });
   }
 
   clear() {
@@ -252,6 +255,8 @@ function render({ model, el: root }) {
   const deployBox = el("div");
   const dialog = el("div", { class: "btj-dialog", role: "dialog", "data-testid": "confirm" });
   const charts = new Charts(chartBox, root);
+  const systemBox = el("div", { class: "btj-charts btj-system", "data-testid": "system-charts" });
+  const systemCharts = new Charts(systemBox, root, { options: { x: "time" }, height: 90, empty: "" });
 
   /** Confirm with JupyterLab's dialog (the labextension answers CONFIRM_EVENT, so the
    * widget and the job panel ask alike); without the labextension, a themed in-widget one. */
@@ -312,7 +317,8 @@ function render({ model, el: root }) {
 
   root.append(header, stepper, banner, notice, error, outputs, sessionBox, buttons, dialog,
     el("details", { open: "" }, el("summary", {}, "Logs"), controls, logBox),
-    el("details", { open: "" }, el("summary", {}, "Metrics"), resources, chartControls, chartBox),
+    el("details", { open: "" }, el("summary", {}, "Metrics"), resources, chartControls, chartBox,
+      el("details", {}, el("summary", {}, "System: CPU, memory, GPUs, disk per node"), systemBox)),
     el("details", { open: "" }, el("summary", {}, "Checkpoints"), ckptBox, deployBox));
 
   function drawHeader() {
@@ -395,7 +401,7 @@ function render({ model, el: root }) {
   // re-attached by notebook windowing, a collapsed section opens), its end is in view.
   const seen = new IntersectionObserver((entries) => { if (entries.some((e) => e.isIntersecting)) scrollToEnd(); });
   seen.observe(logBox);
-  const resized = new ResizeObserver(() => { scrollToEnd(); charts.resize(); });
+  const resized = new ResizeObserver(() => { scrollToEnd(); charts.resize(); systemCharts.resize(); });
   resized.observe(logBox);
   resized.observe(chartBox);
 
@@ -491,6 +497,7 @@ function render({ model, el: root }) {
   model.on("change:checkpoints", drawCheckpoints);
   model.on("change:resources", drawResources);
   model.on("change:sessions", drawSessions);
+  model.on("change:system_metrics", () => systemCharts.draw(model.get("system_metrics")));
   model.on("change:deployments", drawDeployments);
   model.on("change:beat", checkBeat);
   // ipywidgets sets the model's comm dead when the kernel restarts or goes away
@@ -514,7 +521,10 @@ function render({ model, el: root }) {
     }
   });
   // the theme changed (light <-> dark): uPlot's colours are read again
-  const themed = new MutationObserver(() => charts.draw(model.get("metrics"), true));
+  const themed = new MutationObserver(() => {
+    charts.draw(model.get("metrics"), true);
+    systemCharts.draw(model.get("system_metrics"), true);
+  });
   themed.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-name", "data-jp-theme-light"] });
 
   // A view of a model restored from a saved notebook (or of a kernel long silent): ask
@@ -524,12 +534,14 @@ function render({ model, el: root }) {
   let timer = setInterval(tick, 1000);
   drawHeader(); takeLogs(); drawCheckpoints(); drawDeployments(); drawResources(); drawSessions();
   charts.draw(model.get("metrics"));
+  systemCharts.draw(model.get("system_metrics"));
   return () => {
     clearInterval(timer);
     seen.disconnect();
     resized.disconnect();
     themed.disconnect();
     charts.clear();
+    systemCharts.clear();
   };
 }
 
