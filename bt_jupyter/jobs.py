@@ -42,8 +42,7 @@ from bt_jupyter.errors import (
     NoSuchJob,
     NoSuchProject,
 )
-from bt_jupyter.packaging import Bundle
-from bt_jupyter.packaging.files import included_files
+from bt_jupyter.packaging import Bundle, workspace
 
 BASETEN_API_URL = "https://api.baseten.co"
 S = spec.TrainingJobStatus
@@ -320,7 +319,8 @@ class Client:
         for note in notes:
             warnings.warn(f"push: {note}", UserWarning, stacklevel=2)
         folder = Path(source_dir or Path.cwd())
-        files = {path: file.read_bytes() for path, file in included_files(["."], folder)}
+        gathered = workspace.gather(folder, pushed.job.workspace)
+        files = {path: file.read_bytes() for path, file in gathered}
         bundle = Bundle(files={p.removeprefix("./"): d for p, d in files.items()}, manifest={})
         return self.submit(pushed, bundle)
 

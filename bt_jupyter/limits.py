@@ -42,6 +42,7 @@ __all__ = [
     "MAX_STEP_SECONDS",
     "MAX_TEXT_CHARS",
     "MAX_VOLUME_GIB",
+    "MAX_WORKSPACE_BYTES",
     "MIN_PRIORITY",
     "SHOWN_CHARS",
     "check_count",
@@ -53,6 +54,8 @@ __all__ = [
     "shown",
 ]
 
+#: What one push may send (a workspace, or a cell's --include files): Baseten's cap.
+MAX_WORKSPACE_BYTES = 5 * 1024**3
 #: Nodes of one job (Baseten's multi-node jobs are a few dozen nodes at most).
 MAX_NODE_COUNT = 64
 #: GPUs of one node: the largest Baseten instance types have 8 (``H100:8``, ``B200:8``).

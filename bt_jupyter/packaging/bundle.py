@@ -28,6 +28,7 @@ from typing import Any
 from bt_jupyter.errors import CaptureError
 from bt_jupyter.packaging import capture as capture_mod
 from bt_jupyter.packaging import deps, files, imports
+from bt_jupyter.packaging.workspace import check_size
 from bt_jupyter.runtime import BUNDLE_DIR
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -131,7 +132,10 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
     if options.launcher == "torchrun":  # torchrun itself comes with torch
         imported.append(imports.ImportedModule("torch", False, "--launcher torchrun"))
     local, bundle_files = _local_code(imported)
-    for path, file in files.included_files(options.include, options.notebook_dir):
+    included = list(files.included_files(options.include, options.notebook_dir))
+    check_size(included, "what --include sends", "leave big files out with a .gitignore, or "
+               "have the job fetch them (--weights, or from storage)")  # fmt: skip
+    for path, file in included:
         bundle_files[path] = file.read_bytes()
     explicit = (
         deps.read_requirements_file(options.requirements_file) if options.requirements_file else []

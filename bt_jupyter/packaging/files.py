@@ -80,8 +80,11 @@ def local_module_files(name: str, root: Path) -> Iterator[tuple[str, Path]]:
         yield f"{name}.py", root / f"{name}.py"
 
 
-def included_files(paths: Iterable[str], base: Path) -> Iterator[tuple[str, Path]]:
-    """(path in the bundle, file) for each ``--include`` path, relative to ``base``."""
+def included_files(
+    paths: Iterable[str], base: Path, skip_top: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, Path]]:
+    """(path in the bundle, file) for each ``--include`` path, relative to ``base``;
+    ``skip_top`` names entries of an included folder's top level that stay out."""
     for raw in paths:
         path = (base / raw).resolve()
         if not path.exists():
@@ -90,27 +93,31 @@ def included_files(paths: Iterable[str], base: Path) -> Iterator[tuple[str, Path
         if path.is_file():
             yield path.relative_to(anchor).as_posix(), path
         else:
-            yield from _walk(path, anchor)
+            yield from _walk(path, anchor, skip_top)
 
 
-def _walk(folder: Path, anchor: Path) -> Iterator[tuple[str, Path]]:
+def _walk(
+    folder: Path, anchor: Path, skip_top: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, Path]]:
     ignores: list[tuple[Path, pathspec.GitIgnoreSpec]] = []
     for directory, subdirs, files in _sorted_walk(folder):
         gitignore = directory / ".gitignore"
         if gitignore.is_file():
             lines = gitignore.read_text().splitlines()
             ignores.append((directory, pathspec.GitIgnoreSpec.from_lines(lines)))
+        skip = skip_top if directory == folder else frozenset()
         subdirs[:] = [
             d
             for d in subdirs
             if d not in NEVER
+            and d not in skip
             and not d.startswith("checkpoint-")
             and not (directory / d / "pyvenv.cfg").exists()
             and not _ignored(directory / d, ignores, is_dir=True)
         ]
         for name in files:
             path = directory / name
-            if name.endswith((".pyc", ".pyo")) or _ignored(path, ignores, is_dir=False):
+            if name in skip or name.endswith((".pyc", ".pyo")) or _ignored(path, ignores, False):
                 continue
             yield path.relative_to(anchor).as_posix(), path
 
