@@ -12,6 +12,7 @@ what is allowed.
 from __future__ import annotations
 
 import enum
+import posixpath
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
@@ -83,6 +84,10 @@ ACCELERATORS: tuple[str, ...] = (
     "GB300",
     "L40S",
     "RTX_PRO_6000",
+)
+#: Top-level folders of a node a weights mount may not cover.
+_SYSTEM_ROOTS = frozenset(
+    {"bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "proc", "run", "sbin", "sys", "usr"}
 )
 DEFAULT_CHECKPOINT_DOWNLOAD_FOLDER = "/tmp/loaded_checkpoints"
 DEFAULT_CACHE_MOUNT_BASE_PATH = "/root/.cache"
@@ -676,6 +681,27 @@ class WeightsSource(_Concept):
     allow_patterns: list[str] | None = Field(default=None, max_length=limits.MAX_LIST_ITEMS)
     ignore_patterns: list[str] | None = Field(default=None, max_length=limits.MAX_LIST_ITEMS)
 
+    @field_validator("mount_location")
+    @classmethod
+    def _mount(cls, where: str) -> str:
+        """Absolute (as truss requires), written plainly, and not over the node's own
+        system folders (a mount there would hide what the image needs to run)."""
+        limits.check_no_nul(where, "mount_location", limits.MAX_NAME_CHARS * 4)
+        if not where.startswith("/"):
+            raise ValueError(f"mount_location must be an absolute path, got {limits.shown(where)}")
+        plain = posixpath.normpath(where)
+        if plain != (where.rstrip("/") or "/"):  # "..", ".", "//" in it
+            raise ValueError(
+                f"mount_location {limits.shown(where)} is not a plain path; write {plain!r}"
+            )
+        top = plain.split("/")[1] if plain != "/" else ""
+        if not top or top in _SYSTEM_ROOTS:
+            raise ValueError(
+                f"mount_location {limits.shown(where)} would hide the node's system files; "
+                "mount under a folder of your own, e.g. /models/base or /app/data"
+            )
+        return where
+
     @field_validator("source")
     @classmethod
     def _scheme(cls, source: str) -> str:
@@ -704,6 +730,23 @@ class TrainingJob(_Concept):
     @classmethod
     def _name(cls, name: str | None) -> str | None:
         return name if name is None else limits.check_name(name, "a job name")
+
+    @field_validator("weights")
+    @classmethod
+    def _mounts_apart(cls, weights: list[WeightsSource]) -> list[WeightsSource]:
+        """Each source its own mount_location, none inside another's."""
+        seen: list[str] = []
+        for source in weights:
+            where = posixpath.normpath(source.mount_location)
+            for other in seen:
+                if where == other or where.startswith(f"{other}/") or other.startswith(f"{where}/"):
+                    same = "is also" if where == other else "overlaps"
+                    raise ValueError(
+                        f"mount_location {where!r} {same} {other!r}: each weights source "
+                        "needs a folder of its own"
+                    )
+            seen.append(where)
+        return weights
 
     @field_validator("priority")
     @classmethod

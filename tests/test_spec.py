@@ -10,6 +10,7 @@ from IPython.utils.capture import capture_output
 
 from bt_jupyter import spec
 from bt_jupyter.errors import InvalidConfigError
+from tests.adversarial.checks import assert_one_clear_line
 
 
 def _job(**kw: object) -> spec.TrainingJob:
@@ -243,3 +244,43 @@ def test_status_lifecycle() -> None:
     assert S.DEPLOY_FAILED.short == "DEPLOY_FAILED"
     assert S.FAILED.is_failure
     assert not S.STOPPED.is_failure
+
+
+@pytest.mark.parametrize(
+    ("mounts", "mentions"),
+    [
+        (["models/base"], ("absolute",)),
+        (["/models/../etc"], ("not a plain path", "'/etc'")),
+        (["/models//base"], ("not a plain path", "'/models/base'")),
+        (["/"], ("system files",)),
+        (["/usr/local/models"], ("system files",)),
+        (["/proc/x"], ("system files",)),
+        (["/models/base", "/models/base"], ("is also",)),
+        (["/models", "/models/base"], ("overlaps",)),
+        (["/data/a", "/data"], ("overlaps",)),
+        (["/models/a\x00b"], ("mount_location",)),
+    ],
+)
+def test_weights_mount_locations_are_plain_apart_and_off_system_folders(
+    mounts: list[str], mentions: tuple[str, ...]
+) -> None:
+    with pytest.raises(InvalidConfigError) as refused:
+        spec.TrainingJob(
+            image=spec.Image(base_image="python:3.11"),
+            weights=[
+                spec.WeightsSource(source=f"hf://org/m{i}", mount_location=m)
+                for i, m in enumerate(mounts)
+            ],
+        )
+    assert_one_clear_line(str(refused.value), *mentions)
+
+
+def test_weights_mounts_side_by_side_are_fine() -> None:
+    job = spec.TrainingJob(
+        image=spec.Image(base_image="python:3.11"),
+        weights=[
+            spec.WeightsSource(source="hf://org/model", mount_location="/models/base"),
+            spec.WeightsSource(source="s3://bucket/data", mount_location="/models/base-data/"),
+        ],
+    )
+    assert [w.mount_location for w in job.weights] == ["/models/base", "/models/base-data/"]
