@@ -95,19 +95,24 @@ def test_run_all_follows_to_the_end_and_the_chart_has_axes_and_hover_values(
     local_home: Home, tmp_path: Path
 ) -> None:
     write_notebook(
-        tmp_path / "follow.ipynb", "%load_ext bt_jupyter\n%bt_project widget-browser", TRAIN, SPACER
+        tmp_path / "follow.ipynb",
+        "%load_ext bt_jupyter\n%bt_project widget-browser",
+        TRAIN,
+        SPACER,
+        "%%bt_train --name fails\ndef load(batch):\n    raise ValueError(f'bad batch {batch}')\n"
+        "load(3)",
     )
     with (
         jupyterlab(local_home, tmp_path) as lab,
         notebook_page(lab, "follow.ipynb", height=900) as page,
     ):
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        page.locator("[data-testid=logs]").wait_for(state="attached", timeout=90_000)
+        page.locator("[data-testid=logs]").first.wait_for(state="attached", timeout=90_000)
         page.evaluate("document.querySelector('.btj').dataset.probe = 'first view'")
         _status_is(page, "COMPLETED")
         # the kernel updates the output's saved state (static HTML) at each status and at
         # the end; JupyterLab keeps showing the same live view (no redraw, scroll kept)
-        widget = page.locator(".btj[data-final='1']")
+        widget = page.locator(".btj[data-final='1']", has_text="follow-run")
         widget.wait_for(state="attached", timeout=30_000)
         assert widget.get_attribute("data-probe") == "first view"
         widget.locator("[data-testid=logs]").scroll_into_view_if_needed()
@@ -152,6 +157,14 @@ def test_run_all_follows_to_the_end_and_the_chart_has_axes_and_hover_values(
         widget.locator("[data-testid=smoothing]").fill("0.6")
         assert chart.locator(".u-legend .u-series").count() == 3  # step, raw, smoothed
 
+        # each node's CPU and memory over time (small charts; no GPU here: none drawn)
+        widget.locator("summary", has_text="System:").click()
+        system = widget.locator("[data-testid=system-charts]")
+        system.locator("[data-testid='chart-CPU %'] .u-axis").first.wait_for(timeout=10_000)
+        assert system.locator("[data-testid='chart-memory GB']").count() == 1
+        assert system.locator("[data-testid^='chart-GPU']").count() == 0
+        system.screenshot(path=str(ARTIFACTS / "widget-system-charts.png"))
+
         # dark theme: the chart's text follows it
         light_fg = _luminance(page, "getComputedStyle(document.querySelector('.btj')).color")
         page.evaluate(
@@ -170,6 +183,23 @@ def test_run_all_follows_to_the_end_and_the_chart_has_axes_and_hover_values(
         assert _luminance(page, repr(_marker(page))) > 0.2  # the line is seen on dark
         chart.scroll_into_view_if_needed()
         widget.screenshot(path=str(ARTIFACTS / "widget-chart-dark.png"))
+
+        # the failed job's widget: its status, the error and the notebook's own lines
+        failed = page.locator(".btj", has_text="fails").last
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=status]')]"
+            ".some(s => s.textContent === 'FAILED')",
+            timeout=60_000,
+        )
+        failed.scroll_into_view_if_needed()
+        page.wait_for_function(  # the last lines reach the view after the status may
+            "() => [...document.querySelectorAll('[data-testid=logs]')]"
+            ".some(b => b.textContent.includes('ValueError: bad batch 3'))",
+            timeout=30_000,
+        )
+        assert "ValueError: bad batch 3" in failed.locator("[data-testid=logs]").inner_text()
+        assert failed.locator(".btj-error").inner_text().strip()
+        failed.screenshot(path=str(ARTIFACTS / "widget-failed.png"))
 
 
 @pytest.mark.timeout(300)
