@@ -400,13 +400,17 @@ class Job:
 
     @property
     def error_message(self) -> str | None:
-        """Why the job failed; None while it waits in the queue (see :attr:`notice`)."""
-        return None if self.status.is_waiting else self._wire.error_message
+        """Why the job failed; None while it waits or is CREATED (see :attr:`notice`)."""
+        return None if self._notices() else self._wire.error_message
 
     @property
     def notice(self) -> str | None:
-        """A PENDING or QUEUED job's message: advice about the queue, not an error."""
-        return self._wire.error_message if self.status.is_waiting else None
+        """A PENDING or QUEUED job's advice about the queue, or what a CREATED job is
+        doing before its nodes start (mirroring weights): news, not an error."""
+        return self._wire.error_message if self._notices() else None
+
+    def _notices(self) -> bool:
+        return self.status.is_waiting or self.status == spec.TrainingJobStatus.CREATED
 
     @property
     def created_at(self) -> datetime:

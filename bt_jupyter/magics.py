@@ -86,6 +86,14 @@ def _train_parser() -> _Parser:
     p.add_argument("--pip", action="append", default=[])
     p.add_argument("--requirements", type=Path)
     p.add_argument("--include", action="append", default=[])
+    p.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        metavar="SOURCE:/MOUNT",
+        help="mirror weights (hf://, s3://, https://, ...) and mount them read-only at /MOUNT",
+    )
+    p.add_argument("--weights-secret", metavar="NAME", help="the secret --weights sources read")
     p.add_argument("--env", action="append", default=[], metavar="K=V")
     p.add_argument("--secret", action="append", default=[], metavar="NAME[:ENV_VAR]")
     p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=False)
@@ -137,6 +145,17 @@ def _load_checkpoint(value: str | None, project: str) -> spec.LoadCheckpointConf
     else:
         ref = spec.LatestCheckpoint(job_id=value)
     return spec.LoadCheckpointConfig(enabled=True, checkpoints=[ref])
+
+
+def _weights(value: str, secret: str | None) -> spec.WeightsSource:
+    """``hf://Qwen/Qwen3-0.6B:/models/base``: a source, then where it is mounted."""
+    source, sep, mount = value.rpartition(":/")
+    if not sep or "://" not in source:
+        raise InvalidConfigError(
+            f"--weights {limits.shown(value)}: write SOURCE:/MOUNT, e.g. "
+            "hf://Qwen/Qwen3-0.6B:/models/base"
+        )
+    return spec.WeightsSource(source=source, mount_location=f"/{mount}", auth_secret_name=secret)
 
 
 def _interactive(trigger: str | None, timeout: int | None) -> spec.InteractiveSession | None:
@@ -461,6 +480,7 @@ class BtMagics(Magics):
                 name=args.name,
                 priority=args.priority,
                 interactive_session=_interactive(args.interactive, args.interactive_timeout),
+                weights=[_weights(w, args.weights_secret) for w in args.weights],
                 image=spec.Image(base_image=args.base_image or "pending"),
                 compute=spec.Compute(**compute),
                 runtime=spec.Runtime(

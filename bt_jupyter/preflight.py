@@ -37,12 +37,14 @@ def secret_names(rest: ApiClient, team_id: str | None) -> set[str] | None:
 
 
 def check_secrets(rest: ApiClient, job: spec.TrainingJob, team_id: str | None, advice: str) -> None:
-    """Refuse a SecretReference to a secret that does not exist, naming those that do."""
+    """Refuse a SecretReference (or a weights source's auth secret) to a secret that does
+    not exist, naming those that do."""
     wanted = {
-        value.name: key
+        value.name: f"${key}"
         for key, value in job.runtime.environment_variables.items()
         if isinstance(value, spec.SecretReference)
     }
+    wanted |= {w.auth_secret_name: w.source for w in job.weights if w.auth_secret_name}
     if not wanted:
         return
     known = secret_names(rest, team_id)
@@ -52,7 +54,7 @@ def check_secrets(rest: ApiClient, job: spec.TrainingJob, team_id: str | None, a
     if missing:
         name = missing[0]
         raise MissingSecret(
-            f"secret {name!r} (for ${wanted[name]}) does not exist; the secrets are: "
+            f"secret {name!r} (for {wanted[name]}) does not exist; the secrets are: "
             f"{_listing(sorted(known))}. {advice.format(name=name)}"
         )
 

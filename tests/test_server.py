@@ -38,6 +38,7 @@ from tests.helpers import (
 JOB_KEYS = {
     "id", "name", "project", "project_id", "status", "status_short", "is_terminal",
     "created_at", "updated_at", "elapsed_s", "node_count", "gpu", "error_message",
+    "notice",
 }  # fmt: skip
 CHECKPOINT_KEYS = {"name", "created_at", "size_bytes", "checkpoint_type", "base_model", "lora_rank"}
 

@@ -33,7 +33,7 @@ from typing import IO, Any
 import psutil
 
 from bt_jupyter import api, spec
-from bt_jupyter.local import checkpoints, envs, gpus
+from bt_jupyter.local import checkpoints, envs, gpus, jobroot, weights
 from bt_jupyter.local.containment import Containment
 from bt_jupyter.local.home import Home, private_member
 from bt_jupyter.local.log_sink import LogSink, level_of
@@ -88,6 +88,8 @@ class Runner:
         self.log = LogSink(store, job.id, secret_values)
         #: Where the job's processes are kept; set as the run begins (a subreaper).
         self.contain: Containment | None = None
+        #: Mirrored weights by mount location (each node sees them there; see jobroot).
+        self.mounts: dict[str, Path] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -122,6 +124,12 @@ class Runner:
                 _signal(child, signal.SIGTERM)
 
     def _run(self) -> tuple[TrainingJobStatus, str | None]:
+        try:
+            self._mirror_weights()  # while CREATED, as Baseten's BDN does
+        except (weights.WeightsError, jobroot.ViewError) as exc:
+            if self.stop_requested:
+                return S.STOPPED, None
+            return S.DEPLOY_FAILED, str(exc)
         if not self.store.set_status(self.job.id, S.DEPLOYING):
             return S.STOPPED, None  # stopped before we began
         try:
@@ -142,13 +150,40 @@ class Runner:
     # ------------------------------------------------------------------ prepare
 
     def _secret_values(self) -> list[str]:
+        """Values never to show: the env's secrets, and the tokens weights are read with."""
         store = SecretStore(self.home)
         env = self.spec.get("runtime", {}).get("environment_variables", {})
-        return [
-            value
-            for v in env.values()
-            if isinstance(v, dict) and (value := store.get(v["name"])) is not None
-        ]
+        names = [v["name"] for v in env.values() if isinstance(v, dict)]
+        names += [s.auth_secret_name for s in self._weights() if s.auth_secret_name]
+        return [value for name in names if (value := store.get(name)) is not None]
+
+    def _weights(self) -> list[spec.WeightsSource]:
+        raw = self.spec.get("weights") or []
+        return [spec.WeightsSource.model_validate(w) for w in raw if isinstance(w, dict)]
+
+    def _mirror_weights(self) -> None:
+        """Each weights source into the machine's weights cache (reused by later jobs),
+        saying how it goes in the log and as the job's phase."""
+        sources = self._weights()
+        if not sources:
+            return
+        if jobroot.unshare_prefix() is None:
+            raise jobroot.ViewError(jobroot.NO_NAMESPACE)
+
+        def report(line: str) -> None:
+            if self.stop_requested:
+                raise weights.WeightsError("stopped while mirroring weights")
+            self.log.add(line)
+            self.store.set_phase(self.job.id, line)
+
+        store = SecretStore(self.home)
+        mirror = weights.Mirror(
+            self.home.root / "weights", store.get, report, self.settings.s3_endpoint
+        )
+        for source in sources:
+            report(f"weights {source.source}: mirroring for {source.mount_location}")
+            self.mounts[source.mount_location] = mirror.mirror(source)
+        self.store.set_phase(self.job.id, None)
 
     def _prepare(self) -> tuple[dict[str, str], list[list[int]]]:
         """Files, image stand-in, requirements layer and environment: a node's start."""
@@ -363,8 +398,11 @@ class Runner:
                 ckpt.mkdir(parents=True, exist_ok=True)
                 env["BT_CHECKPOINT_DIR"] = str(ckpt)
             assert self.contain is not None
+            command = ["bash", "-c", script]
+            if self.mounts:  # the node sees the weights at their mount locations
+                command = jobroot.wrap(command, self.dir / f"view-node-{rank}", cwd, self.mounts)
             proc = subprocess.Popen(
-                self.contain.wrap(rank, ["bash", "-c", script]),
+                self.contain.wrap(rank, command),
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from bt_jupyter import api, limits, spec
-from bt_jupyter.local import capacity, checkpoints, gpus
+from bt_jupyter.local import capacity, checkpoints, gpus, weights
 from bt_jupyter.local.dispatch import Dispatcher
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.settings import Settings, s3_client
@@ -189,6 +189,10 @@ class ServiceState:
         with queue advice as its message, like Baseten's) for ``queue_s`` seconds. With
         ``no_run`` it is created and ends DEPLOY_FAILED at once, never launched.
         ``body_hash`` identifies the request for its Idempotency-Key (store.py)."""
+        for raw in spec_json.get("weights") or []:
+            refusal = weights.scheme_refusal(spec.WeightsSource.model_validate(raw))
+            if refusal:
+                raise HttpError(400, "UNSUPPORTED_WEIGHTS_SOURCE", refusal)
         if self.settings.no_run:
             job, created = self.store.create_job(
                 project.id, spec_json, idempotency_key, body_hash=body_hash

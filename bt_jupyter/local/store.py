@@ -424,7 +424,8 @@ class Store:
             row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None or not _status(row["status"]).can_become(status):
                 return False
-            waited = _status(row["status"]).is_waiting
+            # leaving the queue, or CREATED's phase: the advice or phase goes
+            waited = _status(row["status"]).is_waiting or row["status"] == "TRAINING_JOB_CREATED"
             db.execute(
                 "UPDATE jobs SET status = ?, error_message = COALESCE(?, error_message),"
                 " updated_at = ? WHERE id = ?",
@@ -457,6 +458,14 @@ class Store:
                 (priority, time.time(), job_id, TrainingJobStatus.PENDING.value),
             )
             return changed.rowcount == 1
+
+    def set_phase(self, job_id: str, message: str | None) -> None:
+        """What a CREATED job is doing before its nodes start (mirroring weights)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET error_message = ? WHERE id = ? AND status = ?",
+                (message, job_id, TrainingJobStatus.CREATED.value),
+            )
 
     def set_waiting_message(self, job_id: str, message: str) -> None:
         """A PENDING job's reason and queue position, as the queue moves."""

@@ -58,6 +58,8 @@ def job_json(job: Job, now: datetime | None = None) -> JSON:
         "node_count": job.node_count,
         "gpu": gpu(job.instance_type),
         "error_message": job.error_message,
+        # why a PENDING/QUEUED job waits, or what a CREATED one does (mirroring weights)
+        "notice": job.notice,
     }
 
 

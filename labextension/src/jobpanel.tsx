@@ -288,6 +288,11 @@ function JobDetailView(props: { controller: JobController }): JSX.Element {
         <dd>{formatTime(job.created_at)}</dd>
       </dl>
       <ErrorLine message={job.error_message ?? state.error} />
+      {job.notice ? (
+        <div className="bt-Notice" data-testid="bt-notice">
+          {job.notice}
+        </div>
+      ) : null}
 
       <section>
         <h3>Lifecycle</h3>

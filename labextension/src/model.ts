@@ -50,6 +50,8 @@ export interface Job {
   node_count: number;
   gpu: string | null;
   error_message: string | null;
+  /** Why a PENDING or QUEUED job waits, or what a CREATED one is doing: not an error. */
+  notice?: string | null;
 }
 
 export interface HistoryEntry {

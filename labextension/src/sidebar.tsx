@@ -139,6 +139,7 @@ function SidebarView(props: { store: TrainingStore; openJob: OpenJob }): JSX.Ele
                       data-job-id={job.id}
                       title={
                         job.error_message ??
+                        job.notice ??
                         `Open job ${job.id}, started ${formatTime(job.created_at)}`
                       }
                       onClick={() => openJob(state.backend, job)}
