@@ -14,6 +14,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +26,16 @@ from IPython.core.error import UsageError
 from bt_jupyter import api, spec
 from bt_jupyter.client import ApiClient
 from bt_jupyter.errors import ApiError
+from bt_jupyter.jobs import Client, Job
 from bt_jupyter.local import jobroot
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.secrets import SecretStore
 from bt_jupyter.local.store import new_id
 from bt_jupyter.local.weights import cache_key, wanted
+from bt_jupyter.widgets.job import JobWidget
 from tests.adversarial.checks import assert_one_clear_line, unchanged
 from tests.conftest import magics_on
-from tests.helpers import messages, running_service, submit, wait_terminal
+from tests.helpers import messages, running_service, submit, wait_for, wait_terminal
 from tests.test_cloud import s3_endpoint  # noqa: F401
 
 pytestmark = pytest.mark.skipif(
@@ -90,6 +93,8 @@ class Served:
     url: str
     cert: Path
     requests: list[str]
+    #: ``/slow/...`` answers only once this is set
+    release: threading.Event
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +105,7 @@ def https_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     (root / "model" / "config.json").write_text('{"hidden": 32}')
     cert, key = _self_signed(tmp_path_factory.mktemp("tls"))
     requests: list[str] = []
+    release = threading.Event()
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args: object, **kwargs: object) -> None:
@@ -107,6 +113,9 @@ def https_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
         def do_GET(self) -> None:
             requests.append(self.path)
+            if self.path.startswith("/slow/"):
+                release.wait(120)
+                self.path = self.path.removeprefix("/slow")
             if self.path.startswith("/private/"):
                 if self.headers.get("Authorization") != "Bearer https-token-value":
                     self.send_error(401)
@@ -124,8 +133,9 @@ def https_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Served(f"https://127.0.0.1:{server.server_address[1]}", cert, requests)
+        yield Served(f"https://127.0.0.1:{server.server_address[1]}", cert, requests, release)
     finally:
+        release.set()
         server.shutdown()
         server.server_close()
 
@@ -296,3 +306,30 @@ def test_the_cache_key_changes_with_what_is_asked_for() -> None:
     assert cache_key(base, "sha1") == cache_key(moved, "sha1")  # where it goes: same files
     assert cache_key(base, "sha1") != cache_key(base, "sha2")  # a branch that moved
     assert cache_key(base, "sha1") != cache_key(filtered, "sha1")
+
+
+@pytest.mark.timeout(120)
+def test_mirroring_is_a_phase_of_created_and_a_stop_ends_it_at_once(
+    service: Service, https_files: Served
+) -> None:
+    """The widget shows the mirroring while the job is CREATED; Stop does not wait for
+    the download, and leaves no half-mirrored folder in the cache."""
+    source = spec.WeightsSource(
+        source=f"{https_files.url}/slow/model/config.json", mount_location="/models/slow"
+    )
+    wire = _weights_job(service.client, ["true"], source)
+    job = Job(Client(service.client, "local", wire.training_project.name), wire)
+    widget = JobWidget(job)
+    try:
+        wait_for(lambda: "mirroring for /models/slow" in widget.notice, 30, "the mirroring notice")
+        assert widget.status == S.CREATED.value
+        started = time.monotonic()
+        job.stop()
+        assert wait_terminal(service.client, wire, timeout=30).status == S.STOPPED
+        assert time.monotonic() - started < 10
+    finally:
+        assert widget.watcher is not None
+        widget.watcher.close()
+        widget.close()
+    cache = service.home.root / "weights"
+    assert not [p for p in cache.iterdir() if p.name.startswith(".partial-")]

@@ -90,6 +90,8 @@ class Runner:
         self.contain: Containment | None = None
         #: Mirrored weights by mount location (each node sees them there; see jobroot).
         self.mounts: dict[str, Path] = {}
+        #: True while weights are mirrored (a stop then interrupts the download).
+        self.mirroring = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -119,6 +121,9 @@ class Runner:
 
     def _on_stop(self, *_: object) -> None:
         self.stop_requested = True
+        if self.mirroring:  # a download may wait on the network: leave it at once
+            self.mirroring = False
+            raise weights.WeightsError("stopped while mirroring weights")
         if not self.nodes:  # still preparing: end the environment build, if any
             for child in psutil.Process().children(recursive=True):
                 _signal(child, signal.SIGTERM)
@@ -180,9 +185,13 @@ class Runner:
         mirror = weights.Mirror(
             self.home.root / "weights", store.get, report, self.settings.s3_endpoint
         )
-        for source in sources:
-            report(f"weights {source.source}: mirroring for {source.mount_location}")
-            self.mounts[source.mount_location] = mirror.mirror(source)
+        self.mirroring = True
+        try:
+            for source in sources:
+                report(f"weights {source.source}: mirroring for {source.mount_location}")
+                self.mounts[source.mount_location] = mirror.mirror(source)
+        finally:
+            self.mirroring = False
         self.store.set_phase(self.job.id, None)
 
     def _prepare(self) -> tuple[dict[str, str], list[list[int]]]:
