@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
+from IPython.utils.text import DollarFormatter
 from traitlets import Bool, Float, Unicode
 
 from bt_jupyter import limits, spec
@@ -171,6 +172,8 @@ def _interactive(trigger: str | None, timeout: int | None) -> spec.InteractiveSe
 
 
 _UNSET: Any = object()
+#: The longest option line whose ``$name`` and ``{expr}`` are expanded (see _expand).
+EXPAND_CHARS = 4096
 
 
 @dataclass
@@ -375,6 +378,17 @@ class BtMagics(Magics):
         except BtJupyterError as exc:
             raise UsageError(str(exc)) from None
 
+    def _expand(self, line: str) -> str:
+        """``$name`` and ``{expr}`` in an option line, as IPython expands magic lines;
+        not in a line longer than EXPAND_CHARS (IPython's expansion takes seconds there,
+        forty at 65 KB: such a line is read as written)."""
+        if len(line) > EXPAND_CHARS or self.shell is None:
+            return line
+        try:  # as IPython's var_expand: the notebook's names; a failure leaves it as is
+            return str(DollarFormatter().vformat(line, args=[], kwargs=self.shell.user_ns))
+        except Exception:
+            return line
+
     @property
     def _ns(self) -> dict[str, Any]:
         """The notebook's namespace."""
@@ -394,10 +408,11 @@ class BtMagics(Magics):
 
     # ------------------------------------------------------------------ %%bt_train
 
+    @no_var_expand
     @cell_magic
     def bt_train(self, line: str, cell: str) -> None:
         """Run this cell as a training job: ``%%bt_train --gpu H100:8 --nodes 2``."""
-        args = _parse(_train_parser(), line)
+        args = _parse(_train_parser(), self._expand(line))
         project_name = args.project or self.default_project
         try:
             project = self._project(args, project_name)

@@ -265,3 +265,14 @@ def test_team_projects(ip: InteractiveShell, client: ApiClient) -> None:
     assert result.success  # type: ignore[attr-defined]
     project = client.project(ip.user_ns["job"].project_id)
     assert (project.name, project.team_name) == ("team-proj", "research")
+
+
+def test_option_lines_expand_notebook_names_as_ipython_does(ip: InteractiveShell) -> None:
+    ip.user_ns.update(run=3, lr_name="small")
+    result, out = _cell(ip, "--dry-run --name run-{run}-$lr_name", "x = 1")
+    assert result.success  # type: ignore[attr-defined]
+    assert '"name": "run-3-small"' in out.stdout
+    # a line too long to expand (IPython's expansion takes 40 s at 65 KB) is read as is
+    result, out = _cell(ip, "--dry-run --name '{run}' --env A=" + "x" * 5000, "x = 1")
+    assert result.success  # type: ignore[attr-defined]
+    assert '"name": "{run}"' in out.stdout
