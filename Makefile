@@ -34,8 +34,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collects no tests; make treats that as a failure, as it should.
+# Two workers: most tests wait on jobs and servers, not on the CPU (the browser tests
+# run one at a time, in one worker; see tests/conftest.py).
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 # The labextension's type check and unit tests (jest). The install's build hook has
 # installed node_modules from yarn.lock; they are reinstalled when the lockfile changes.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import tarfile
@@ -118,15 +119,16 @@ def in_job_runtime() -> dict[str, str]:
 
 
 def bundle(files: dict[str, str]) -> bytes:
-    """A gzipped tar of ``{path: text}`` (scripts are dedented)."""
+    """A gzipped tar of ``{path: text}`` (scripts are dedented); the same files give the
+    same bytes (no time in the tar or the gzip header)."""
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+    with tarfile.open(fileobj=out, mode="w") as tar:
         for name, text in sorted(files.items()):
             data = textwrap.dedent(text).encode()
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o755, 0
             tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+    return gzip.compress(out.getvalue(), mtime=0)
 
 
 def submit(

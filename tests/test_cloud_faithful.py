@@ -226,14 +226,14 @@ def test_load_latest_names_a_model_checkpoint_not_the_outputs(
     ).wait(timeout=120)
     sent = [e for e in recorder.exchanges if e.method == "POST" and e.path.endswith("/jobs")]
     assert b'"baseten_named_checkpoint"' in sent[-1].request_body
-    wanted = f"Loaded checkpoint . of job {root_job_id} (1 rank(s))"  # may reach the API late
+    loaded = f"Loaded checkpoint . of job {root_job_id} (1 rank(s))"
+    printed = "loaded ['config.json', 'model.safetensors']"
 
-    def messages_with_it() -> list[str] | None:
+    def both_lines() -> list[str] | None:  # either may reach the log API late
         found = [line.message for line in job.logs()]
-        return found if wanted in found else None
+        return found if loaded in found and printed in found else None
 
-    messages = wait_for(messages_with_it, 10, wanted, every=0.2)
-    assert "loaded ['config.json', 'model.safetensors']" in messages
+    wait_for(both_lines, 10, f"{loaded!r} and {printed!r} in the job's log", every=0.2)
 
 
 def test_missing_outputs_are_a_clear_error_not_empty(cloud: Cloud) -> None:  # noqa: F811
