@@ -664,15 +664,11 @@ class TrainingGpuCapacityItemV1(_Response):
     spot_usage_count: int = 0
 
 
-class TeamTrainingGpuCapacityItemV1(_Response):
+class TeamTrainingGpuCapacityItemV1(TrainingGpuCapacityItemV1):
+    """A team's cap within a pool (``baseline`` 0 where none is configured)."""
+
     team_id: str
     team_name: str
-    gpu_type: str
-    baseline: int
-    limit: int
-    usage_count: int
-    dedicated_usage_count: int = 0
-    spot_usage_count: int = 0
 
 
 class GetTrainingGpuCapacityResponseV1(_Response):

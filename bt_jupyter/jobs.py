@@ -20,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, overload
 
+from typing_extensions import Unpack
+
 from bt_jupyter import api, downloads, preflight, spec
 from bt_jupyter.backends import Backend, DeployRequest, backend_named
 from bt_jupyter.cache_summary import CacheView, SortKey, cache_view
@@ -296,26 +298,12 @@ class Client:
         self,
         project: Any,
         source_dir: Path | str | None = None,
-        *,
-        job_name: str | None = None,
-        entrypoint: str | None = None,
-        priority: int | None = None,
-        accelerator: str | None = None,
-        node_count: int | None = None,
-        spot: bool = False,
+        **flags: Unpack[spec.PushFlags],
     ) -> Job:
         """Like ``truss train push``: the project's job with ``source_dir`` as its files,
         and the same flags (``entrypoint`` replaces the start commands; each flag that
         replaces a configured value says so, as a warning, as truss does)."""
-        pushed, notes = spec.with_push_options(
-            spec.as_training_project(project),
-            job_name=job_name,
-            entrypoint=entrypoint,
-            priority=priority,
-            accelerator=accelerator,
-            node_count=node_count,
-            spot=spot,
-        )
+        pushed, notes = spec.with_push_options(spec.as_training_project(project), **flags)
         for note in notes:
             warnings.warn(f"push: {note}", UserWarning, stacklevel=2)
         folder = Path(source_dir or Path.cwd())

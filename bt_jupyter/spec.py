@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import ErrorDetails
-from typing_extensions import Self
+from typing_extensions import Self, TypedDict, Unpack
 
 from bt_jupyter import limits
 from bt_jupyter.errors import InvalidConfigError
@@ -65,6 +65,7 @@ __all__ = [
     "Workspace",
     "as_training_project",
     "with_push_options",
+    "PushFlags",
     "invalid_config",
 ]
 
@@ -788,15 +789,19 @@ def as_training_project(project: Any) -> TrainingProject:
     )
 
 
+class PushFlags(TypedDict, total=False):
+    """``truss train push``'s flags that change the job (see :func:`with_push_options`)."""
+
+    job_name: str
+    entrypoint: str
+    priority: int
+    accelerator: str
+    node_count: int
+    spot: bool
+
+
 def with_push_options(
-    project: TrainingProject,
-    *,
-    job_name: str | None = None,
-    entrypoint: str | None = None,
-    priority: int | None = None,
-    accelerator: str | None = None,
-    node_count: int | None = None,
-    spot: bool = False,
+    project: TrainingProject, **flags: Unpack[PushFlags]
 ) -> tuple[TrainingProject, list[str]]:
     """The project as ``truss train push`` runs it with these flags: ``--entrypoint``
     replaces the start commands, the others replace their config value, ``--spot`` sets
@@ -805,6 +810,9 @@ def with_push_options(
     job, notes = project.job, []
     update: dict[str, Any] = {}
     compute: dict[str, Any] = {}
+    job_name, entrypoint = flags.get("job_name"), flags.get("entrypoint")
+    priority, accelerator = flags.get("priority"), flags.get("accelerator")
+    node_count, spot = flags.get("node_count"), flags.get("spot", False)
     if job_name is not None:
         if job.name:
             notes.append(f"job name {job.name!r} replaced by {job_name!r}")

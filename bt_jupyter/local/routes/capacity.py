@@ -104,6 +104,15 @@ async def queue_context(job_id: str, state: State) -> JSONResponse:
     return ok(await run(_queue_context, state, job_id))
 
 
+def _cap(gpu_type: str, limit: int | None, since: float) -> api.CapacityAtSubmitV1 | None:
+    """A pool's cap as the queue context shows it (None: no cap configured)."""
+    if limit is None:
+        return None
+    return api.CapacityAtSubmitV1(
+        gpu_type=gpu_type, max_gpus=limit, last_modified=utc(since).isoformat()
+    )
+
+
 def _status_at(history: list[tuple[S, float]], moment: float) -> tuple[S, float] | None:
     """The job's status at ``moment`` (and when it was set); None before it existed."""
     before = [(status, at) for status, at in history if at <= moment]
@@ -194,20 +203,8 @@ def _queue_context(state: ServiceState, job_id: str) -> api.GetTrainingJobQueueC
         submitted_at=utc(submitted).isoformat(),
         released_at=utc(released).isoformat() if released is not None else None,
         pending_seconds=round(released - submitted) if released is not None else None,
-        org_capacity=api.CapacityAtSubmitV1(
-            gpu_type=demand.gpu_type,
-            max_gpus=org_limit,
-            last_modified=utc(state.started_at).isoformat(),
-        )
-        if org_limit is not None
-        else None,
-        team_capacity=api.CapacityAtSubmitV1(
-            gpu_type=demand.gpu_type,
-            max_gpus=team_limit[0],
-            last_modified=utc(team_limit[1]).isoformat(),
-        )
-        if team_limit is not None
-        else None,
+        org_capacity=_cap(demand.gpu_type, org_limit, state.started_at),
+        team_capacity=_cap(demand.gpu_type, *(team_limit or (None, 0.0))),
         active_at_submit=active,
         pending_ahead_at_submit=ahead,
         events=events,
