@@ -64,6 +64,10 @@ class NoSuchProject(BtJupyterError):
     """No project of that name or id (or more than one, in different teams)."""
 
 
+class NoMetrics(BtJupyterError):
+    """The job's nodes never started: there are no system metrics to show."""
+
+
 class NoSession(BtJupyterError):
     """The job has no open interactive session to show or change."""
 

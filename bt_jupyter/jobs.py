@@ -40,6 +40,7 @@ from bt_jupyter.errors import (
     JobFailed,
     JobTraceback,
     MissingApiKey,
+    NoMetrics,
     NoSession,
     NoSuchJob,
     NoSuchProject,
@@ -499,7 +500,20 @@ class Job:
         return self.client.backend.history(self._wire)
 
     def metrics(self) -> api.GetTrainingJobMetricsResponseV1:
+        """Each node's CPU, memory, GPU and disk series; :class:`NoMetrics` for a job whose
+        nodes never started (waiting, being set up, or DEPLOY_FAILED): there are none."""
+        if not self.has_run:
+            raise NoMetrics(
+                f"job {self.id} is {self.status.short}: its nodes never started, so it has no "
+                "metrics" + ("" if self.status.is_terminal else " yet")
+            )
         return self._rest.metrics(self.project_id, self.id)
+
+    @property
+    def has_run(self) -> bool:
+        """Its nodes started (it is RUNNING, or ended after it could run)."""
+        never = (S.PENDING, S.QUEUED, S.CREATED, S.DEPLOYING, S.DEPLOY_FAILED)
+        return self.status not in never
 
     def user_metrics(self) -> list[dict[str, Any]]:
         """What the job recorded with ``bt_jupyter.runtime.log_metrics``."""

@@ -17,7 +17,7 @@ from IPython.core.error import UsageError
 
 from bt_jupyter import api, spec
 from bt_jupyter.client import ApiClient
-from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.errors import BtJupyterError, NoMetrics
 from bt_jupyter.jobs import Client, Job
 from bt_jupyter.local import capacity, daemon
 from bt_jupyter.local.home import Home
@@ -87,6 +87,9 @@ def test_three_jobs_on_one_gpu_wait_in_line_and_start_in_priority_order(
     c = _h100(client, project, gates["c"], name="c")
     try:
         first = _pending(b, 1)
+        with pytest.raises(NoMetrics) as none_yet:  # a job that never ran has no metrics
+            b.metrics()
+        assert_one_clear_line(str(none_yet.value), "PENDING", "never started", "yet")
         assert f"needs 1 H100 GPUs; 1 of 1 in use (by {a.id})" in first
         assert "next in the queue" in first
         assert "1 ahead in the queue" in _pending(c, 2)

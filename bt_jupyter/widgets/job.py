@@ -445,9 +445,10 @@ class JobWatcher:
                 for c in found
             ]
             self._seen_sizes = sizes
-            system = job.metrics()
-            state["resources"] = _resources(system)
-            state["system_metrics"] = _system_records(system)
+            if job.has_run:
+                system = job.metrics()
+                state["resources"] = _resources(system)
+                state["system_metrics"] = _system_records(system)
             if state["status"] != self.widget.status or time.monotonic() >= self._sessions_at:
                 state["sessions"] = _sessions(job)
                 self._sessions_at = time.monotonic() + SESSIONS_SECONDS
