@@ -80,11 +80,10 @@ class CacheView:
         if not self.rows:
             return f"{head}\n(empty: jobs write it under $BT_PROJECT_CACHE_DIR with --cache)"
         width = min(max(len(r.path) for r in self.rows), 60)
-        lines = [head, f"{'path':{width}}  {'size':>10}  {'modified':25}  {'type':9}  mode"]
+        lines = [head, f"{'path':{width}}  {'size':>10}  {'modified (UTC)':19}  {'type':9}  mode"]
         for r in self.rows:
-            lines.append(
-                f"{r.path:{width}}  {r.size:>10}  {r.modified:25}  {r.type:9}  {r.permissions}"
-            )
+            when = r.modified.replace("T", " ")[:19]
+            lines.append(f"{r.path:{width}}  {r.size:>10}  {when:19}  {r.type:9}  {r.permissions}")
         return "\n".join(lines)
 
 

@@ -372,3 +372,35 @@ def test_the_widget_alone_is_complete_and_out_without_wait_binds(
         printed.wait_for(timeout=30_000)
         assert "'note': 'from the node'" in printed.inner_text()
         page.screenshot(path=str(ARTIFACTS / "widget-out-bound.png"))
+
+
+@pytest.mark.timeout(300)
+def test_the_cache_table_sorts_by_a_clicked_column(local_home: Home, tmp_path: Path) -> None:
+    write_notebook(
+        tmp_path / "cache.ipynb",
+        "%load_ext bt_jupyter\n%bt_project widget-cache",
+        "%%bt_train --cache --wait\n"
+        "import os\n"
+        "root = os.environ['BT_PROJECT_CACHE_DIR']\n"
+        "os.makedirs(f'{root}/hub/tiny', exist_ok=True)\n"
+        "open(f'{root}/hub/tiny/weights.bin', 'wb').write(b'0' * 300_000)\n"
+        "open(f'{root}/notes.txt', 'w').write('small')",
+        "%bt_cache",
+    )
+    with (
+        jupyterlab(local_home, tmp_path) as lab,
+        notebook_page(lab, "cache.ipynb") as page,
+    ):
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        table = page.locator("table.btj-cache")
+        table.wait_for(timeout=120_000)
+        first_path = (
+            "() => document.querySelector('table.btj-cache tr:nth-child(2) td').textContent"
+        )
+        assert page.evaluate(first_path) == "hub"  # by path first: hub < notes.txt
+        table.locator("th[data-sort=size_bytes]").click()  # biggest first
+        assert page.evaluate(first_path) == "hub"
+        assert table.locator("tr:nth-child(2) td:nth-child(2)").inner_text().endswith(" KB")
+        table.locator("th[data-sort=size_bytes]").click()  # then smallest first
+        assert page.evaluate(first_path) != "hub"
+        table.screenshot(path=str(ARTIFACTS / "cache-table.png"))

@@ -44,7 +44,8 @@ function render({ model, el }) {
       const tr = document.createElement("tr");
       for (const [field] of COLUMNS) {
         const td = document.createElement("td");
-        td.textContent = field === "size_bytes" ? r.size : r[field];
+        td.textContent = field === "size_bytes" ? r.size
+          : field === "modified" ? new Date(r.modified).toLocaleString() : r[field];
         tr.append(td);
       }
       return tr;
