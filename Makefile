@@ -34,10 +34,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collects no tests; make treats that as a failure, as it should.
-# Two workers: most tests wait on jobs and servers, not on the CPU (the browser tests
-# run one at a time, in one worker; see tests/conftest.py).
+# Two workers: most tests wait on jobs and servers, not on the CPU. Whole files go to a
+# worker (--dist loadfile): a module's fixtures (a service on truss's fixed port 8000)
+# exist once. (xdist's loadgroup does not group under pytest 9 here: checked.)
 pytest: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # The labextension's type check and unit tests (jest). The install's build hook has
 # installed node_modules from yarn.lock; they are reinstalled when the lockfile changes.

@@ -19,7 +19,6 @@ from bt_jupyter.client import ApiClient
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from bt_jupyter.magics import BtMagics
-from tests.browser import needs_chromium
 from tests.helpers import running_service
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,14 +28,6 @@ SPEC_PATH = Path(
         REPO / "tests" / "data" / "baseten-training-openapi.json",
     )
 )
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``pytest -n 2`` (pytest-xdist, as ``make test`` runs), the browser tests
-    (JupyterLab and chromium: the heaviest) run one at a time, in one worker."""
-    for item in items:
-        if any(m == needs_chromium.mark for m in item.iter_markers("skipif")):
-            item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 @pytest.fixture(scope="session", autouse=True)
