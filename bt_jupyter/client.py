@@ -794,10 +794,21 @@ class ApiClient:
             return [str(n) for n in names]
         return []
 
-    def user_metrics(self, project_id: str, job_id: str) -> list[dict[str, Any]]:
-        """What the job recorded with ``log_metrics``, in order."""
-        records = (runtime.parse_metric(line.message) for line in self.all_logs(project_id, job_id))
-        return [r for r in records if r is not None]
+    def user_metrics(
+        self, project_id: str, job_id: str, node: int | None = 0
+    ) -> list[dict[str, Any]]:
+        """What the job recorded (``log_metrics``, a Trainer), in order, each with the
+        ``node`` that printed it; only that node's (and untagged) records unless ``node``
+        is None. Every node of a multi-node Trainer job reports: the leader by default."""
+        found: list[dict[str, Any]] = []
+        for line in self.all_logs(project_id, job_id):
+            record = runtime.parse_metric(line.message)
+            if record is None:
+                continue
+            rank = node_of(line.replica)
+            if node is None or rank is None or rank == node:
+                found.append(record if rank is None else {**record, "node": rank})
+        return found
 
     def job_artifact_urls(self, project_id: str, job_id: str) -> list[str]:
         path = f"{self._job_path(project_id, job_id)}/download"

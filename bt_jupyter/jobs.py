@@ -515,9 +515,10 @@ class Job:
         never = (S.PENDING, S.QUEUED, S.CREATED, S.DEPLOYING, S.DEPLOY_FAILED)
         return self.status not in never
 
-    def user_metrics(self) -> list[dict[str, Any]]:
-        """What the job recorded with ``bt_jupyter.runtime.log_metrics``."""
-        return self._rest.user_metrics(self.project_id, self.id)
+    def user_metrics(self, node: int | None = 0) -> list[dict[str, Any]]:
+        """What the job recorded (``log_metrics``, a ``transformers`` Trainer): the
+        leader's records, or ``node``'s, or every node's with ``node=None``."""
+        return self._rest.user_metrics(self.project_id, self.id, node)
 
     def checkpoints(self) -> list[api.TrainingJobCheckpointV1]:
         """Model checkpoints, oldest first (``.``: the files at the checkpoint root)."""

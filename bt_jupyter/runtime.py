@@ -5,8 +5,9 @@ the cell with tracebacks that point at the cell's own lines, flushes output line
 and saves the variables named by ``--out`` for ``job.outputs()``. It also offers what
 training code calls: :func:`log_metrics` and :func:`checkpoint_dir`.
 
-This module travels inside every bundle, so it imports only the standard library and
-cloudpickle: the job's image needs nothing of bt_jupyter installed.
+This module (with trackers.py, the training-library hooks) travels inside every bundle,
+so it imports only the standard library and cloudpickle: the job's image needs nothing
+of bt_jupyter installed.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from bt_jupyter import trackers
+
 BUNDLE_DIR = "bt_bundle"
 #: Where ``--out`` values go, under ``$BT_CHECKPOINT_DIR``: a plain (non-dot) folder, so
 #: Baseten's checkpoint sync copies it like any other; clients never list it as a model
 #: checkpoint nor pick it as "latest".
 OUTPUTS_DIR = "bt-outputs"
 OUTPUTS_FILE = "outputs.pkl"
-METRIC_PREFIX = "[bt-metric] "
+METRIC_PREFIX = trackers.METRIC_PREFIX
 
 
 def log_metrics(step: int | None = None, **values: float) -> None:
@@ -189,6 +192,7 @@ def run_cell(bundle: Path) -> int:
     # blank lines in front: the code's line numbers are the notebook cell's
     padding = "\n" * (int(cell["first_line"]) - 1)
     code = compile(padding + cell_file.read_text(), cell["name"], "exec")
+    trackers.install()  # before the cell's imports: a Trainer reports to the job
     namespace = load_cell_namespace(bundle)
     try:
         exec(code, namespace)

@@ -10,7 +10,6 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TypeVar
 
 import psutil
@@ -110,11 +109,11 @@ def requirements(*dists: str) -> dict[str, str]:
 def in_job_runtime() -> dict[str, str]:
     """bt_jupyter's in-job runtime as files, as a packaged cell carries it (a job's image
     has no bt_jupyter: ``from bt_jupyter.runtime import log_metrics`` needs these)."""
-    from bt_jupyter import runtime
+    from bt_jupyter.packaging.bundle import IN_JOB_SOURCES, PACKAGE_DIR
 
     return {
         "bt_jupyter/__init__.py": "",
-        "bt_jupyter/runtime.py": Path(runtime.__file__).read_text(),
+        **{f"bt_jupyter/{f}": (PACKAGE_DIR / f).read_text() for f in IN_JOB_SOURCES},
     }
 
 

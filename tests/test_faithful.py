@@ -94,6 +94,7 @@ def test_requirements_come_from_every_import_the_job_runs(
     )
     bundle = package_cell(cell, shell.user_ns, PackageOptions(notebook_dir=folder))
     assert bundle.requirements == [
+        _pin("accelerate"),  # transformers' Trainer needs it: a companion
         _pin("cloudpickle"),
         _pin("numpy"),
         _pin("pandas"),
@@ -125,7 +126,8 @@ def test_a_module_nothing_provides_is_named_before_sending(shell: InteractiveShe
 
 
 def test_the_runtime_and_installer_need_only_the_standard_library_and_cloudpickle() -> None:
-    for module, allowed in (("runtime", {"cloudpickle"}), ("install", set())):
+    allowances = (("runtime", {"cloudpickle"}), ("trackers", {"accelerate"}), ("install", set()))
+    for module, allowed in allowances:
         tree = ast.parse((REPO / "bt_jupyter" / f"{module}.py").read_text())
         imported = {
             alias.name.split(".")[0]

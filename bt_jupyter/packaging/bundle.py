@@ -33,7 +33,7 @@ from bt_jupyter.runtime import BUNDLE_DIR
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 #: The modules of bt_jupyter that travel in every bundle (standard library only).
-IN_JOB_SOURCES = ("install.py", "runtime.py")
+IN_JOB_SOURCES = ("install.py", "runtime.py", "trackers.py")
 RUNTIME_INIT = '"""The part of bt_jupyter that runs inside a job (see runtime.py)."""\n'
 INSTALL = "python -m bt_jupyter.install"
 ENTRY = "python -m bt_jupyter.runtime"

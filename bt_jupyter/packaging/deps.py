@@ -34,6 +34,14 @@ PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 RUNTIME_DISTRIBUTIONS = ("cloudpickle",)
 #: The only part of bt_jupyter a job can import (it travels in the bundle).
 IN_JOB_MODULES = frozenset({"bt_jupyter", "bt_jupyter.runtime"})
+#: Distributions a library imports only when a feature is used, which its users have
+#: installed alongside it: ``transformers.Trainer`` needs accelerate, a Llama tokenizer
+#: sentencepiece. Pinned with the library when they are installed here, or the job fails
+#: where the notebook worked.
+COMPANIONS: dict[str, tuple[str, ...]] = {
+    "transformers": ("accelerate", "sentencepiece"),
+    "trl": ("peft",),
+}
 
 
 @functools.cache
@@ -102,8 +110,9 @@ def requirements_for(
             continue
         dists = distributions_for(module.name)
         for dist in dists:
-            if (line := pin(dist)) is not None:
-                pins[canonicalize_name(dist)] = line
+            for name in (dist, *COMPANIONS.get(canonicalize_name(dist), ())):
+                if (line := pin(name)) is not None:
+                    pins[canonicalize_name(name)] = line
         if dists or module.optional or unverifiable:
             continue
         found = files.module_origin(top)

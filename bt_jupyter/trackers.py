@@ -1,0 +1,211 @@
+"""Inside a job: the training libraries report to the job with no code in the cell.
+
+When the cell (or anything it calls) imports ``transformers.trainer``, every ``Trainer``
+(TRL's ``SFTTrainer``/``DPOTrainer`` are Trainers) gets :class:`JobCallback` through the
+library's own extension point, its ``DEFAULT_CALLBACKS`` list: each ``logs`` dict (loss,
+learning_rate, grad_norm, eval_*) becomes a ``[bt-metric]`` record for the widget, and
+checkpoints go to ``$BT_CHECKPOINT_DIR`` when the user did not choose an ``output_dir``.
+The user's ``report_to`` (W&B, MLflow, ...) and callbacks are left as they are.
+
+``accelerate`` users pass :func:`accelerate_tracker` to ``Accelerator(log_with=...)``.
+
+Like runtime.py this travels in every bundle: standard library only, and it imports the
+training libraries only once the cell has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.machinery
+import json
+import math
+import os
+import sys
+import time
+import types
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+#: Same prefix as ``runtime.METRIC_PREFIX`` (not imported: runtime imports this module).
+METRIC_PREFIX = "[bt-metric] "
+#: ``TrainingArguments.output_dir`` when the user gives none.
+HF_DEFAULT_OUTPUT_DIR = "trainer_output"
+
+#: What a Trainer logs about its own speed, not the model's: left out of the charts.
+SPEED_KEYS = frozenset(
+    f"{split}_{what}"
+    for split in ("train", "eval", "test", "predict")
+    for what in ("runtime", "samples_per_second", "steps_per_second")
+) | {"total_flos"}
+
+Hook = Callable[[types.ModuleType], None]
+
+
+def emit(step: int | None, values: dict[str, Any]) -> None:
+    """One metric record (finite numbers only) as one log line; the service tags it with
+    the node that printed it."""
+    record: dict[str, Any] = {"step": step, "time": time.time()}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(value):
+            record[name] = float(value)
+    if len(record) > 2:
+        print(METRIC_PREFIX + json.dumps(record, separators=(",", ":")), flush=True)
+
+
+def _note(message: str) -> None:
+    print(f"bt_jupyter: {message}", flush=True)
+
+
+# --------------------------------------------------------------------------- import hooks
+
+
+class _ThenRun(importlib.abc.Loader):
+    """A module's own loader, then a hook on the loaded module."""
+
+    def __init__(self, loader: importlib.abc.Loader, hook: Hook) -> None:
+        self._loader = loader
+        self._hook = hook
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        self._loader.exec_module(module)
+        try:
+            self._hook(module)
+        except Exception as exc:  # a hook never breaks the user's import
+            _note(f"could not connect {module.__name__} to the job ({exc!r})")
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_data, is_package, ...
+        return getattr(self._loader, name)
+
+
+class AfterImport(importlib.abc.MetaPathFinder):
+    """Runs a hook right after a named module is imported (the import is otherwise the
+    one every other finder would do)."""
+
+    def __init__(self, hooks: dict[str, Hook]) -> None:
+        self.hooks = hooks
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        hook = self.hooks.get(fullname)
+        if hook is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _ThenRun(spec.loader, hook)
+                return spec
+        return None
+
+
+def install() -> None:
+    """Connect the training libraries the job imports (now or later) to the job."""
+    hooks: dict[str, Hook] = {"transformers.trainer": connect_transformers}
+    for name, hook in hooks.items():
+        if name in sys.modules:
+            hook(sys.modules[name])
+    if not any(isinstance(f, AfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, AfterImport(hooks))
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+def connect_transformers(trainer_module: types.ModuleType) -> None:
+    """Every Trainer made from now on reports to the job (``DEFAULT_CALLBACKS`` is what
+    Trainer adds to every instance, before the user's ``callbacks`` and ``report_to``)."""
+    defaults: list[Any] = trainer_module.DEFAULT_CALLBACKS
+    if any(getattr(c, "bt_jupyter", False) for c in defaults):
+        return
+    defaults.append(_job_callback_class(trainer_module.TrainerCallback))
+
+
+def _job_callback_class(base: type) -> type:
+    class JobCallback(base):  # type: ignore[misc]
+        """Reports a transformers Trainer to the bt_jupyter job: logs -> metrics, and
+        checkpoints into ``$BT_CHECKPOINT_DIR`` unless ``output_dir`` was chosen."""
+
+        bt_jupyter = True
+
+        def on_init_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            place_checkpoints(args)
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any
+        ) -> None:
+            # one record per node (its local rank 0); the node tags it
+            if logs and state.is_local_process_zero:
+                emit(int(state.global_step), {k: v for k, v in logs.items() if k not in SPEED_KEYS})
+
+        def on_save(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                _note(f"Trainer saved {folder}")
+
+    JobCallback.__qualname__ = JobCallback.__name__
+    JobCallback.__module__ = __name__
+    return JobCallback
+
+
+def place_checkpoints(args: Any) -> None:
+    """Point a Trainer's default ``output_dir`` at ``$BT_CHECKPOINT_DIR`` (each
+    ``checkpoint-N`` is then one of the job's checkpoints); say where a chosen one
+    outside it leaves them."""
+    target = os.environ.get("BT_CHECKPOINT_DIR")
+    chosen = Path(str(args.output_dir))
+    if not target:
+        return
+    if str(args.output_dir) == HF_DEFAULT_OUTPUT_DIR:
+        args.output_dir = target
+        with contextlib.suppress(OSError):
+            chosen.rmdir()  # Trainer made it, empty, before callbacks ran
+        _note(f"Trainer checkpoints go to $BT_CHECKPOINT_DIR ({target})")
+        return
+    if not chosen.resolve().is_relative_to(Path(target).resolve()):
+        _note(
+            f"Trainer output_dir {chosen} is outside $BT_CHECKPOINT_DIR: its checkpoints "
+            "stay on this node and are gone when the job ends (leave output_dir unset "
+            "or put it under $BT_CHECKPOINT_DIR to keep them)"
+        )
+
+
+# --------------------------------------------------------------------------- accelerate
+
+
+def accelerate_tracker() -> Any:
+    """An ``accelerate`` tracker for ``Accelerator(log_with=[accelerate_tracker(), ...])``:
+    ``accelerator.log({...}, step=n)`` then reaches the widget as well."""
+    from accelerate.tracking import GeneralTracker
+
+    class JobTracker(GeneralTracker):  # type: ignore[misc]
+        name = "bt_jupyter"
+        requires_logging_directory = False
+
+        def __init__(self) -> None:
+            super().__init__()
+
+        @property
+        def tracker(self) -> None:
+            return None
+
+        def store_init_configuration(self, values: dict[str, Any]) -> None:
+            pass
+
+        def log(self, values: dict[str, Any], step: int | None = None, **_: Any) -> None:
+            if os.environ.get("LOCAL_RANK", "0") == "0":
+                emit(step, values)
+
+    return JobTracker()

@@ -1,0 +1,147 @@
+"""Training libraries report to the job with no bt_jupyter code in the cell."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from bt_jupyter import Job, runtime
+from bt_jupyter.local.home import Home
+from bt_jupyter.local.store import new_id
+from tests.conftest import magics_on
+
+pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+TRAIN = """
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
+
+class Mine(TrainerCallback):
+    pass
+
+torch.manual_seed(0)
+model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=50, n_positions=32))
+rows = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 50, (32, 16))]
+args = TrainingArguments(per_device_train_batch_size=4, max_steps=12, logging_steps=3,
+                         save_steps=6, eval_strategy="steps", eval_steps=6, report_to="none",
+                         use_cpu=True, disable_tqdm=True)
+trainer = Trainer(model=model, args=args, train_dataset=rows, eval_dataset=rows[:8],
+                  callbacks=[Mine()])
+print("callbacks", sorted(type(c).__name__ for c in trainer.callback_handler.callbacks))
+print("report_to", trainer.args.report_to)
+trainer.train()
+"""
+
+
+@pytest.fixture
+def ip(local_home: Home) -> Iterator[InteractiveShell]:
+    with magics_on(local_home, f"trackers-{new_id()}") as shell:
+        yield shell
+
+
+def _run_here(tmp_path: Path, script: str, checkpoint_dir: Path | None) -> str:
+    """The script under the job runtime's hooks, in a fresh interpreter."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    if checkpoint_dir is not None:
+        env["BT_CHECKPOINT_DIR"] = str(checkpoint_dir)
+    code = "from bt_jupyter import trackers\ntrackers.install()\n" + script
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _records(stdout: str) -> list[dict[str, float]]:
+    return [r for r in map(runtime.parse_metric, stdout.splitlines()) if r is not None]
+
+
+def test_a_trainer_reports_its_logs_and_checkpoints_with_the_users_callbacks_kept(
+    tmp_path: Path,
+) -> None:
+    out = _run_here(tmp_path, TRAIN, tmp_path / "ckpt")
+    records = _records(out)
+    losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    assert [step for step, _ in losses] == [3, 6, 9, 12]  # one per logging step
+    assert all(0 < loss < 10 for _, loss in losses)
+    assert [r["step"] for r in records if "eval_loss" in r] == [6, 12]
+    assert any("learning_rate" in r and "grad_norm" in r for r in records)
+    # speed figures are not model metrics: kept out of the charts
+    assert not any("train_runtime" in r or "total_flos" in r for r in records)
+    assert "'JobCallback'" in out
+    assert "'Mine'" in out  # the user's own callback is kept
+    assert "report_to []" in out  # their trackers are theirs: nothing added or removed
+    # no output_dir chosen: the checkpoints are the job's
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "checkpoint-12",
+        "checkpoint-6",
+    ]
+    assert not (tmp_path / "trainer_output").exists()
+
+
+def test_a_chosen_output_dir_is_kept_and_one_outside_the_checkpoints_is_named(
+    tmp_path: Path,
+) -> None:
+    script = TRAIN.replace('report_to="none"', 'report_to="none", output_dir="mine"')
+    out = _run_here(tmp_path, script, tmp_path / "ckpt")
+    assert (tmp_path / "mine" / "checkpoint-12").is_dir()
+    assert not (tmp_path / "ckpt").exists()
+    assert "is outside $BT_CHECKPOINT_DIR" in out
+    # without checkpointing the Trainer's default stands, and metrics still flow
+    out = _run_here(tmp_path, TRAIN, None)
+    assert (tmp_path / "trainer_output" / "checkpoint-12").is_dir()
+    assert len([r for r in _records(out) if "loss" in r]) == 4
+
+
+def test_the_hook_never_breaks_an_import(tmp_path: Path) -> None:
+    """A transformers without DEFAULT_CALLBACKS (a future release): the import still
+    works and the job says once what it could not do."""
+    package = tmp_path / "transformers"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "trainer.py").write_text("VALUE = 42\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, '.')\n"
+            "from bt_jupyter import trackers; trackers.install()\n"
+            "import transformers.trainer as t; print('value', t.VALUE)\n"
+            "import inspect; print(len(inspect.getsource(t)))",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "value 42" in done.stdout
+    assert "could not connect transformers.trainer to the job" in done.stdout
+
+
+@pytest.mark.timeout(600)
+def test_a_cell_with_a_trainer_and_no_bt_jupyter_calls_has_metrics_and_checkpoints(
+    ip: InteractiveShell,
+) -> None:
+    with capture_output() as out:
+        result = ip.run_cell(f"%%bt_train --name hf-trainer --wait -o run\n{TRAIN}")
+    assert result.success, out.stdout[-3000:] + out.stderr[-3000:]
+    job = ip.user_ns["run"]
+    assert isinstance(job, Job)
+    losses = [(r["step"], r["loss"]) for r in job.user_metrics() if "loss" in r]
+    assert [step for step, _ in losses] == [3, 6, 9, 12]
+    assert [c.checkpoint_id for c in job.checkpoints()] == ["checkpoint-6", "checkpoint-12"]
+    logs = [line.message for line in job.logs()]
+    assert any("Trainer checkpoints go to $BT_CHECKPOINT_DIR" in m for m in logs)
