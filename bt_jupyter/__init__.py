@@ -7,6 +7,7 @@ REST shapes in :mod:`bt_jupyter.api`. See DESIGN.md for how the pieces fit.
 from typing import Any
 
 from bt_jupyter._version import __version__
+from bt_jupyter.checkpoints import Checkpoint, load_hf
 from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import BtJupyterError, InvalidConfigError, JobFailed
 from bt_jupyter.jobs import Client, Job
@@ -43,7 +44,9 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 
 __all__ = [
+    "Checkpoint",
     "Client",
+    "load_hf",
     "Deployment",
     "Job",
     "JobFailed",

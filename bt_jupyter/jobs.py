@@ -25,6 +25,7 @@ from typing_extensions import Unpack
 from bt_jupyter import api, downloads, preflight, spec
 from bt_jupyter.backends import Backend, DeployRequest, backend_named
 from bt_jupyter.cache_summary import CacheView, SortKey, cache_view
+from bt_jupyter.checkpoints import Checkpoint
 from bt_jupyter.client import (
     SYNC_TIMEOUT_S,
     ApiClient,
@@ -520,9 +521,10 @@ class Job:
         leader's records, or ``node``'s, or every node's with ``node=None``."""
         return self._rest.user_metrics(self.project_id, self.id, node)
 
-    def checkpoints(self) -> list[api.TrainingJobCheckpointV1]:
-        """Model checkpoints, oldest first (``.``: the files at the checkpoint root)."""
-        return self._rest.checkpoints(self.project_id, self.id)
+    def checkpoints(self) -> list[Checkpoint]:
+        """Model checkpoints, oldest first (``.``: the files at the checkpoint root); each
+        can be downloaded (``.download()``) and loaded (``bt_jupyter.load_hf``)."""
+        return [Checkpoint.of(self, c) for c in self._rest.checkpoints(self.project_id, self.id)]
 
     def outputs(self, sync_timeout: float = SYNC_TIMEOUT_S) -> dict[str, Any]:
         """The variables the job saved with ``--out``; raises

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from bt_jupyter import Client, Deployment, Job, spec
+from bt_jupyter import BtJupyterError, Client, Deployment, Job, load_hf, spec
 from bt_jupyter.client import ApiError
 from bt_jupyter.deployments import DeploymentFailed
 from bt_jupyter.local.home import Home
@@ -137,12 +139,17 @@ def test_hugging_face_checkpoint_serves_openai_compatible_completions(
         deployment.complete("the cat")
 
 
+@pytest.fixture(scope="module")
+def lora(bt: Client, trained: Job, local_home: Home) -> Job:
+    base = local_home.job_dir(trained.id) / "checkpoints" / "rank-0" / "checkpoint-120"
+    return _run(bt, LORA, BASE=str(base))
+
+
 @pytest.mark.timeout(300)
 def test_a_lora_adapter_is_served_on_its_base_model(
-    bt: Client, trained: Job, local_home: Home
+    lora: Job, trained: Job, local_home: Home
 ) -> None:
     base = local_home.job_dir(trained.id) / "checkpoints" / "rank-0" / "checkpoint-120"
-    lora = _run(bt, LORA, BASE=str(base))
     (checkpoint,) = lora.checkpoints()
     assert checkpoint.checkpoint_type == "lora"
     assert checkpoint.base_model == str(base)
@@ -151,6 +158,45 @@ def test_a_lora_adapter_is_served_on_its_base_model(
     assert isinstance(deployment.complete("the dog", max_tokens=3), str)
     assert any("LoRA adapter on base model" in line.message for line in deployment.logs())
     _stopped(deployment)
+
+
+def _serving(deployment_id: str) -> bool:
+    """Whether the process serving a deployment is still alive (STOPPED is recorded as
+    the stop is sent; the process then unloads and exits)."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline", "status"]):
+        line = process.info["cmdline"] or []
+        if deployment_id in line and process.info["status"] != psutil.STATUS_ZOMBIE:
+            return True
+    return False
+
+
+def _greedy(model: Any, tokenizer: Any, prompt: str) -> str:
+    import torch
+
+    ids = tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(
+            **ids, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.eos_token_id
+        )
+    return str(tokenizer.decode(out[0][ids["input_ids"].shape[1] :], skip_special_tokens=True))
+
+
+def test_load_hf_brings_a_full_checkpoint_and_a_lora_adapter_into_the_notebook(
+    trained: Job, lora: Job, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    checkpoint = trained.checkpoints()[0]
+    model, tokenizer = load_hf(checkpoint)  # downloaded first, into ./bt_checkpoints
+    assert checkpoint.path == tmp_path / "bt_checkpoints" / trained.id / "checkpoint-120"
+    assert _greedy(model, tokenizer, "the cat").strip().startswith("sat")
+    (adapter,) = lora.checkpoints()
+    model, tokenizer = load_hf(adapter)
+    assert type(model).__name__.startswith("Peft")
+    assert isinstance(_greedy(model, tokenizer, "the dog"), str)
+    with pytest.raises(BtJupyterError, match="not a Hugging Face model folder"):
+        load_hf(tmp_path)
 
 
 def _model_bundle(cell: str) -> object:
@@ -258,5 +304,6 @@ def test_the_widget_deploys_tries_and_stops_a_checkpoint(trained: Job) -> None:
     assert str(answer[0]["text"]).strip().startswith("sat")
     widget._on_message(widget, {"type": "stop_deployment", "id": row["id"]}, [])
     wait_for(lambda: deployment("STOPPED"), 60, "the deployment to stop")
+    wait_for(lambda: not _serving(str(row["id"])), 30, "the model server to exit")
     assert widget.watcher is not None
     widget.watcher.close()

@@ -96,3 +96,59 @@ def test_an_artifact_that_climbs_out_is_refused_and_writes_nothing_outside(
     assert not (target / f"{project.name}_{job.id}").exists()  # no half-unpacked folder
     assert not Path("/tmp/absolute-escape.txt").exists()
     wait_terminal(client, wire)
+
+
+# --------------------------------------------------------------------------- one checkpoint
+
+
+def test_a_checkpoint_downloads_into_a_folder_and_again_fetches_only_whats_missing(
+    client: ApiClient,
+    project: api.TrainingProjectV1,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job = _job(client, checkpointing_job(client, project, ["checkpoint-1", "checkpoint-10"]))
+    first, second = job.checkpoints()
+    assert first.path is None
+    monkeypatch.chdir(tmp_path)
+    folder = second.download(progress=False)
+    assert folder == tmp_path / "bt_checkpoints" / job.id / "checkpoint-10"
+    assert second.path == folder
+    # checkpoint-1 is not a prefix match of checkpoint-10: only its own files
+    assert sorted(p.name for p in folder.iterdir()) == ["weights.txt"]
+    assert (folder / "weights.txt").read_text() == "checkpoint-10\n"
+    fetched: list[str] = []
+    real = client.download
+    monkeypatch.setattr(
+        client, "download", lambda url, target: fetched.append(url) or real(url, target)
+    )
+    (folder / "weights.txt").write_text("x")  # a short, broken copy is fetched again
+    assert first.download(tmp_path / "one", progress=False) == tmp_path / "one"
+    assert second.download(progress=False) == folder
+    assert len(fetched) == 2
+    assert second.download(progress=False) == folder
+    assert len(fetched) == 2  # all there at their size: nothing fetched
+    assert not list(tmp_path.rglob("*.part"))
+    with pytest.raises(DownloadError, match="no files on node 3"):
+        second.download(tmp_path / "x", node=3)
+
+
+@pytest.mark.parametrize(
+    "name", ["../../escaped.txt", "/etc/passwd", "rank-0/checkpoint-1/../../../x", "a\x00b"]
+)
+def test_a_checkpoint_file_name_that_climbs_out_is_refused(
+    client: ApiClient,
+    project: api.TrainingProjectV1,
+    tmp_path: Path,
+    name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job = _job(client, checkpointing_job(client, project, ["checkpoint-1"]))
+    (checkpoint,) = job.checkpoints()
+    listed = job.checkpoint_files()
+    evil = [listed[0].model_copy(update={"relative_file_name": name})]
+    monkeypatch.setattr(Job, "checkpoint_files", lambda self: evil)
+    with pytest.raises(DownloadError, match="unsafe checkpoint file name"):
+        checkpoint.download(tmp_path / "in", progress=False)
+    assert not (tmp_path / "in").exists() or not any((tmp_path / "in").iterdir())
+    assert not (tmp_path.parent / "escaped.txt").exists()

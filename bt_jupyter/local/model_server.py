@@ -120,7 +120,7 @@ class HuggingFaceModel:
     model: Any  # transformers' / peft's model classes
     tokenizer: Any
 
-    def __init__(self, path: Path, log: LogSink) -> None:
+    def __init__(self, path: Path, log: LogSink, job_work: Path | None = None) -> None:
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError:
@@ -134,6 +134,13 @@ class HuggingFaceModel:
             from peft import PeftModel
 
             base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+            if not base:
+                raise LoadFailed(f"the LoRA adapter {path.name} does not name its base model")
+            # a relative base is where the job read it: its working folder (--include)
+            if job_work is not None and not Path(base).is_absolute():
+                near = (job_work / base).resolve()
+                if near.is_relative_to(job_work.resolve()) and near.is_dir():
+                    base = str(near)
             log.add(f"LoRA adapter on base model {base}")
             model = AutoModelForCausalLM.from_pretrained(base)
             self.model = PeftModel.from_pretrained(model, str(path))
@@ -352,7 +359,8 @@ def serve(home: Home, deployment_id: str) -> int:
                 tar.extractall(folder / "bundle", filter=private_member)
             app = model_app(load_model_class(folder / "bundle", path), deployment.name)
         else:
-            app = hf_app(HuggingFaceModel(path, log), deployment.name)
+            work = home.job_dir(deployment.job_id) / "work"
+            app = hf_app(HuggingFaceModel(path, log, work), deployment.name)
         locked = RequireKey(app, home.api_key(), home.api_key_file)
         config = uvicorn.Config(locked, host="127.0.0.1", port=deployment.port, log_level="warning")
         server = uvicorn.Server(config)

@@ -153,6 +153,13 @@ def plan(
                 f"checkpoint {chosen.checkpoint_id} is a LoRA adapter with no base model "
                 "recorded; save it with its adapter_config.json (base_model_name_or_path)"
             )
+        base = chosen.base_model
+        if base.startswith(("/", "./", "../", "~")) or base.count("/") > 1:
+            raise DeployError(
+                f"checkpoint {chosen.checkpoint_id} is a LoRA adapter on {chosen.base_model!r}, "
+                "a path on the job's node; Baseten's vLLM loads the base from the Hugging Face "
+                "hub: train it on a hub model id (e.g. Qwen/Qwen2.5-0.5B)"
+            )
         rank = lora_rank(chosen)
     elif kind not in ("full", "whisper"):
         raise DeployError(
