@@ -74,6 +74,31 @@ def log_text(replica: str | None, message: str) -> str:
     return f"[{'runner' if node is None else f'node {node}'}] {message}"
 
 
+#: Where a packaged cell's manifest lies in its bundle.
+MANIFEST_PATH = f"{runtime.BUNDLE_DIR}/manifest.json"
+
+
+class _Readable(io.RawIOBase):
+    """A file over an iterator of byte chunks, for ``tarfile``'s stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks, self._left = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._left:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._left = chunk
+        n = min(len(buffer), len(self._left))
+        buffer[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+
 def node_of(replica: str | None) -> int | None:
     """The node rank of a log line's ``replica``: ``"1"`` locally; on Baseten a replica
     name ending in its rank (``...-1``). None for lines of no node (the runner's)."""
@@ -197,6 +222,7 @@ class ApiClient:
         self._key_header = {"Authorization": f"Api-Key {api_key}"}
         self.retry = retry or RetryPolicy()
         self.retry_creates = retry_creates
+        self._manifests: dict[str, dict[str, Any]] = {}  # by job id: they never change
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": "bt_jupyter"},
@@ -782,17 +808,38 @@ class ApiClient:
     def _bundle_outputs(self, project_id: str, job_id: str) -> list[str]:
         """The ``--out`` names in the manifest of the job's bundle ([] for jobs that are
         not bt_jupyter cells); read only when a job's outputs are not found."""
+        manifest = self.bundle_manifest(project_id, job_id) or {}
+        return [str(n) for n in manifest.get("outputs") or []]
+
+    def bundle_manifest(self, project_id: str, job_id: str) -> dict[str, Any] | None:
+        """The manifest of a packaged cell's bundle (None for a job that is not one).
+
+        The archive is streamed and left as soon as the manifest is read (bt_jupyter puts
+        it first), so a bundle of gigabytes costs a few kilobytes; a job's files never
+        change, so each job's manifest is fetched once."""
+        if job_id in self._manifests:
+            return self._manifests[job_id]
+        found: dict[str, Any] | None = None
         for url in self.job_artifact_urls(project_id, job_id):
             try:
-                with tarfile.open(fileobj=io.BytesIO(self.fetch_presigned(url))) as tar:
-                    member = tar.extractfile(f"{runtime.BUNDLE_DIR}/manifest.json")
-                    if member is None:
+                with self._plain.stream("GET", url, timeout=60) as response:
+                    if response.status_code >= 400:
                         continue
-                    names = json.loads(member.read()).get("outputs") or []
-            except (KeyError, tarfile.TarError, ValueError, ApiError):
+                    stream = _Readable(response.iter_bytes())
+                    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+                        for member in tar:
+                            if member.name == MANIFEST_PATH and member.isfile():
+                                data = tar.extractfile(member)
+                                loaded = json.loads(data.read()) if data else None
+                                found = loaded if isinstance(loaded, dict) else None
+                                break
+            except (tarfile.TarError, ValueError, httpx.HTTPError):
                 continue
-            return [str(n) for n in names]
-        return []
+            if found is not None:
+                break
+        if found is not None:
+            self._manifests[job_id] = found
+        return found
 
     def user_metrics(
         self, project_id: str, job_id: str, node: int | None = 0

@@ -72,6 +72,10 @@ class NoSession(BtJupyterError):
     """The job has no open interactive session to show or change."""
 
 
+class NoSuchCheckpoint(BtJupyterError):
+    """A job has no checkpoint of that name."""
+
+
 class NoSuchJob(BtJupyterError):
     """No job of that id on this backend."""
 

@@ -14,11 +14,11 @@ import sys
 import time
 import urllib.parse
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from typing_extensions import Unpack
 
@@ -43,10 +43,11 @@ from bt_jupyter.errors import (
     MissingApiKey,
     NoMetrics,
     NoSession,
+    NoSuchCheckpoint,
     NoSuchJob,
     NoSuchProject,
 )
-from bt_jupyter.packaging import Bundle, workspace
+from bt_jupyter.packaging import Bundle, PackageOptions, workspace
 
 BASETEN_API_URL = "https://api.baseten.co"
 S = spec.TrainingJobStatus
@@ -191,6 +192,20 @@ def _ns(log: api.LogV1) -> int:
         return 0
 
 
+if TYPE_CHECKING:
+    from bt_jupyter.sweeps import Sweep
+
+
+def _notebook_namespace() -> dict[str, Any]:
+    """The running IPython's user namespace ({} outside IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return {}
+    shell = get_ipython()
+    return dict(shell.user_ns) if shell is not None else {}
+
+
 class Client:
     """A backend to train on: ``Client.local()`` (the default) or ``Client.baseten()``."""
 
@@ -295,6 +310,50 @@ class Client:
         created = self.api.create_job(remote.id, job, artifacts)
         outputs = [str(n) for n in bundle.manifest.get("outputs") or []] if bundle else []
         return Job(self, created, base_image=job.image.base_image, outputs=outputs)
+
+    def sweep(
+        self,
+        cell: str,
+        grid: Mapping[str, Sequence[Any]],
+        project: spec.TrainingProject | str = "default",
+        *,
+        namespace: Mapping[str, Any] | None = None,
+        options: PackageOptions | None = None,
+        name: str = "sweep",
+        max_parallel: int | None = None,
+        max_runs: int = 64,
+        team: str | None = None,
+    ) -> Sweep:
+        """Run ``cell`` once per combination of ``grid`` (``{"lr": [1e-4, 3e-4]}``), each
+        with those names set in ``namespace`` (default: the notebook's), as jobs of
+        ``project``; ``max_parallel`` at a time. Everything is packaged and checked
+        before the first job is submitted."""
+        from bt_jupyter.sweeps import Sweep, plan
+
+        if isinstance(project, str):
+            project = spec.TrainingProject(
+                name=project,
+                job=spec.TrainingJob(
+                    image=spec.Image(base_image="python:3.11-slim"),
+                    runtime=spec.Runtime(
+                        checkpointing_config=spec.CheckpointingConfig(enabled=True)
+                    ),
+                ),
+            )
+        if namespace is None:
+            namespace = _notebook_namespace()
+        runs = plan(cell, namespace, grid, options or PackageOptions(), name, max_runs)
+        first = runs[0].bundle
+        job = project.job.model_copy(
+            update={
+                "image": spec.Image(base_image=first.base_image),
+                "runtime": project.job.runtime.model_copy(
+                    update={"start_commands": first.start_commands}
+                ),
+            }
+        )
+        ready = project.model_copy(update={"job": job})
+        return Sweep(self, ready, runs, max_parallel, team).start()
 
     def push(
         self,
@@ -525,6 +584,18 @@ class Job:
         """Model checkpoints, oldest first (``.``: the files at the checkpoint root); each
         can be downloaded (``.download()``) and loaded (``bt_jupyter.load_hf``)."""
         return [Checkpoint.of(self, c) for c in self._rest.checkpoints(self.project_id, self.id)]
+
+    def checkpoint(self, name: str = "latest") -> Checkpoint:
+        """One checkpoint by name (``latest``: the newest); NoSuchCheckpoint names the
+        ones there are."""
+        found = self.checkpoints()
+        if name == "latest" and found:
+            return found[-1]
+        for checkpoint in found:
+            if checkpoint.checkpoint_id == name:
+                return checkpoint
+        names = ", ".join(c.checkpoint_id for c in found) or "none yet"
+        raise NoSuchCheckpoint(f"job {self.id} has no checkpoint {name!r} (it has {names})")
 
     def outputs(self, sync_timeout: float = SYNC_TIMEOUT_S) -> dict[str, Any]:
         """The variables the job saved with ``--out``; raises

@@ -76,6 +76,8 @@ MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
 MAX_SESSION_MINUTES = 7 * 24 * 60
 #: Project, job, team, checkpoint and secret names: a file name's length on every disk.
 MAX_NAME_CHARS = 255
+#: Runs of one sweep, even with --sweep-max: each is a job packaged in this kernel.
+MAX_SWEEP_RUNS = 1000
 #: An environment variable's name and value, and one start command: ``execve`` refuses a
 #: single argument or environment string of 128 KiB or more (MAX_ARG_STRLEN).
 MAX_ENV_NAME_CHARS = 255

@@ -23,13 +23,15 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.utils.text import DollarFormatter
 from traitlets import Bool, Float, Unicode
 
-from bt_jupyter import limits, spec
+from bt_jupyter import limits, spec, sweeps
 from bt_jupyter.cache_summary import SORTS
 from bt_jupyter.client import log_text
+from bt_jupyter.compare import compare
 from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import BtJupyterError, InvalidConfigError
 from bt_jupyter.jobs import Client, Job, OutputsState, TracebackHold
 from bt_jupyter.packaging import Bundle, PackageOptions, describe, package_cell
+from bt_jupyter.packaging.capture import shown_value
 from bt_jupyter.packaging.export import export_project
 from bt_jupyter.sessions import session_line
 from bt_jupyter.widgets import in_kernel
@@ -110,7 +112,44 @@ def _train_parser() -> _Parser:
     p.add_argument("--wait", action="store_true")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("-o", dest="bind", metavar="VAR")
+    p.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="one job per combination of these notebook values (a grid)",
+    )
+    p.add_argument("--sweep-max-parallel", type=_bounded(1, limits.MAX_SWEEP_RUNS), metavar="N")
+    p.add_argument(
+        "--sweep-max",
+        type=_bounded(1, limits.MAX_SWEEP_RUNS),
+        default=sweeps.DEFAULT_MAX_RUNS,
+        metavar="N",
+        help=f"allow a sweep of more than {sweeps.DEFAULT_MAX_RUNS} runs",
+    )
     return p
+
+
+#: Options that only say how to run this cell here, not what the job is.
+_NOT_RECORDED = {"wait", "dry_run", "bind", "backend", "sweep", "sweep_max", "sweep_max_parallel"}
+
+
+def recorded_options(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """The ``%%bt_train`` options the user set, as the job's manifest keeps them (to
+    tell runs apart when comparing): ``--env`` values of secret-looking names hidden."""
+    defaults = vars(_train_parser().parse_args([]))
+    found = []
+    for dest, value in sorted(vars(args).items()):
+        if dest in _NOT_RECORDED or value == defaults.get(dest) or value in (None, [], ""):
+            continue
+        if dest == "env":
+            value = [
+                f"{k}={'***' if shown_value(k, v) is None else v}"
+                for k, _, v in (pair.partition("=") for pair in value)
+            ]
+        text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+        found.append((f"--{dest.replace('_', '-')}", text[:200]))
+    return tuple(found)
 
 
 def _parse(parser: _Parser, line: str) -> argparse.Namespace:
@@ -401,7 +440,7 @@ class BtMagics(Magics):
         number: int | None = self._cell_number or getattr(self.shell, "execution_count", None)
         return f"Cell In[{number}]"
 
-    def _show(self, job: Job) -> None:
+    def _show(self, job: object) -> None:
         from IPython.display import display
 
         display(job)  # type: ignore[no-untyped-call]
@@ -429,9 +468,13 @@ class BtMagics(Magics):
                 max_value_bytes=int(self.max_value_mb * 1_000_000),
                 cell_name=self._cell_name(),
                 cell_header=("%%bt_train",),
+                options=recorded_options(args),
             )
             if options.outputs and not args.checkpointing:
                 raise UsageError("--out needs checkpointing (the outputs travel as a file)")
+            if args.sweep:
+                self._sweep(args, project, cell, options)
+                return
             bundle = package_cell(cell, self._ns, options)
         except BtJupyterError as exc:
             raise UsageError(str(exc)) from None
@@ -470,6 +513,42 @@ class BtMagics(Magics):
         self._show(job)
         if job.outputs_state is not None and not in_kernel():
             print(job.outputs_state.text)  # no widget to say it
+
+    def _sweep(
+        self,
+        args: argparse.Namespace,
+        project: spec.TrainingProject,
+        cell: str,
+        options: PackageOptions,
+    ) -> None:
+        """``--sweep``: every combination packaged and checked, then submitted."""
+        if args.out:
+            raise UsageError("--out does not go with --sweep: each run would bind the same names")
+        grid = sweeps.parse_grid(args.sweep)
+        if args.dry_run:
+            runs = sweeps.plan(cell, self._ns, grid, options, args.name or "sweep", args.sweep_max)
+            print("\n".join(f"would submit  {r.name}" for r in runs))
+            print(f"dry run: nothing was submitted ({len(runs)} runs)")
+            return
+        sweep = self.client(args.backend).sweep(
+            cell,
+            grid,
+            project,
+            namespace=self._ns,
+            options=options,
+            name=args.name or "sweep",
+            max_parallel=args.sweep_max_parallel,
+            max_runs=args.sweep_max,
+            team=args.team,
+        )
+        if args.bind:
+            self._ns[args.bind] = sweep
+        if args.wait or (self.follow_in_terminal and not in_kernel()):
+            print(sweep.text())
+            sweep.wait()
+            print(sweep.compared().text())
+            return
+        self._show(sweep)
 
     def _project(self, args: argparse.Namespace, name: str) -> spec.TrainingProject:
         if args.team is not None:
@@ -713,6 +792,31 @@ class BtMagics(Magics):
             print(f"job {job.id} has no open interactive session ({job.refresh().status.short})")
         for s in found:
             print(session_line(s))
+
+    @line_magic
+    def bt_compare(self, line: str) -> None:
+        """``%bt_compare JOB JOB ...`` or ``%bt_compare --project P --last 5``: their
+        metrics on one chart and a table of what differed."""
+        parser = _Parser(prog="%bt_compare", add_help=False)
+        parser.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+        parser.add_argument("--project")
+        parser.add_argument("--last", type=_bounded(1, 50), default=None)
+        args = _parse(parser, line)
+        if args.job_ids and args.project:
+            raise UsageError("%bt_compare: name jobs, or --project P --last N, not both")
+        try:
+            if args.project:
+                found = self.client().jobs(args.project)[: args.last or 5]
+                if not found:
+                    raise UsageError(f"%bt_compare: project {args.project!r} has no jobs")
+                jobs = list(reversed(found))  # oldest first, as they were run
+            elif args.job_ids:
+                jobs = [self.client().job(job_id) for job_id in dict.fromkeys(args.job_ids)]
+            else:
+                raise UsageError("%bt_compare: name jobs (JOB JOB ...) or --project P --last N")
+            self._show(compare(jobs))
+        except BtJupyterError as exc:
+            raise UsageError(str(exc)) from None
 
     @line_magic
     def bt_checkpoints(self, line: str) -> None:

@@ -37,6 +37,7 @@ IN_JOB_SOURCES = ("install.py", "runtime.py", "trackers.py")
 RUNTIME_INIT = '"""The part of bt_jupyter that runs inside a job (see runtime.py)."""\n'
 INSTALL = "python -m bt_jupyter.install"
 ENTRY = "python -m bt_jupyter.runtime"
+MANIFEST = f"{BUNDLE_DIR}/manifest.json"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ class PackageOptions:
     #: numbers the notebook shows.
     cell_name: str = f"{BUNDLE_DIR}/cell.py"
     cell_header: tuple[str, ...] = ()
+    #: The notebook names a sweep set for this run (their values are in ``values``).
+    swept: tuple[str, ...] = ()
+    #: The ``%%bt_train`` options as the user set them (``--gpu``: ``H100:8``), kept in
+    #: the manifest so runs can be compared.
+    options: tuple[tuple[str, str], ...] = ()
 
 
 Data = bytes | memoryview
@@ -79,7 +85,8 @@ class Bundle:
         large data, where ``tarfile`` would copy it in 16 KiB pieces.
         """
         parts: list[Data] = []
-        for path in sorted(self.files):
+        # the manifest first: a reader streams the archive and stops after it
+        for path in sorted(self.files, key=lambda p: (p != MANIFEST, p)):
             data = self.files[path]
             info = tarfile.TarInfo(path)
             info.size, info.mtime, info.mode = len(data), 0, 0o644
@@ -120,7 +127,7 @@ class Bundle:
 
 def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions) -> Bundle:
     """Turn a cell and the notebook state it reads into a Bundle (or raise a clear error)."""
-    python_source = _plain_python(source)
+    python_source = plain_python(source)
     captured = capture_mod.capture(
         python_source, namespace, max_value_bytes=options.max_value_bytes
     )
@@ -169,11 +176,14 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
         "files": listed,
         "outputs": list(options.outputs),
         "buffers": len(captured.buffers),
+        "values": captured.shown,
+        "swept": list(options.swept),
+        "options": dict(options.options),
         **_traceback_sources(source, python_source, captured, options),
     }
     bundle_files.update(
         {
-            f"{BUNDLE_DIR}/manifest.json": json.dumps(manifest, indent=1, sort_keys=True).encode(),
+            MANIFEST: json.dumps(manifest, indent=1, sort_keys=True).encode(),
             f"{BUNDLE_DIR}/cell.py": python_source.encode(),
             f"{BUNDLE_DIR}/namespace.pkl": captured.payload,
             **{f"{BUNDLE_DIR}/buffers/{i}.bin": b for i, b in enumerate(captured.buffers)},
@@ -233,7 +243,7 @@ def _local_code(imported: list[imports.ImportedModule]) -> tuple[dict[str, Path]
     return local, bundle_files
 
 
-def _plain_python(source: str) -> str:
+def plain_python(source: str) -> str:
     """The cell as Python; IPython syntax (``%magic``, ``!cmd``) cannot run in a job."""
     from IPython.core.inputtransformer2 import TransformerManager
 

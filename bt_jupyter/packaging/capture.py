@@ -22,6 +22,7 @@ import importlib
 import io
 import linecache
 import pickletools
+import re
 import socket
 import sqlite3
 import symtable
@@ -70,6 +71,8 @@ class Capture:
     code_files: dict[str, str] = field(default_factory=dict)
     #: The source of those cells, by readable name, for the job's ``linecache``.
     sources: dict[str, str] = field(default_factory=dict)
+    #: Short readable values (``lr``: ``0.0003``) to tell runs apart when comparing them.
+    shown: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- names
@@ -313,6 +316,7 @@ def capture(
     by_value: dict[str, Any] = {}
     imports: dict[str, str] = {}
     names: dict[str, CapturedName] = {}
+    shown: dict[str, str] = {}
     queue = [n for n in wanted if n in namespace]
     seen: set[str] = set()
     while queue:
@@ -339,6 +343,8 @@ def capture(
             )
         by_value[name] = obj
         names[name] = CapturedName(name, "value", _type_name(obj))
+        if (text := shown_value(name, obj)) is not None:
+            shown[name] = text
     sizes = _value_sizes(by_value, names, max_value_bytes)
     payload, buffers = _pickle(by_value)
     for name, size in sizes.items():
@@ -357,7 +363,32 @@ def capture(
         code_imports=imports_mod.in_objects(code),
         code_files=code_files,
         sources=sources,
+        shown=dict(sorted(shown.items())),
     )
+
+
+#: At most this long, a captured value is shown when runs are compared.
+MAX_SHOWN_CHARS = 60
+#: Names whose values are never shown (compare tables, widget state): likely secrets.
+_SECRET_NAME = re.compile(r"token|secret|passw|key|credential|auth", re.IGNORECASE)
+
+
+def shown_value(name: str, value: Any) -> str | None:
+    """A short repr of a plain value (number, short string, bool, None, small tuple of
+    those), or None: a value that is big, opaque or named like a secret is not shown."""
+    if _SECRET_NAME.search(name):
+        return None
+    plain = (bool, int, float, str, type(None))
+    item = getattr(value, "item", None)  # a numpy / torch scalar
+    if not isinstance(value, plain) and callable(item) and getattr(value, "ndim", 1) == 0:
+        value = item()
+    if isinstance(value, (tuple, list)) and len(value) <= 8:
+        if not all(isinstance(v, plain) for v in value):
+            return None
+    elif not isinstance(value, plain):
+        return None
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else None
 
 
 def _code_filename(obj: Any) -> str | None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bt_jupyter.compare import Comparison
 from bt_jupyter.jobs import Job
+from bt_jupyter.sweeps import Sweep
 
 #: The widget shown most recently for each job id in this kernel.
 shown: dict[str, Any] = {}
@@ -37,6 +39,23 @@ def display_job(job: Job) -> None:
         print(job.summary())
 
 
+def display_runs(runs: Sweep | Comparison) -> None:
+    """IPython display hook for a Sweep or a Comparison: the runs widget, or the table."""
+    from IPython.display import display
+
+    if not in_kernel():
+        print(runs.text())
+        return
+    from bt_jupyter.widgets.runs import RunsWidget
+
+    if isinstance(runs, Sweep):
+        display(RunsWidget(sweep=runs))  # type: ignore[no-untyped-call]
+    else:
+        display(RunsWidget(jobs=[r.job for r in runs.runs]))  # type: ignore[no-untyped-call]
+
+
 def register(ipython: Any) -> None:
     formatter = ipython.display_formatter.ipython_display_formatter
     formatter.for_type(Job, display_job)
+    formatter.for_type(Sweep, display_runs)
+    formatter.for_type(Comparison, display_runs)

@@ -226,6 +226,8 @@ class JobWidget(anywidget.AnyWidget):
             self._background(self._try, str(content["id"]), str(content.get("input", "")))
         elif kind == "stop_deployment":
             self._background(self._stop_deployment, str(content["id"]))
+        elif kind == "download_checkpoint":
+            self._background(self._download_checkpoint, str(content.get("checkpoint") or ""))
         if self.watcher is not None:
             self.watcher.refresh_now.set()
 
@@ -251,6 +253,15 @@ class JobWidget(anywidget.AnyWidget):
                 self.send({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
 
         threading.Thread(target=run, daemon=True).start()
+
+    def _download_checkpoint(self, name: str) -> None:
+        """Into ``./bt_checkpoints/<job>/<name>`` (the kernel's folder: the notebook's)."""
+        try:
+            path = self.job.checkpoint(name).download(progress=False)
+            text = f"in {path}"
+        except BtJupyterError as exc:
+            text = f"not downloaded: {exc}"
+        self.send({"type": "checkpoint_downloaded", "checkpoint": name, "text": text})
 
     def _show_deployment(self, deployment: Deployment) -> None:
         row = {

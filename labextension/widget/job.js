@@ -1,5 +1,5 @@
-import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
+import { Charts, copyButton, copyText, el, fmtTime, short } from "./common.js";
 import "./job.css"; // esbuild emits both next to the bundle: static/job.css
 // Front end of the live job widget (anywidget ESM). The kernel sends bounded state:
 // `log_tail` holds the newest lines, each with a sequence number, so this view appends
@@ -18,21 +18,9 @@ const PONG_MS = 5_000;
 export const OPEN_JOB_EVENT = "bt-jupyter:open-job";
 /** Where the labextension is loaded, it answers this with JupyterLab's own dialog. */
 export const CONFIRM_EVENT = "bt-jupyter:confirm";
-const SERIES_VARS = ["--btj-s1", "--btj-s2", "--btj-s3", "--btj-s4", "--btj-s5", "--btj-s6"];
+/** The labextension answers this by inserting a code cell below the widget's cell. */
+export const INSERT_CELL_EVENT = "bt-jupyter:insert-cell";
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v);
-  }
-  for (const c of children) node.append(c);
-  return node;
-}
-
-const short = (status) => (status || "").replace("TRAINING_JOB_", "");
-const fmtTime = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "");
 const isBlank = (message) => !message.trim();
 const isMetric = (message) => message.startsWith(METRIC_PREFIX);
 
@@ -50,173 +38,6 @@ function fmtSeconds(seconds) {
 }
 
 /** The theme's colours, read from CSS variables (job.css maps them to JupyterLab's). */
-function themeColors(root) {
-  const css = getComputedStyle(root);
-  const get = (name) => css.getPropertyValue(name).trim();
-  return { fg: get("--btj-fg"), muted: get("--btj-muted"), grid: get("--btj-grid"), series: SERIES_VARS.map(get) };
-}
-
-function withAlpha(color, alpha) {
-  // a faint copy of a series colour for the raw line under a smoothed one
-  return `color-mix(in srgb, ${color} ${Math.round(alpha * 100)}%, transparent)`;
-}
-
-async function copyText(text) {
-  try {
-    await navigator.clipboard.writeText(text);
-    return true;
-  } catch {
-    const area = el("textarea", { style: "position:fixed;opacity:0" });
-    area.value = text;
-    document.body.append(area);
-    area.select();
-    const done = document.execCommand("copy");
-    area.remove();
-    return done;
-  }
-}
-
-function copyButton(text, label = "copy") {
-  const button = el("button", { class: "btj-copy", title: `copy ${text}`, "data-testid": "copy" }, label);
-  button.addEventListener("click", async () => {
-    const done = await copyText(text());
-    button.textContent = done ? "copied" : "copy failed";
-    setTimeout(() => (button.textContent = label), 1500);
-  });
-  return button;
-}
-
-function ema(values, alpha) {
-  let last = null;
-  return values.map((v) => {
-    if (v === null || v === undefined || !Number.isFinite(v)) return null;
-    last = last === null ? v : alpha * last + (1 - alpha) * v;
-    return last;
-  });
-}
-
-/**
- * Metric records -> one panel per metric: {name, x: [...], series: [{label, values}]}.
- * Nodes that report separately are a series each.
- */
-function panels(records, xKey) {
-  const names = [...new Set(records.flatMap((r) => Object.keys(r)))].filter(
-    (k) => !["step", "time", "node"].includes(k),
-  );
-  const nodes = [...new Set(records.map((r) => r.node ?? null))];
-  return names.map((name) => {
-    const rows = records.filter((r) => typeof r[name] === "number");
-    const xOf = (r, i) => (xKey === "time" ? r.time : (r.step ?? i));
-    const xs = [...new Set(rows.map(xOf))].filter((x) => typeof x === "number").sort((a, b) => a - b);
-    const index = new Map(xs.map((x, i) => [x, i]));
-    const series = nodes
-      .map((node) => {
-        const values = new Array(xs.length).fill(null);
-        rows.forEach((r, i) => {
-          if ((r.node ?? null) === node && index.has(xOf(r, i))) values[index.get(xOf(r, i))] = r[name];
-        });
-        return { label: nodes.length > 1 ? `${name} node ${node ?? "-"}` : name, values };
-      })
-      .filter((s) => s.values.some((v) => v !== null));
-    return { name, x: xs, series };
-  });
-}
-
-/** One uPlot per metric, redrawn in place while the set of series stays the same. */
-class Charts {
-  /** `look`: the panels' height and what an empty chart area says. */
-  constructor(box, root, look = {}) {
-    this.box = box;
-    this.root = root;
-    this.plots = new Map();
-    this.key = "";
-    this.options = { x: "step", smoothing: 0, log: false, ...(look.options || {}) };
-    this.height = look.height || 150;
-    this.empty = look.empty ?? "No metrics yet: call log_metrics(step=..., loss=...)";
-  }
-
-  width() {
-    return Math.max(260, Math.min(560, (this.box.clientWidth || 480) - 8));
-  }
-
-  draw(records, force = false) {
-    this.records = records;
-    if (!this.root.isConnected) {
-      // not in the page yet: its theme's colours cannot be read; draw once it is
-      requestAnimationFrame(() => this.draw(this.records, force));
-      return;
-    }
-    const found = panels(records, this.options.x);
-    if (!found.length) {
-      this.clear();
-      this.box.replaceChildren(this.empty ? el("div", { class: "btj-muted" }, this.empty) : "");
-      return;
-    }
-    const key = JSON.stringify([this.options, found.map((p) => [p.name, p.series.map((s) => s.label)])]);
-    if (force || key !== this.key) {
-      this.clear();
-      this.box.replaceChildren();
-      this.key = key;
-      for (const panel of found) this.plots.set(panel.name, this.create(panel));
-    }
-    for (const panel of found) this.plots.get(panel.name).setData(this.data(panel));
-  }
-
-  data(panel) {
-    const { smoothing, log } = this.options;
-    const clean = (values) => values.map((v) => (log && v !== null && v <= 0 ? null : v));
-    const columns = [panel.x];
-    for (const s of panel.series) {
-      if (smoothing > 0) columns.push(clean(s.values), clean(ema(s.values, smoothing)));
-      else columns.push(clean(s.values));
-    }
-    return columns;
-  }
-
-  create(panel) {
-    const colors = themeColors(this.root);
-    this.themed = Boolean(colors.fg);
-    const axis = { stroke: colors.fg, grid: { stroke: colors.grid, width: 1 }, ticks: { stroke: colors.grid, width: 1 } };
-    const series = [{ label: this.options.x === "time" ? "time" : "step", value: (u, v) => (v === null ? "–" : this.options.x === "time" ? new Date(v * 1000).toLocaleTimeString() : String(v)) }];
-    panel.series.forEach((s, n) => {
-      const color = colors.series[n % colors.series.length] || colors.fg;
-      const value = (u, v) => (v === null || v === undefined ? "–" : Number(v).toPrecision(4));
-      if (this.options.smoothing > 0) {
-        series.push({ label: `${s.label} (raw)`, stroke: withAlpha(color, 0.35), width: 1, value, spanGaps: true, points: { show: false } });
-        series.push({ label: s.label, stroke: color, width: 1.5, value, spanGaps: true, points: { show: false } });
-      } else {
-        series.push({ label: s.label, stroke: color, width: 1.5, value, spanGaps: true, points: { show: panel.x.length < 60 } });
-      }
-    });
-    const wrap = el("div", { class: "btj-chart", "data-testid": `chart-${panel.name}` }, el("div", { class: "btj-chart-title" }, panel.name));
-    this.box.append(wrap);
-    return new uPlot(
-      {
-        width: this.width(),
-        height: this.height,
-        series,
-        scales: { x: { time: this.options.x === "time" }, y: this.options.log ? { distr: 3 } : {} },
-        axes: [{ ...axis, label: this.options.x, labelSize: 16 }, { ...axis, size: 56 }],
-        cursor: { drag: { x: true, y: false } },
-        legend: { live: true },
-      },
-      this.data(panel),
-      wrap,
-    );
-  }
-
-  resize() {
-    if (this.plots.size && !this.themed) { this.draw(this.records || [], true); return; }
-    for (const plot of this.plots.values()) plot.setSize({ width: this.width(), height: this.height });
-  }
-
-  clear() {
-    for (const plot of this.plots.values()) plot.destroy();
-    this.plots.clear();
-    this.key = "";
-  }
-}
-
 function render({ model, el: root }) {
   root.classList.add("btj", "btj-live");
   // marks the view once the kernel updated the output with the job's final state
@@ -308,11 +129,27 @@ function render({ model, el: root }) {
   const xSelect = el("select", { "data-testid": "chart-x" }, el("option", { value: "step" }, "x: step"), el("option", { value: "time" }, "x: time"));
   const smooth = el("input", { type: "range", min: "0", max: "0.99", step: "0.01", value: "0", "data-testid": "smoothing" });
   const logScale = el("input", { type: "checkbox", "data-testid": "log-scale" });
-  const redraw = () => charts.draw(model.get("metrics"), true);
+  // every node of a multi-node Trainer reports: the leader's by default, the others offered
+  const metricNode = el("select", { "data-testid": "metric-node", hidden: "" });
+  let chartNode = "0";
+  const nodeMetrics = () => {
+    const records = model.get("metrics");
+    const nodes = [...new Set(records.map((r) => r.node).filter((n) => n !== undefined && n !== null))].sort((a, b) => a - b);
+    metricNode.hidden = nodes.length < 2;
+    const wanted = ["all", ...nodes.map(String)];
+    if (metricNode.options.length !== wanted.length) {
+      metricNode.replaceChildren(...wanted.map((n) => el("option", { value: n }, n === "all" ? "metrics: all nodes" : `metrics: node ${n}`)));
+      metricNode.value = chartNode;
+    }
+    if (chartNode === "all" || nodes.length < 2) return records;
+    return records.filter((r) => r.node === undefined || r.node === null || String(r.node) === chartNode);
+  };
+  metricNode.addEventListener("change", () => { chartNode = metricNode.value; redraw(); });
+  const redraw = () => charts.draw(nodeMetrics(), true);
   xSelect.addEventListener("change", () => { charts.options.x = xSelect.value; redraw(); });
   smooth.addEventListener("input", () => { charts.options.smoothing = Number(smooth.value); redraw(); });
   logScale.addEventListener("change", () => { charts.options.log = logScale.checked; redraw(); });
-  const chartControls = el("div", { class: "btj-controls" }, xSelect,
+  const chartControls = el("div", { class: "btj-controls" }, metricNode, xSelect,
     el("label", {}, "smoothing ", smooth), el("label", {}, logScale, " log scale"));
 
   root.append(header, stepper, banner, notice, error, outputs, sessionBox, buttons, dialog,
@@ -368,7 +205,7 @@ function render({ model, el: root }) {
       el("code", {}, command()), copyButton(command));
     dialog.replaceChildren();
     drawHeader();
-    charts.draw(model.get("metrics"));
+    charts.draw(nodeMetrics());
     for (const b of ckptBox.querySelectorAll("button")) b.disabled = true;
     for (const b of deployBox.querySelectorAll("button")) b.disabled = true;
   }
@@ -406,6 +243,23 @@ function render({ model, el: root }) {
   resized.observe(chartBox);
 
   const deploy = (checkpoint) => model.send({ type: "deploy", checkpoint });
+  const fetched = new Map(); // checkpoint name -> what its download says
+  const snippet = el("div", { "data-testid": "load-snippet" });
+
+  /** "Load in notebook": a code cell the user runs (no hidden state); where no
+   * labextension inserts it (VS Code, Colab), the code is copied and shown. */
+  function loadInNotebook(name) {
+    const h = model.get("header");
+    const code = `from bt_jupyter import Client, load_hf\n\n`
+      + `checkpoint = Client.named(${JSON.stringify(h.backend || "local")}).job(${JSON.stringify(h.id)}).checkpoint(${JSON.stringify(name)})\n`
+      + `model, tokenizer = load_hf(checkpoint)  # downloads it first, into ./bt_checkpoints/`;
+    const request = { code, handled: false };
+    root.dispatchEvent(new CustomEvent(INSERT_CELL_EVENT, { detail: request, bubbles: true }));
+    if (request.handled) { snippet.replaceChildren(el("span", { class: "btj-muted" }, "Inserted a cell below: run it to load the checkpoint.")); return; }
+    copyText(code).then((done) => snippet.replaceChildren(
+      el("span", { class: "btj-muted" }, done ? "Copied; paste it into a cell and run it:" : "Paste this into a cell and run it:"),
+      el("pre", { class: "btj-answer" }, code)));
+  }
 
   function drawCheckpoints() {
     const rows = model.get("checkpoints");
@@ -414,10 +268,16 @@ function render({ model, el: root }) {
     ckptBox.replaceChildren(
       el("button", { "data-testid": "deploy-latest", onclick: () => deploy("latest") }, "Deploy latest"),
       el("table", { class: "btj-table" },
-        el("tr", {}, el("th", {}, "name"), el("th", {}, "node"), el("th", {}, "type"), el("th", {}, "size"), el("th", {}, "created"), el("th", {}, "")),
+        el("tr", {}, el("th", {}, "name"), el("th", {}, "node"), el("th", {}, "type"), el("th", {}, "size"), el("th", {}, "created"), el("th", {}, ""), el("th", {}, "")),
         ...rows.map((c) => el("tr", {}, el("td", {}, c.name), el("td", {}, (c.nodes || []).join(", ")), el("td", {}, c.type),
           el("td", { "data-testid": "checkpoint-size" }, size(c)), el("td", {}, fmtTime(c.created)),
-          el("td", {}, el("button", { onclick: () => deploy(c.name) }, "Deploy"))))));
+          el("td", {}, el("button", { onclick: () => deploy(c.name) }, "Deploy"), " ",
+            el("button", { "data-testid": "download-checkpoint", disabled: c.writing ? "" : null, onclick: () => {
+              fetched.set(c.name, "downloading…"); drawCheckpoints(); model.send({ type: "download_checkpoint", checkpoint: c.name });
+            } }, "Download"), " ",
+            el("button", { "data-testid": "load-checkpoint", onclick: () => loadInNotebook(c.name) }, "Load in notebook")),
+          el("td", { class: "btj-muted", "data-testid": "checkpoint-fetched" }, fetched.get(c.name) || "")))),
+      snippet);
     if (disconnected) for (const b of ckptBox.querySelectorAll("button")) b.disabled = true;
   }
 
@@ -493,7 +353,7 @@ function render({ model, el: root }) {
   model.on("change:notice", drawHeader);
   model.on("change:outputs", drawHeader);
   model.on("change:log_tail", takeLogs);
-  model.on("change:metrics", () => charts.draw(model.get("metrics")));
+  model.on("change:metrics", () => charts.draw(nodeMetrics()));
   model.on("change:checkpoints", drawCheckpoints);
   model.on("change:resources", drawResources);
   model.on("change:sessions", drawSessions);
@@ -512,6 +372,7 @@ function render({ model, el: root }) {
   model.on("msg:custom", (msg) => {
     if (msg.type === "pong") { clearTimeout(pinged); pinged = null; reconnect(); }
     if (msg.type === "try_result") { answers.set(msg.id, msg.text); drawDeployments(); }
+    if (msg.type === "checkpoint_downloaded") { fetched.set(msg.checkpoint, msg.text); drawCheckpoints(); }
     if (msg.type === "error") { error.textContent = msg.message; }
     if (msg.type === "log_file") {
       const url = URL.createObjectURL(new Blob([msg.text], { type: "text/plain" }));
@@ -522,7 +383,7 @@ function render({ model, el: root }) {
   });
   // the theme changed (light <-> dark): uPlot's colours are read again
   const themed = new MutationObserver(() => {
-    charts.draw(model.get("metrics"), true);
+    charts.draw(nodeMetrics(), true);
     systemCharts.draw(model.get("system_metrics"), true);
   });
   themed.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-name", "data-jp-theme-light"] });
@@ -533,7 +394,7 @@ function render({ model, el: root }) {
   const tick = () => { drawHeader(); checkBeat(); };
   let timer = setInterval(tick, 1000);
   drawHeader(); takeLogs(); drawCheckpoints(); drawDeployments(); drawResources(); drawSessions();
-  charts.draw(model.get("metrics"));
+  charts.draw(nodeMetrics());
   systemCharts.draw(model.get("system_metrics"));
   return () => {
     clearInterval(timer);

@@ -1,0 +1,247 @@
+"""Several runs in one view: ``%bt_compare`` and the sweep widget.
+
+Kernel side of an anywidget; its front end is ``labextension/widget/runs.js`` (the same
+uPlot charts as the job widget, one series per run). A background thread refreshes the
+state while any run is still going and stops when all have ended; an ended run's facts
+are read once. Where widgets do not render, the comparison table is the text.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import traitlets
+
+from bt_jupyter.compare import Comparison, Run, better, comparison_of, number_text, run_of
+from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.jobs import Job
+from bt_jupyter.sweeps import Sweep, value_text
+
+_HERE = Path(__file__).parent
+#: Points of each run's metric series in the view (the newest kept, evenly thinned).
+POINTS_PER_RUN = 300
+REFRESH_SECONDS = 3.0
+
+
+def thinned(records: list[dict[str, Any]], points: int = POINTS_PER_RUN) -> list[dict[str, Any]]:
+    if len(records) <= points:
+        return records
+    stride = len(records) / points
+    return [records[int(i * stride)] for i in range(points - 1)] + [records[-1]]
+
+
+def _row(run: Run, status: str, swept: dict[str, str]) -> dict[str, Any]:
+    return {"id": run.job.id, "label": run.label, "status": status, "swept": swept}
+
+
+class RunsWidget(anywidget.AnyWidget):
+    _esm = _HERE / "static" / "runs.js"
+    _css = _HERE / "static" / "runs.css"
+
+    title = traitlets.Unicode("").tag(sync=True)
+    #: "compare" or "sweep" (a sweep's rows have Stop, and the view has "Deploy best").
+    mode = traitlets.Unicode("compare").tag(sync=True)
+    note = traitlets.Unicode("").tag(sync=True)
+    #: The metric runs are ranked by, and the metrics every run has.
+    metric = traitlets.Unicode("").tag(sync=True)
+    metrics: traitlets.List[str] = traitlets.List().tag(sync=True)
+    #: One row per run: id, label, status, swept values, final and best of ``metric``.
+    runs: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
+    #: Metric records of every run, ``series`` naming the run (thinned per run).
+    series: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
+    #: The facts table: name, a value per run, and whether they differ.
+    table: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
+    #: What the last action did ("deploying ...", an error).
+    message = traitlets.Unicode("").tag(sync=True)
+    done = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(
+        self, jobs: list[Job] | None = None, sweep: Sweep | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.sweep = sweep
+        self.jobs = list(jobs or [])
+        self.mode = "sweep" if sweep is not None else "compare"
+        self._finished: dict[str, Run] = {}
+        self._closed = threading.Event()
+        self.comparison = self.publish()
+        self.on_msg(self._on_message)
+        if not self.done:
+            threading.Thread(target=self._watch, name="bt-runs", daemon=True).start()
+
+    # ---- state
+
+    def _run(self, job: Job) -> Run:
+        if job.id in self._finished:
+            return self._finished[job.id]
+        if not job.status.is_terminal:
+            job.refresh()
+        run = run_of(job)
+        if job.status.is_terminal:
+            self._finished[job.id] = run
+        return run
+
+    def _current(self) -> tuple[Comparison, list[dict[str, Any]]]:
+        """The comparison, and one row per run (a sweep's waiting runs included)."""
+        if self.sweep is None:
+            runs = [self._run(job) for job in self.jobs]
+            return comparison_of(runs), [_row(r, r.job.status.short, r.swept) for r in runs]
+        rows, found = [], []
+        for entry in self.sweep.runs:
+            swept = {k: value_text(v) for k, v in entry.values.items()}
+            if entry.job is None:
+                rows.append({"id": "", "label": entry.name, "status": entry.status, "swept": swept})
+                continue
+            run = self._run(entry.job)
+            run.swept = swept
+            found.append(run)
+            rows.append(_row(run, entry.status, swept))
+        return comparison_of(found), rows
+
+    def publish(self) -> Comparison:
+        comparison, rows = self._current()
+        metric = self.metric if self.metric in comparison.common_metrics else ""
+        if not metric:
+            ranked = [m for m in comparison.common_metrics if better(m)]
+            ranked.sort(key=lambda m: (not m.startswith("eval"), m))
+            metric = (ranked or comparison.common_metrics or [""])[0]
+        by_id = {r.job.id: r for r in comparison.runs}
+        for row in rows:
+            run = by_id.get(row["id"])
+            summary = run.metrics.get(metric) if run else None
+            row["final"] = number_text(summary.final) if summary else ""
+            row["best"] = number_text(summary.best) if summary and summary.best is not None else ""
+        charted = set(comparison.common_metrics) or None
+        series = []
+        for run in comparison.runs:
+            for record in thinned(run.records):
+                values = {k: v for k, v in record.items() if charted is None or k in charted}
+                if charted is None:
+                    values.pop("node", None)
+                series.append(
+                    {
+                        "step": record.get("step"),
+                        "time": record.get("time"),
+                        "series": run.label,
+                        **{k: v for k, v in values.items() if k not in ("step", "time", "node")},
+                    }
+                )
+        done = (self.sweep.done if self.sweep else True) and all(
+            r.job.status.is_terminal for r in comparison.runs
+        )
+        with self.hold_sync():
+            self.title = self._title(comparison)
+            self.note = comparison.note
+            self.metrics = comparison.common_metrics
+            self.metric = metric
+            self.runs = rows
+            self.series = series
+            self.table = [
+                {"name": name, "values": values, "differs": name in comparison.differing}
+                for name, values in comparison.rows
+            ]
+            self.done = done
+        self.comparison = comparison
+        return comparison
+
+    def _title(self, comparison: Comparison) -> str:
+        if self.sweep is not None:
+            ended = sum(1 for r in self.sweep.runs if r.settled)
+            project = self.sweep.project.name
+            return f"Sweep of {len(self.sweep.runs)} runs in {project}: {ended} ended"
+        return f"{len(comparison.runs)} runs compared"
+
+    def _watch(self) -> None:
+        while not self._closed.wait(REFRESH_SECONDS):
+            try:
+                if self.publish() is not None and self.done:
+                    return
+            except BtJupyterError:
+                continue  # the service is away for a moment: look again
+
+    # ---- actions
+
+    def _on_message(self, _: Any, content: dict[str, Any], buffers: list[bytes]) -> None:
+        kind = content.get("type")
+        if kind == "metric":
+            self.metric = str(content.get("name") or "")
+            self._background(self.publish)
+        elif kind == "stop":
+            self._background(self._stop, str(content.get("id") or ""))
+        elif kind == "stop_all" and self.sweep is not None:
+            self._background(self.sweep.stop)
+        elif kind == "deploy_best":
+            self._background(self._deploy_best, str(content.get("metric") or self.metric))
+
+    def _background(self, work: Any, *args: Any) -> None:
+        def run() -> None:
+            try:
+                work(*args)
+                self.publish()
+            except Exception as exc:  # shown in the view, like the job widget's errors
+                self.message = f"{type(exc).__name__}: {exc}"
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def _stop(self, job_id: str) -> None:
+        for job in self._all_jobs():
+            if job.id == job_id:
+                job.stop()
+                self.message = f"stopping {job.name or job.id}"
+                return
+        self.message = f"no run {job_id!r} here"
+
+    def _all_jobs(self) -> list[Job]:
+        return self.sweep.jobs if self.sweep is not None else self.jobs
+
+    def _deploy_best(self, metric: str) -> None:
+        way = better(metric) or "min"
+        scored = [
+            (run.best(metric), run)
+            for run in self.comparison.runs
+            if run.job.status.is_terminal and run.best(metric) is not None
+        ]
+        if not scored:
+            self.message = f"no ended run has recorded {metric or 'a metric'} yet"
+            return
+        value, run = (min if way == "min" else max)(scored, key=lambda pair: pair[0] or 0.0)
+        self.message = f"deploying the latest checkpoint of {run.label} ({metric} {value:.4g})…"
+        deployment = run.job.deploy("latest").wait()
+        self.message = (
+            f"{run.label} ({metric} {value:.4g}): deployment {deployment.name} is "
+            f"{deployment.status}" + (f" at {deployment.url}" if deployment.url else "")
+        )
+
+    def close(self) -> None:
+        self._closed.set()
+        super().close()
+
+    # ---- text and static HTML
+
+    def __repr__(self) -> str:
+        return self.comparison.text()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[Any, Any], dict[Any, Any]] | None:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is None:
+            return None
+        data, metadata = bundle
+        text = (self.sweep.text() + "\n\n" if self.sweep else "") + self.comparison.text()
+        return {**data, "text/plain": text, "text/html": static_html(self.comparison)}, metadata
+
+
+def static_html(comparison: Comparison) -> str:
+    """The table of differences as static HTML (a saved notebook, nbconvert)."""
+    e = html.escape
+    head = "".join(f"<th>{e(r.label)}</th>" for r in comparison.runs)
+    rows = "".join(
+        f"<tr><td>{e(name)}</td>{''.join(f'<td>{e(v)}</td>' for v in values)}</tr>"
+        for name, values in comparison.rows
+        if name in comparison.differing or name == "status"
+    )
+    note = f"<p>{e(comparison.note)}</p>" if comparison.note else ""
+    return f"{note}<table class='btj-static'><tr><th></th>{head}</tr>{rows}</table>"
