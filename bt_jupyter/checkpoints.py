@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -172,9 +173,11 @@ def load_hf(
                 f"{folder} is a LoRA adapter that does not name its base model: "
                 "pass load_hf(checkpoint, base=...)"
             )
-        model = PeftModel.from_pretrained(
-            AutoModelForCausalLM.from_pretrained(str(named), **kwargs), str(folder)
-        )
+        with warnings.catch_warnings():  # peft reads a property transformers deprecates
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+            model = PeftModel.from_pretrained(
+                AutoModelForCausalLM.from_pretrained(str(named), **kwargs), str(folder)
+            )
         tokenizer_source = folder if (folder / "tokenizer_config.json").is_file() else named
     elif (folder / "config.json").is_file():
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)

@@ -153,11 +153,34 @@ def _job_callback_class(base: type) -> type:
         def on_save(self, args: Any, state: Any, control: Any, **_: Any) -> None:
             if state.is_world_process_zero:
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                tidy_checkpoint_root(args, folder)
                 _note(f"Trainer saved {folder}")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            if state.is_world_process_zero:
+                latest = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                tidy_checkpoint_root(args, latest)
 
     JobCallback.__qualname__ = JobCallback.__name__
     JobCallback.__module__ = __name__
     return JobCallback
+
+
+#: Files a Trainer writes next to its checkpoints (TRL's model card).
+ROOT_FILES = ("README.md",)
+
+
+def tidy_checkpoint_root(args: Any, checkpoint: Path) -> None:
+    """Each top-level entry of ``$BT_CHECKPOINT_DIR`` is one checkpoint (on Baseten as
+    here): a model card the Trainer wrote beside its checkpoints moves into the newest
+    one, so the job lists only checkpoints (it was a stray ``.`` checkpoint)."""
+    target = os.environ.get("BT_CHECKPOINT_DIR")
+    root = Path(str(args.output_dir))
+    if not target or root.resolve() != Path(target).resolve() or not checkpoint.is_dir():
+        return
+    for name in ROOT_FILES:
+        if (root / name).is_file():
+            os.replace(root / name, checkpoint / name)
 
 
 def place_checkpoints(args: Any) -> None:

@@ -15,19 +15,25 @@ from bt_jupyter.local.secrets import SecretStore
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def run_notebook(name: str, home: Home, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Execute ``notebooks/<name>`` and return all its text output."""
+def execute(name: str, home: Home, monkeypatch: pytest.MonkeyPatch) -> nbformat.NotebookNode:
+    """Execute ``notebooks/<name>`` in a real kernel; the notebook with its outputs."""
     monkeypatch.setenv("BT_JUPYTER_HOME", str(home.root))
     monkeypatch.setenv("BT_NOTEBOOK_BACKEND", "local")
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     NotebookClient(
         nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
     ).execute()
+    return nb
+
+
+def run_notebook(name: str, home: Home, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Execute ``notebooks/<name>`` and return all its text output."""
+    nb = execute(name, home, monkeypatch)
     return "\n".join(out.get("text", "") for cell in nb.cells for out in cell.get("outputs", []))
 
 
 def test_every_notebook_has_a_test() -> None:
-    tested = {"quickstart.ipynb", "multinode.ipynb", "cloud.ipynb"}
+    tested = {"quickstart.ipynb", "multinode.ipynb", "cloud.ipynb", "finetune_lora.ipynb"}
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == tested
 
 
@@ -70,3 +76,32 @@ def test_cloud_notebook_runs_against_the_local_service(
     assert "checkpoints: ['checkpoint-5']" in out
     assert "losses: [1.0, 0.5, 0.3333333333333333, 0.25, 0.2]" in out
     assert "hf_notebook_test_value" not in out
+
+
+@pytest.mark.timeout(600)
+def test_lora_sft_trains_deploys_resumes_compares_and_loads_back(
+    local_home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRL's SFTTrainer with a PEFT LoRA adapter, no bt_jupyter calls in the training
+    code: the Trainer's own logs are the job's metrics and its checkpoints the job's."""
+    started = time.monotonic()
+    nb = execute("finetune_lora.ipynb", local_home, monkeypatch)
+    print(f"finetune_lora.ipynb: {time.monotonic() - started:.1f} s")
+    outputs = [out for cell in nb.cells for out in cell.get("outputs", [])]
+    out = "\n".join(o.get("text", "") for o in outputs)
+    shown = [o["data"] for o in outputs if "data" in o]
+    assert out.count("status: COMPLETED") == 2
+    losses = [float(x) for x in out.split("loss per logging step: [")[1].split("]")[0].split(",")]
+    assert len(losses) == 16  # every 5 steps of 80
+    assert losses[-1] < losses[0] / 2  # it learned the question format
+    assert "checkpoints: ['checkpoint-40', 'checkpoint-80']" in out
+    # the deployed adapter answers what it was taught
+    assert "Q: What is the capital of France? A: ' Paris" in out
+    assert "resuming from checkpoint-80" in out
+    assert "resumed checkpoints: ['checkpoint-120']" in out
+    # the comparison: a widget, with the table of differences as its text and HTML
+    (table,) = [d for d in shown if "final loss" in d.get("text/plain", "")]
+    assert "lora-sft-resumed" in table["text/plain"]
+    assert "application/vnd.jupyter.widget-view+json" in table
+    assert "<table" in table["text/html"]
+    assert "in the notebook: ' Tokyo" in out
