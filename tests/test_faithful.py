@@ -18,6 +18,7 @@ from bt_jupyter.client import ApiClient
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from bt_jupyter.packaging import DependencyError, PackageOptions, deps, describe, package_cell
+from bt_jupyter.packaging.bundle import IN_JOB_SOURCES
 from bt_jupyter.packaging.export import export_project
 from tests.helpers import (
     INSTALL,
@@ -139,6 +140,15 @@ def test_the_runtime_and_installer_need_only_the_standard_library_and_cloudpickl
             for node in ast.walk(tree)
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
         }
+        ours = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module == "bt_jupyter"
+            for alias in node.names
+            if f"{alias.name}.py" not in IN_JOB_SOURCES
+        }
+        assert not ours, f"bt_jupyter/{module}.py imports a module that does not travel"
+        imported.discard("bt_jupyter")  # only the in-job modules, checked above
         outside = {m for m in imported if m not in sys.stdlib_module_names} - {"__future__"}
         assert outside <= allowed, f"bt_jupyter/{module}.py imports {outside - allowed}"
     assert deps.RUNTIME_DISTRIBUTIONS == ("cloudpickle",)

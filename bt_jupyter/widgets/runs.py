@@ -210,7 +210,11 @@ class RunsWidget(anywidget.AnyWidget):
             return
         value, run = (min if way == "min" else max)(scored, key=lambda pair: pair[0] or 0.0)
         self.message = f"deploying the latest checkpoint of {run.label} ({metric} {value:.4g})…"
-        deployment = run.job.deploy("latest").wait()
+        try:
+            deployment = run.job.deploy("latest").wait()
+        except BtJupyterError as exc:
+            self.message = f"{run.label} ({metric} {value:.4g}) could not be deployed: {exc}"
+            return
         self.message = (
             f"{run.label} ({metric} {value:.4g}): deployment {deployment.name} is "
             f"{deployment.status}" + (f" at {deployment.url}" if deployment.url else "")

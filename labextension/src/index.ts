@@ -17,6 +17,7 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { TrainingApi } from './api';
 import { answerWidgetConfirms } from './confirm';
+import { answerInsertCell } from './insertcell';
 import { trainingIcon } from './icons';
 import { JobController } from './job';
 import { JobPanel, jobPanelId } from './jobpanel';
@@ -190,6 +191,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       };
       notebooks.forEach(keepReadable);
       notebooks.widgetAdded.connect((_, panel) => keepReadable(panel));
+      answerInsertCell(notebooks);
 
       app.commands.addCommand(CommandIDs.runCell, {
         label: 'Run Cell on Baseten',
