@@ -9,7 +9,7 @@ table lists every fact; the rows that differ are what a person looks at first.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -198,5 +198,71 @@ def pick_metric(runs: Sequence[Run], wanted: str | None = None) -> str | None:
     common = set.intersection(*(set(r.metrics) for r in runs)) if runs else set()
     if wanted is not None:
         return wanted if wanted in common else None
-    ranked = sorted((m for m in common if better(m)), key=lambda m: (not m.startswith("eval"), m))
+    ranked = _ranked(common)
     return ranked[0] if ranked else None
+
+
+def _ranked(metrics: Iterable[str]) -> list[str]:
+    """The metrics with a best, ``eval_*`` first: the first ranks runs by default."""
+    return sorted((m for m in metrics if better(m)), key=lambda m: (not m.startswith("eval"), m))
+
+
+#: Points of each run's metric series in a view (evenly thinned, the last one kept).
+POINTS_PER_RUN = 300
+
+
+def thinned(records: list[dict[str, Any]], points: int = POINTS_PER_RUN) -> list[dict[str, Any]]:
+    if len(records) <= points:
+        return records
+    stride = len(records) / points
+    return [records[int(i * stride)] for i in range(points - 1)] + [records[-1]]
+
+
+def run_row(run: Run, status: str | None = None) -> dict[str, Any]:
+    """One run as a view's runs table lists it (``final``/``best`` filled by view_state)."""
+    status = status or run.job.status.short
+    return {"id": run.job.id, "label": run.label, "status": status, "swept": dict(run.swept)}
+
+
+def view_state(
+    comparison: Comparison, rows: list[dict[str, Any]], wanted: str = ""
+) -> dict[str, Any]:
+    """What a view of the runs shows (the runs widget, the sidebar's Compare panel): the
+    ranking metric, each run's final and best of it, every run's series (``series``
+    naming the run; the common metrics only, when there are any) and the facts table."""
+    common = comparison.common_metrics
+    metric = wanted if wanted in common else (_ranked(common) or common or [""])[0]
+    by_id = {r.job.id: r for r in comparison.runs}
+    for row in rows:
+        run = by_id.get(row["id"])
+        summary = run.metrics.get(metric) if run else None
+        row["final"] = number_text(summary.final) if summary else ""
+        row["best"] = number_text(summary.best) if summary and summary.best is not None else ""
+    charted = set(comparison.common_metrics)
+    series = []
+    for run in comparison.runs:
+        for record in thinned(run.records):
+            values = {
+                k: v
+                for k, v in record.items()
+                if k not in ("step", "time", "node") and (not charted or k in charted)
+            }
+            series.append(
+                {
+                    "step": record.get("step"),
+                    "time": record.get("time"),
+                    "series": run.label,
+                    **values,
+                }
+            )
+    return {
+        "note": comparison.note,
+        "metrics": comparison.common_metrics,
+        "metric": metric,
+        "runs": rows,
+        "series": series,
+        "table": [
+            {"name": name, "values": values, "differs": name in comparison.differing}
+            for name, values in comparison.rows
+        ],
+    }

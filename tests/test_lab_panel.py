@@ -28,7 +28,7 @@ from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from bt_jupyter.pricing import gpu_cost_per_hour
 from tests.browser import ARTIFACTS, jupyterlab, needs_chromium, notebook_page, write_notebook
-from tests.helpers import INSTALL, bundle, requirements, running_service, wait_for
+from tests.helpers import INSTALL, bundle, requirements, running_service, submit, wait_for
 from tests.test_lab_extension import _labextension_installed
 
 pytestmark = [
@@ -332,3 +332,55 @@ def test_cost_table_is_per_gpu_per_node() -> None:
     assert gpu_cost_per_hour("H100", 8, 2) == pytest.approx(6.50 * 16)
     assert gpu_cost_per_hour(None, 0, 1) == 0.0
     assert gpu_cost_per_hour("UNLISTED", 1, 1) == 0.0
+
+
+# --------------------------------------------------------------------------- compare
+
+METRICS_SCRIPT = """
+import json, sys, time
+for step in range(20):
+    record = {"step": step, "time": time.time(), "loss": float(sys.argv[1]) / (step + 1)}
+    print("[bt-metric] " + json.dumps(record), flush=True)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_ticked_jobs_open_side_by_side_in_a_compare_panel(
+    lab: tuple[str, str], local_home: Home
+) -> None:
+    expect = pytest.importorskip("playwright.sync_api").expect
+    root = _LAB_ROOTS[lab[0]]
+    _fresh_workspace(lab)
+    with Client.local(local_home.root) as client:
+        project = client.api.upsert_project("panel-compare")
+        ids = []
+        for value, name in (("1.0", "small-lr"), ("3.0", "big-lr")):
+            wire = submit(
+                client.api, project, [f"python train.py {value}"],
+                {"train.py": METRICS_SCRIPT}, name=name,
+            )  # fmt: skip
+            ids.append(wire.id)
+        for job_id in ids:
+            client.job(job_id).wait(timeout=60)
+    write_notebook(root / "compare.ipynb", "1 + 1")
+    with notebook_page(lab, "compare.ipynb", height=1100) as page:
+        page.locator(".jp-SideBar.jp-mod-left [data-id='bt-jupyter-training']").click()
+        sidebar = page.locator("#bt-jupyter-training")
+        group = sidebar.locator("[data-testid=bt-project]", has_text="panel-compare")
+        expect(group.locator("[data-testid=bt-job]")).to_have_count(2, timeout=60_000)
+        group.locator("[data-testid=bt-pick]").nth(0).check()
+        compare = sidebar.locator("[data-testid=bt-compare]")
+        expect(compare).to_be_disabled()  # one job is not a comparison
+        group.locator("[data-testid=bt-pick]").nth(1).check()
+        expect(compare).to_have_text("Compare 2")
+        compare.click()
+        panel = page.locator(".bt-ComparePanel:not(.lm-mod-hidden) [data-testid=bt-compare]")
+        runs = panel.locator("[data-testid=bt-compare-runs] tbody tr")
+        expect(runs).to_have_count(2, timeout=30_000)
+        assert sorted(runs.locator("td:first-child").all_inner_texts()) == ["big-lr", "small-lr"]
+        expect(panel.locator("[data-testid=bt-chart][data-metric=loss]")).to_be_visible()
+        legend = panel.locator("[data-metric=loss] .u-legend .u-series")
+        expect(legend).to_have_count(3)  # x, and one series per run
+        facts = panel.locator("[data-testid=bt-compare-facts]")
+        expect(facts).to_contain_text("final loss")
+        page.screenshot(path=str(ARTIFACTS / "panel-compare.png"), full_page=True)

@@ -471,3 +471,33 @@ def test_baseten_backend_sends_late_lines_once(
     got = [line["message"] for line in lines if is_ours(line)]
     assert sorted(got) == sorted(stored) == sorted(in_order)  # each line once, none lost
     assert got != in_order, "no line came late: the stand-in checked nothing"
+
+
+METRICS_SCRIPT = """
+    import json, sys, time
+    for step in range(3):
+        record = {"step": step, "time": time.time(), "loss": float(sys.argv[1]) / (step + 1)}
+        print("[bt-metric] " + json.dumps(record), flush=True)
+"""
+
+
+def test_compare_answers_the_view_of_several_jobs_and_refuses_bad_lists(
+    call: Call, client: ApiClient, project: api.TrainingProjectV1
+) -> None:
+    jobs = [
+        submit(client, project, [f"python train.py {v}"], files={"train.py": METRICS_SCRIPT})
+        for v in ("1.0", "3.0")
+    ]
+    for job in jobs:
+        assert wait_terminal(client, job).status == spec.TrainingJobStatus.COMPLETED
+    body = call("compare", jobs=",".join(j.id for j in jobs)).body
+    assert body["done"] is True
+    assert body["metric"] == "loss"
+    assert [r["id"] for r in body["runs"]] == [j.id for j in jobs]
+    assert [r["final"] for r in body["runs"]] == ["0.3333", "1"]
+    assert {r["series"] for r in body["series"]} == {j.id for j in jobs}  # unnamed: their ids
+    assert len(body["series"]) == 6
+    assert any(row["name"] == "final loss" and row["differs"] for row in body["table"])
+    assert_error(call("compare", jobs=""), 400, '"jobs" must name at least one job id')
+    assert_error(call("compare", jobs=",".join(f"j{i}" for i in range(21))), 400, "at most 20")
+    assert_error(call("compare", jobs=f"{jobs[0].id},nope"), 404, "nope")

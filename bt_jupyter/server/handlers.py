@@ -154,6 +154,15 @@ class MetricsHandler(BaseHandler):
         self.finish(await self.run(lambda client: operations.metrics(client, job_id)))
 
 
+class CompareHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def get(self) -> None:
+        ids, metric = self.arg("jobs").split(","), self.arg("metric")
+        self.finish(await self.run(lambda client: operations.compare_jobs(client, ids, metric)))
+
+
 class DeploymentCallHandler(BaseHandler):
     """The try-it box: the browser sends text, the key stays on the server."""
 
@@ -191,6 +200,7 @@ def routes(base_url: str) -> list[tuple[str, type[BaseHandler]]]:
         (at("config"), ConfigHandler),
         (at("projects"), ProjectsHandler),
         (at("jobs"), JobsHandler),
+        (at("compare"), CompareHandler),
         (at(job), JobHandler),
         (at(f"{job}/logs"), LogsHandler),
         (at(f"{job}/checkpoints"), CheckpointsHandler),

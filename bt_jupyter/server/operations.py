@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bt_jupyter import runtime, spec
+from bt_jupyter import spec
 from bt_jupyter._version import __version__
-from bt_jupyter.client import node_of
+from bt_jupyter.compare import compare, run_row, view_state
 from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import MissingApiKey
 from bt_jupyter.jobs import Client, find_api_key
@@ -84,13 +84,26 @@ def deploy(client: Client, job_id: str, checkpoint: str) -> JSON:
 
 
 def metrics(client: Client, job_id: str) -> JSON:
-    """Every ``log_metrics`` record of the job with the node that printed it, in order."""
-    records: list[JSON] = []
-    for line in client.job(job_id).logs():
-        record = runtime.parse_metric(line.message)
-        if record is not None:
-            records.append({**record, "node": node_of(line.replica)})
-    return {"metrics": records}
+    """Every metric record of the job with the node that printed it, in order."""
+    records = client.job(job_id).user_metrics(node=None)
+    return {"metrics": [{"node": None, **r} for r in records]}
+
+
+#: Jobs one Compare panel may hold (each is read in full: its logs, its checkpoints).
+MAX_COMPARED = 20
+
+
+def compare_jobs(client: Client, job_ids: list[str], metric: str = "") -> JSON:
+    """The sidebar's Compare panel: the same view of the runs as ``%bt_compare``."""
+    wanted = list(dict.fromkeys(i for i in job_ids if i))
+    if not wanted:
+        raise BadRequest('"jobs" must name at least one job id (comma-separated)')
+    if len(wanted) > MAX_COMPARED:
+        raise BadRequest(f"compare at most {MAX_COMPARED} jobs at once, not {len(wanted)}")
+    comparison = compare([client.job(job_id) for job_id in wanted])
+    rows = [run_row(run) for run in comparison.runs]
+    done = all(run.job.status.is_terminal for run in comparison.runs)
+    return {**view_state(comparison, rows, metric), "done": done}
 
 
 def _deployment(client: Client, job_id: str, deployment_id: str) -> Deployment:

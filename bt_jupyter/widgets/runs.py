@@ -16,26 +16,21 @@ from typing import Any
 import anywidget
 import traitlets
 
-from bt_jupyter.compare import Comparison, Run, better, comparison_of, number_text, run_of
+from bt_jupyter.compare import (
+    Comparison,
+    Run,
+    better,
+    comparison_of,
+    run_of,
+    run_row,
+    view_state,
+)
 from bt_jupyter.errors import BtJupyterError
 from bt_jupyter.jobs import Job
 from bt_jupyter.sweeps import Sweep, value_text
 
 _HERE = Path(__file__).parent
-#: Points of each run's metric series in the view (the newest kept, evenly thinned).
-POINTS_PER_RUN = 300
 REFRESH_SECONDS = 3.0
-
-
-def thinned(records: list[dict[str, Any]], points: int = POINTS_PER_RUN) -> list[dict[str, Any]]:
-    if len(records) <= points:
-        return records
-    stride = len(records) / points
-    return [records[int(i * stride)] for i in range(points - 1)] + [records[-1]]
-
-
-def _row(run: Run, status: str, swept: dict[str, str]) -> dict[str, Any]:
-    return {"id": run.job.id, "label": run.label, "status": status, "swept": swept}
 
 
 class RunsWidget(anywidget.AnyWidget):
@@ -89,7 +84,7 @@ class RunsWidget(anywidget.AnyWidget):
         """The comparison, and one row per run (a sweep's waiting runs included)."""
         if self.sweep is None:
             runs = [self._run(job) for job in self.jobs]
-            return comparison_of(runs), [_row(r, r.job.status.short, r.swept) for r in runs]
+            return comparison_of(runs), [run_row(r) for r in runs]
         rows, found = [], []
         for entry in self.sweep.runs:
             swept = {k: value_text(v) for k, v in entry.values.items()}
@@ -99,51 +94,19 @@ class RunsWidget(anywidget.AnyWidget):
             run = self._run(entry.job)
             run.swept = swept
             found.append(run)
-            rows.append(_row(run, entry.status, swept))
+            rows.append(run_row(run, entry.status))
         return comparison_of(found), rows
 
     def publish(self) -> Comparison:
         comparison, rows = self._current()
-        metric = self.metric if self.metric in comparison.common_metrics else ""
-        if not metric:
-            ranked = [m for m in comparison.common_metrics if better(m)]
-            ranked.sort(key=lambda m: (not m.startswith("eval"), m))
-            metric = (ranked or comparison.common_metrics or [""])[0]
-        by_id = {r.job.id: r for r in comparison.runs}
-        for row in rows:
-            run = by_id.get(row["id"])
-            summary = run.metrics.get(metric) if run else None
-            row["final"] = number_text(summary.final) if summary else ""
-            row["best"] = number_text(summary.best) if summary and summary.best is not None else ""
-        charted = set(comparison.common_metrics) or None
-        series = []
-        for run in comparison.runs:
-            for record in thinned(run.records):
-                values = {k: v for k, v in record.items() if charted is None or k in charted}
-                if charted is None:
-                    values.pop("node", None)
-                series.append(
-                    {
-                        "step": record.get("step"),
-                        "time": record.get("time"),
-                        "series": run.label,
-                        **{k: v for k, v in values.items() if k not in ("step", "time", "node")},
-                    }
-                )
+        state = view_state(comparison, rows, self.metric)
         done = (self.sweep.done if self.sweep else True) and all(
             r.job.status.is_terminal for r in comparison.runs
         )
         with self.hold_sync():
             self.title = self._title(comparison)
-            self.note = comparison.note
-            self.metrics = comparison.common_metrics
-            self.metric = metric
-            self.runs = rows
-            self.series = series
-            self.table = [
-                {"name": name, "values": values, "differs": name in comparison.differing}
-                for name, values in comparison.rows
-            ]
+            for name, value in state.items():
+                setattr(self, name, value)
             self.done = done
         self.comparison = comparison
         return comparison

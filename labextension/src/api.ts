@@ -6,6 +6,7 @@
 
 import type {
   Backend,
+  Comparison,
   Deployment,
   Job,
   JobDetail,
@@ -114,6 +115,11 @@ export class TrainingApi {
     const path = `jobs/${encodeURIComponent(jobId)}/deploy`;
     const reply = await this.call<{ deployment: Deployment }>('POST', path, { backend }, { checkpoint });
     return reply.deployment;
+  }
+
+  /** Several jobs side by side (the sidebar's Compare panel), ranked by `metric`. */
+  async compare(backend: Backend, jobIds: readonly string[], metric = ''): Promise<Comparison> {
+    return this.call<Comparison>('GET', 'compare', { backend, jobs: jobIds.join(','), metric });
   }
 
   async metrics(backend: Backend, jobId: string): Promise<MetricRecord[]> {

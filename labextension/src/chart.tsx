@@ -152,14 +152,17 @@ function UPlotChart(props: { chart: ChartData; axis: XAxis; log: boolean; theme:
   return <div className="bt-Chart" data-testid="bt-chart" data-metric={chart.metric} ref={host} />;
 }
 
-export function MetricCharts(props: { records: MetricRecord[] }): JSX.Element | null {
+export function MetricCharts(props: {
+  records: MetricRecord[];
+  labels?: ReadonlyMap<number, string>;
+}): JSX.Element | null {
   const [axis, setAxis] = React.useState<XAxis>('step');
   const [smoothing, setSmoothing] = React.useState(0);
   const [log, setLog] = React.useState(false);
   const theme = useTheme();
   const charts = React.useMemo(
-    () => buildCharts(props.records, axis, smoothing),
-    [props.records, axis, smoothing]
+    () => buildCharts(props.records, axis, smoothing, props.labels),
+    [props.records, axis, smoothing, props.labels]
   );
   if (charts.length === 0) {
     return null;

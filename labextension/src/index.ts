@@ -16,6 +16,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { TrainingApi } from './api';
+import { CompareController, ComparePanel, comparePanelId } from './comparepanel';
 import { answerWidgetConfirms } from './confirm';
 import { answerInsertCell } from './insertcell';
 import { trainingIcon } from './icons';
@@ -118,8 +119,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
       return panel;
     };
 
-    const sidebar = new TrainingSidebar(store, (backend, job) =>
-      openJob(backend, job.id, job.name ?? job.id)
+    const compares = new WidgetTracker<ComparePanel>({ namespace: 'bt-jupyter-compare' });
+    const compareJobs = (backend: Backend, jobIds: string[]): void => {
+      const existing = compares.find(p => p.id === comparePanelId(backend, jobIds));
+      if (existing) {
+        app.shell.activateById(existing.id);
+        return;
+      }
+      const panel = new ComparePanel(
+        new CompareController(api, backend, jobIds, current.pollInterval)
+      );
+      void compares.add(panel);
+      app.shell.add(panel, notebook7 ? 'right' : 'main', { rank: 1000 });
+      app.shell.activateById(panel.id);
+    };
+    const sidebar = new TrainingSidebar(
+      store,
+      (backend, job) => openJob(backend, job.id, job.name ?? job.id),
+      compareJobs
     );
     app.shell.add(sidebar, 'left', { rank: 650 });
     restorer?.add(sidebar, SIDEBAR_ID);

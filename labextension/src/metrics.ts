@@ -65,11 +65,15 @@ export function smooth(values: readonly (number | null)[], weight: number): (num
   });
 }
 
-/** One chart per metric; a series per node when more than one node reported it. */
+/**
+ * One chart per metric; a series per node when more than one node reported it, named by
+ * `labels` where given (the compared runs).
+ */
 export function buildCharts(
   records: readonly MetricRecord[],
   axis: XAxis,
-  smoothing = 0
+  smoothing = 0,
+  labels?: ReadonlyMap<number, string>
 ): ChartData[] {
   return metricNames(records).map(metric => {
     const byNode = new Map<number | null, Map<number, number>>();
@@ -95,7 +99,8 @@ export function buildCharts(
       const points = byNode.get(node)!;
       const raw = x.map(at => points.get(at) ?? null);
       return {
-        label: multi ? `${metric} · node ${node ?? '?'}` : metric,
+        label:
+          (node !== null && labels?.get(node)) || (multi ? `${metric} · node ${node ?? '?'}` : metric),
         node,
         values: smooth(raw, smoothing)
       };

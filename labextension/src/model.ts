@@ -107,6 +107,59 @@ export interface MetricRecord {
   [name: string]: number | null;
 }
 
+// ------------------------------------------------------------------------------ compare
+
+/** One run of a comparison: its status, swept values, and final/best of the ranking metric. */
+export interface ComparedRun {
+  id: string;
+  label: string;
+  status: StatusShort;
+  swept: Record<string, string>;
+  final: string;
+  best: string;
+}
+
+/** A metric record of a compared run: `series` is the run's label. */
+export interface ComparedRecord {
+  step: number | null;
+  time: number | null;
+  series: string;
+  [name: string]: number | string | null;
+}
+
+/** `GET /bt-jupyter/compare`: the same view of several runs as `%bt_compare`. */
+export interface Comparison {
+  note: string;
+  metrics: string[];
+  metric: string;
+  runs: ComparedRun[];
+  series: ComparedRecord[];
+  table: { name: string; values: string[]; differs: boolean }[];
+  done: boolean;
+}
+
+/**
+ * Compared records as chart records: each run becomes a "node" (its index), and the
+ * labels map says which run each one is.
+ */
+export function comparedRecords(comparison: Comparison): {
+  records: MetricRecord[];
+  labels: Map<number, string>;
+} {
+  const index = new Map(comparison.runs.map((run, i) => [run.label, i]));
+  const records = comparison.series.map(({ series, ...values }) => {
+    const record: MetricRecord = { step: null, time: 0, node: index.get(series) ?? null };
+    for (const [key, value] of Object.entries(values)) {
+      if (typeof value === 'number' || value === null) {
+        record[key] = value;
+      }
+    }
+    record.time = typeof values.time === 'number' ? values.time : 0;
+    return record;
+  });
+  return { records, labels: new Map(comparison.runs.map((run, i) => [i, run.label])) };
+}
+
 // ------------------------------------------------------------------------------ deployments
 
 /** Deployment statuses on the way to serving (the panel keeps polling through them). */

@@ -28,11 +28,13 @@ import type { TrainingStore } from './store';
 export const SIDEBAR_ID = 'bt-jupyter-training';
 
 export type OpenJob = (backend: Backend, job: Job) => void;
+export type CompareJobs = (backend: Backend, jobIds: string[]) => void;
 
 export class TrainingSidebar extends ReactWidget {
   constructor(
     private readonly store: TrainingStore,
-    private readonly openJob: OpenJob
+    private readonly openJob: OpenJob,
+    private readonly compareJobs: CompareJobs
   ) {
     super();
     this.id = SIDEBAR_ID;
@@ -42,12 +44,16 @@ export class TrainingSidebar extends ReactWidget {
   }
 
   protected render(): JSX.Element {
-    return <SidebarView store={this.store} openJob={this.openJob} />;
+    return <SidebarView store={this.store} openJob={this.openJob} compareJobs={this.compareJobs} />;
   }
 }
 
-function SidebarView(props: { store: TrainingStore; openJob: OpenJob }): JSX.Element {
-  const { store, openJob } = props;
+function SidebarView(props: {
+  store: TrainingStore;
+  openJob: OpenJob;
+  compareJobs: CompareJobs;
+}): JSX.Element {
+  const { store, openJob, compareJobs } = props;
   const state = useStore(store);
   const visible = filterJobs(state.jobs, state.filter);
   // ticks every second while a job runs; "3m ago" needs no faster than the polls otherwise
@@ -55,6 +61,11 @@ function SidebarView(props: { store: TrainingStore; openJob: OpenJob }): JSX.Ele
   const counts = filterCounts(state.jobs);
   const groups = groupByProject(state.projects, visible, state.filter === 'all');
   const [collapsed, setCollapsed] = React.useState<ReadonlySet<string>>(new Set());
+  // jobs ticked for "Compare", of the backend shown (switching backends clears them)
+  const [picked, setPicked] = React.useState<readonly string[]>([]);
+  React.useEffect(() => setPicked([]), [state.backend]);
+  const pick = (jobId: string, on: boolean): void =>
+    setPicked(on ? [...picked.filter(id => id !== jobId), jobId] : picked.filter(id => id !== jobId));
   const toggle = (name: string): void => {
     const next = new Set(collapsed);
     if (!next.delete(name)) {
@@ -108,6 +119,22 @@ function SidebarView(props: { store: TrainingStore; openJob: OpenJob }): JSX.Ele
           No Baseten API key found: set BASETEN_API_KEY or run <code>truss login</code>.
         </p>
       )}
+      {picked.length > 0 && (
+        <div className="bt-Compare-bar">
+          <button
+            className="bt-Button"
+            data-testid="bt-compare"
+            disabled={picked.length < 2}
+            title={picked.length < 2 ? 'Tick two jobs or more to compare them' : 'Compare the ticked jobs'}
+            onClick={() => compareJobs(state.backend, [...picked])}
+          >
+            Compare {picked.length}
+          </button>
+          <button className="bt-Button" data-testid="bt-compare-clear" onClick={() => setPicked([])}>
+            Clear
+          </button>
+        </div>
+      )}
       <ErrorLine message={state.error} />
       {state.loaded && groups.length === 0 && (
         <p className="bt-Empty">
@@ -133,6 +160,14 @@ function SidebarView(props: { store: TrainingStore; openJob: OpenJob }): JSX.Ele
               <ul className="bt-Jobs">
                 {group.jobs.map(job => (
                   <li key={job.id} className="bt-JobRow">
+                    <input
+                      type="checkbox"
+                      className="bt-Job-pick"
+                      data-testid="bt-pick"
+                      aria-label={`Compare ${job.name ?? job.id}`}
+                      checked={picked.includes(job.id)}
+                      onChange={e => pick(job.id, e.target.checked)}
+                    />
                     <button
                       className="bt-Job"
                       data-testid="bt-job"

@@ -5,7 +5,16 @@
 import { TrainingApi } from '../api';
 import { JobController } from '../job';
 import { buildCharts, logScaleFits, metricNames, smooth } from '../metrics';
-import { formatAgo, formatUsd, jobTitle, visibleLogLines, type LogLine, type MetricRecord } from '../model';
+import {
+  comparedRecords,
+  formatAgo,
+  formatUsd,
+  jobTitle,
+  visibleLogLines,
+  type Comparison,
+  type LogLine,
+  type MetricRecord
+} from '../model';
 import { TrainingStore } from '../store';
 import { fakeServer, job } from './fixtures';
 
@@ -84,6 +93,31 @@ describe('metric charts data', () => {
     expect(lr.x).toEqual([2]); // each metric its own x: no gaps from other metrics
     expect(lr.series[0].values).toEqual([0.1]);
     expect(buildCharts(records, 'time')[0].x).toEqual([100, 101]);
+  });
+
+  it('compared runs are a series each, named after the run', () => {
+    const comparison: Comparison = {
+      note: '',
+      metrics: ['loss'],
+      metric: 'loss',
+      runs: [
+        { id: 'a', label: 'lr=0.1', status: 'COMPLETED', swept: {}, final: '1', best: '1' },
+        { id: 'b', label: 'lr=0.3', status: 'RUNNING', swept: {}, final: '2', best: '2' }
+      ],
+      series: [
+        { step: 0, time: 1, series: 'lr=0.1', loss: 3 },
+        { step: 0, time: 1, series: 'lr=0.3', loss: 4 },
+        { step: 1, time: 2, series: 'lr=0.3', loss: 2 }
+      ],
+      table: [],
+      done: false
+    };
+    const { records, labels } = comparedRecords(comparison);
+    expect(records.map(r => r.node)).toEqual([0, 1, 1]);
+    const [loss] = buildCharts(records, 'step', 0, labels);
+    expect(loss.series.map(s => s.label)).toEqual(['lr=0.1', 'lr=0.3']);
+    expect(loss.series[0].values).toEqual([3, null]);
+    expect(loss.series[1].values).toEqual([4, 2]);
   });
 
   it('smoothing is a debiased EMA; weight 0 leaves values alone; log scale needs positives', () => {
