@@ -157,3 +157,43 @@ def test_compare_view_and_checkpoints_back_in_the_notebook(
         assert inserted.count() == 1
         assert '.checkpoint("checkpoint-1")' in inserted.inner_text()
         job.screenshot(path=str(ARTIFACTS / "widget-checkpoint-actions.png"))
+
+
+@pytest.mark.timeout(300)
+def test_a_multinode_jobs_widget_plots_the_leader_and_offers_the_other_nodes(
+    local_home: Home, tmp_path: Path
+) -> None:
+    """Every node of a multi-node Trainer reports (tagged with its node): the widget
+    shows node 0's curves and offers the others."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    write_notebook(
+        tmp_path / "nodes.ipynb",
+        "%load_ext bt_jupyter\n%bt_project browser-nodes",
+        "%%bt_train --name two-nodes --nodes 2\n"
+        "import os\n"
+        "from bt_jupyter.trackers import emit\n"
+        "rank = int(os.environ['BT_NODE_RANK'])\n"
+        "for step in range(5):\n"
+        "    emit(step, {'loss': (1 + rank) / (step + 1)})",
+    )
+    with (
+        jupyterlab(local_home, tmp_path) as lab,
+        notebook_page(lab, "nodes.ipynb", height=1200) as page,
+    ):
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        widget = page.locator(".btj-live", has_text="two-nodes").first
+        expect(widget.locator("[data-testid=status]")).to_have_text("COMPLETED", timeout=120_000)
+        legend = widget.locator("[data-testid=chart-loss] .u-legend .u-series")
+        expect(legend).to_have_count(2)  # x and node 0's loss
+        select = widget.locator("[data-testid=metric-node]")
+        expect(select).to_be_visible()
+        assert select.locator("option").all_inner_texts() == [
+            "metrics: all nodes",
+            "metrics: node 0",
+            "metrics: node 1",
+        ]
+        select.select_option("all")
+        expect(legend).to_have_count(3)  # a series per node
+        select.select_option("1")
+        expect(legend).to_have_count(2)
+        widget.screenshot(path=str(ARTIFACTS / "widget-metrics-per-node.png"))

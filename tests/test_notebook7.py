@@ -10,6 +10,7 @@ right one (the main area holds the notebook alone). Screenshots:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,10 @@ def notebook7(local_home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         tmp_path / "nb7.ipynb",
         "%load_ext bt_jupyter\n%bt_project notebook7",
         "%%bt_train --name nb7\nfor i in range(3):\n    print(f'hello from notebook 7 #{i}')",
+        "n = 1",
+        "%%bt_train -p nb7-sweep --name nb7s --sweep n=2,4\n"
+        "from bt_jupyter.runtime import log_metrics\n"
+        "for i in range(n):\n    log_metrics(step=i, loss=n / (i + 1))",
     )
     args = "--JupyterNotebookApp.expose_app_in_browser=True"
     with jupyter("notebook", local_home, tmp_path, args) as (base, token):
@@ -85,7 +90,8 @@ def test_bt_train_widget_and_training_panel_in_notebook7(notebook7: Any) -> None
     expect(panel).to_be_visible(timeout=30_000)
     page.evaluate("window.jupyterapp.commands.execute('bt-jupyter:open-sidebar')")
     sidebar = page.locator("#bt-jupyter-training")
-    row = sidebar.locator("[data-testid=bt-job]").first
+    name = page.locator(".bt-Project-name", has_text=re.compile("^notebook7$"))
+    row = sidebar.locator("[data-testid=bt-project]", has=name).locator("[data-testid=bt-job]")
     expect(row.locator("[data-testid=bt-status]")).to_have_text("COMPLETED", timeout=30_000)
     expect(row.locator(".bt-Job-name")).to_have_text("nb7")
     row.click()
@@ -95,3 +101,13 @@ def test_bt_train_widget_and_training_panel_in_notebook7(notebook7: Any) -> None
     expect(panel.locator("[data-testid=bt-logs]")).to_contain_text("hello from notebook 7 #2")
     assert panel.is_visible()
     page.screenshot(path=str(ARTIFACTS / "notebook7-sidebar-panel.png"))
+
+    # the sweep widget renders in Notebook 7 too: its runs, their curves, what differed
+    sweep = page.locator(".btj-runs")
+    sweep.scroll_into_view_if_needed()
+    expect(sweep.locator("[data-testid=run-row]", has_text="COMPLETED")).to_have_count(
+        2, timeout=60_000
+    )
+    expect(sweep.locator("[data-testid=chart-loss]")).to_be_visible()
+    expect(sweep.locator("[data-testid=facts]")).to_contain_text("value n")
+    sweep.screenshot(path=str(ARTIFACTS / "notebook7-sweep.png"))
