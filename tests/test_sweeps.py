@@ -228,3 +228,23 @@ def test_compare_of_runs_with_no_common_metric_says_so_in_one_line(
     assert comparison.text().splitlines()[0] == comparison.note
     with pytest.raises(Exception, match="nothing to compare"):
         compare([])
+
+
+def test_what_compare_shows_never_holds_a_secret_and_values_are_never_run() -> None:
+    from bt_jupyter.magics import _train_parser, recorded_options
+    from bt_jupyter.packaging.capture import shown_value
+
+    assert shown_value("lr", 3e-4) == "0.0003"
+    assert shown_value("layers", (2, 4)) == "(2, 4)"
+    assert shown_value("hf_token", "abc") is None  # named like a secret
+    assert shown_value("x", "hf_abcdefghijklmnop") is None  # looks like a key
+    assert shown_value("pair", ("a", "sk-live-123")) is None
+    assert shown_value("text", "x" * 100) is None  # too long to read in a table
+    assert shown_value("frame", object()) is None
+    args = _train_parser().parse_args(
+        ["--gpu", "H100:1", "--env", "SEED=1", "--env", "API_KEY=abc", "--wait", "--sweep", "a=1"]
+    )
+    options = dict(recorded_options(args))
+    assert options == {"--gpu": "H100:1", "--env": "SEED=1 API_KEY=***"}
+    # a sweep value is a literal or a plain string: never evaluated
+    assert parse_grid(["x=__import__('os').getcwd(),2"]) == {"x": ["__import__('os').getcwd()", 2]}

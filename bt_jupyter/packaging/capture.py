@@ -371,6 +371,9 @@ def capture(
 MAX_SHOWN_CHARS = 60
 #: Names whose values are never shown (compare tables, widget state): likely secrets.
 _SECRET_NAME = re.compile(r"token|secret|passw|key|credential|auth", re.IGNORECASE)
+#: Values that look like a key whatever their name: Hugging Face, OpenAI, GitHub, AWS,
+#: Slack, GitLab tokens and JWTs.
+_SECRET_VALUE = re.compile(r"^(hf_|sk-|sk_|ghp_|gho_|github_pat_|AKIA|ASIA|xox[abp]-|glpat-|eyJ)")
 
 
 def shown_value(name: str, value: Any) -> str | None:
@@ -386,6 +389,9 @@ def shown_value(name: str, value: Any) -> str | None:
         if not all(isinstance(v, plain) for v in value):
             return None
     elif not isinstance(value, plain):
+        return None
+    texts = value if isinstance(value, (tuple, list)) else [value]
+    if any(isinstance(v, str) and _SECRET_VALUE.match(v) for v in texts):
         return None
     text = repr(value)
     return text if len(text) <= MAX_SHOWN_CHARS else None
