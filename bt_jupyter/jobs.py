@@ -47,7 +47,7 @@ from bt_jupyter.errors import (
     NoSuchJob,
     NoSuchProject,
 )
-from bt_jupyter.packaging import Bundle, PackageOptions, workspace
+from bt_jupyter.packaging import Bundle, PackageOptions, runs_bundle, workspace
 
 BASETEN_API_URL = "https://api.baseten.co"
 S = spec.TrainingJobStatus
@@ -343,16 +343,7 @@ class Client:
         if namespace is None:
             namespace = _notebook_namespace()
         runs = plan(cell, namespace, grid, options or PackageOptions(), name, max_runs)
-        first = runs[0].bundle
-        job = project.job.model_copy(
-            update={
-                "image": spec.Image(base_image=first.base_image),
-                "runtime": project.job.runtime.model_copy(
-                    update={"start_commands": first.start_commands}
-                ),
-            }
-        )
-        ready = project.model_copy(update={"job": job})
+        ready = runs_bundle(project, runs[0].bundle)  # every run: the same image, commands
         return Sweep(self, ready, runs, max_parallel, team).start()
 
     def push(

@@ -30,7 +30,7 @@ from bt_jupyter.compare import compare
 from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import BtJupyterError, InvalidConfigError
 from bt_jupyter.jobs import Client, Job, OutputsState, TracebackHold
-from bt_jupyter.packaging import Bundle, PackageOptions, describe, package_cell
+from bt_jupyter.packaging import Bundle, PackageOptions, describe, package_cell, runs_bundle
 from bt_jupyter.packaging.capture import shown_value
 from bt_jupyter.packaging.export import export_project
 from bt_jupyter.sessions import session_line
@@ -478,15 +478,8 @@ class BtMagics(Magics):
             bundle = package_cell(cell, self._ns, options)
         except BtJupyterError as exc:
             raise UsageError(str(exc)) from None
-        job_spec = project.job.model_copy(
-            update={
-                "image": spec.Image(base_image=bundle.base_image),
-                "runtime": project.job.runtime.model_copy(
-                    update={"start_commands": bundle.start_commands}
-                ),
-            }
-        )
-        project = project.model_copy(update={"job": job_spec})
+        project = runs_bundle(project, bundle)
+        job_spec = project.job
         if args.dry_run:
             print(
                 json.dumps(

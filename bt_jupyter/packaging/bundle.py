@@ -25,6 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from bt_jupyter import spec
 from bt_jupyter.errors import CaptureError
 from bt_jupyter.packaging import capture as capture_mod
 from bt_jupyter.packaging import deps, files, imports
@@ -123,6 +124,16 @@ class Bundle:
             target.write_bytes(data)
             written.append(target)
         return written
+
+
+def runs_bundle(project: spec.TrainingProject, bundle: Bundle) -> spec.TrainingProject:
+    """``project`` with its job running ``bundle``: the bundle's image and start commands
+    (install the requirements, run the cell), the rest of the job as configured."""
+    runtime = project.job.runtime.model_copy(update={"start_commands": bundle.start_commands})
+    image = spec.Image(base_image=bundle.base_image)
+    return project.model_copy(
+        update={"job": project.job.model_copy(update={"image": image, "runtime": runtime})}
+    )
 
 
 def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions) -> Bundle:

@@ -16,6 +16,30 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 
+/** Where the labextension is loaded, it answers this with JupyterLab's own dialog. */
+export const CONFIRM_EVENT = "bt-jupyter:confirm";
+
+/**
+ * `confirmThen(title, body, accept, action)` for a view: JupyterLab's dialog where the
+ * labextension answers CONFIRM_EVENT (widgets and panels ask alike), else a themed one
+ * drawn in `dialog`.
+ */
+export function asker(root, dialog) {
+  return (title, body, accept, action) => {
+    const request = { title, body, accept, handled: false, resolve: (yes) => { if (yes) action(); } };
+    root.dispatchEvent(new CustomEvent(CONFIRM_EVENT, { detail: request, bubbles: true }));
+    if (request.handled) return;
+    const ok = el("button", { class: "btj-primary", "data-testid": "confirm-ok" }, accept);
+    const cancel = el("button", { "data-testid": "confirm-cancel" }, "Cancel");
+    const close = () => dialog.replaceChildren();
+    ok.addEventListener("click", () => { close(); action(); });
+    cancel.addEventListener("click", close);
+    dialog.replaceChildren(el("div", { class: "btj-dialog-box" }, el("b", {}, title), el("div", {}, body),
+      el("div", { class: "btj-buttons" }, cancel, ok)));
+    ok.focus();
+  };
+}
+
 export const short = (status) => (status || "").replace("TRAINING_JOB_", "");
 export const fmtTime = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "");
 

@@ -1,5 +1,5 @@
 import "uplot/dist/uPlot.min.css";
-import { Charts, copyButton, copyText, el, fmtTime, short } from "./common.js";
+import { Charts, asker, copyButton, copyText, el, fmtTime, short } from "./common.js";
 import "./job.css"; // esbuild emits both next to the bundle: static/job.css
 // Front end of the live job widget (anywidget ESM). The kernel sends bounded state:
 // `log_tail` holds the newest lines, each with a sequence number, so this view appends
@@ -16,8 +16,6 @@ const SILENCE_MS = 20_000;
 const PONG_MS = 5_000;
 /** The event the Training sidebar (labextension) listens for; it sets the flag below. */
 export const OPEN_JOB_EVENT = "bt-jupyter:open-job";
-/** Where the labextension is loaded, it answers this with JupyterLab's own dialog. */
-export const CONFIRM_EVENT = "bt-jupyter:confirm";
 /** The labextension answers this by inserting a code cell below the widget's cell. */
 export const INSERT_CELL_EVENT = "bt-jupyter:insert-cell";
 
@@ -79,21 +77,7 @@ function render({ model, el: root }) {
   const systemBox = el("div", { class: "btj-charts btj-system", "data-testid": "system-charts" });
   const systemCharts = new Charts(systemBox, root, { options: { x: "time" }, height: 90, empty: "" });
 
-  /** Confirm with JupyterLab's dialog (the labextension answers CONFIRM_EVENT, so the
-   * widget and the job panel ask alike); without the labextension, a themed in-widget one. */
-  function confirmThen(title, body, accept, action) {
-    const request = { title, body, accept, handled: false, resolve: (yes) => { if (yes) action(); } };
-    root.dispatchEvent(new CustomEvent(CONFIRM_EVENT, { detail: request, bubbles: true }));
-    if (request.handled) return;
-    const ok = el("button", { class: "btj-primary", "data-testid": "confirm-ok" }, accept);
-    const cancel = el("button", { "data-testid": "confirm-cancel" }, "Cancel");
-    const close = () => dialog.replaceChildren();
-    ok.addEventListener("click", () => { close(); action(); });
-    cancel.addEventListener("click", close);
-    dialog.replaceChildren(el("div", { class: "btj-dialog-box" }, el("b", {}, title), el("div", {}, body),
-      el("div", { class: "btj-buttons" }, cancel, ok)));
-    ok.focus();
-  }
+  const confirmThen = asker(root, dialog);
 
   const jobId = () => model.get("header").id;
   const stop = el("button", { class: "btj-stop", "data-testid": "stop" }, "Stop");

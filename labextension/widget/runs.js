@@ -1,12 +1,11 @@
 import "uplot/dist/uPlot.min.css";
-import { Charts, el } from "./common.js";
+import { Charts, asker, el } from "./common.js";
 import "./job.css";
 import "./runs.css";
 // Front end of the runs widget (anywidget ESM): `%bt_compare` and the sweep widget.
 // The kernel sends one row per run, every run's metric records (`series` names the run),
 // and the facts table; this view charts the runs together and shows what differed.
 const TERMINAL = ["COMPLETED", "FAILED", "STOPPED", "DEPLOY_FAILED", "NOT SUBMITTED", "CANCELLED"];
-const CONFIRM_EVENT = "bt-jupyter:confirm";
 
 function render({ model, el: root }) {
   root.classList.add("btj", "btj-runs");
@@ -33,18 +32,7 @@ function render({ model, el: root }) {
   onlyDiff.addEventListener("change", drawTable);
   metricSelect.addEventListener("change", () => model.send({ type: "metric", name: metricSelect.value }));
 
-  function confirmThen(heading, body, accept, action) {
-    const request = { title: heading, body, accept, handled: false, resolve: (yes) => { if (yes) action(); } };
-    root.dispatchEvent(new CustomEvent(CONFIRM_EVENT, { detail: request, bubbles: true }));
-    if (request.handled) return;
-    const ok = el("button", { class: "btj-primary", "data-testid": "confirm-ok" }, accept);
-    const cancel = el("button", { "data-testid": "confirm-cancel" }, "Cancel");
-    const close = () => dialog.replaceChildren();
-    ok.addEventListener("click", () => { close(); action(); });
-    cancel.addEventListener("click", close);
-    dialog.replaceChildren(el("div", { class: "btj-dialog-box" }, el("b", {}, heading), el("div", {}, body),
-      el("div", { class: "btj-buttons" }, cancel, ok)));
-  }
+  const confirmThen = asker(root, dialog);
 
   deployBest.addEventListener("click", () => {
     const metric = model.get("metric");
