@@ -145,3 +145,18 @@ def test_a_cell_with_a_trainer_and_no_bt_jupyter_calls_has_metrics_and_checkpoin
     assert [c.checkpoint_id for c in job.checkpoints()] == ["checkpoint-6", "checkpoint-12"]
     logs = [line.message for line in job.logs()]
     assert any("Trainer checkpoints go to $BT_CHECKPOINT_DIR" in m for m in logs)
+
+
+def test_accelerate_logs_reach_the_job_through_its_tracker(tmp_path: Path) -> None:
+    script = (
+        "from accelerate import Accelerator\n"
+        "from bt_jupyter.trackers import accelerate_tracker\n"
+        "accelerator = Accelerator(cpu=True, log_with=[accelerate_tracker()])\n"
+        "accelerator.init_trackers('run', config={'lr': 0.1})\n"
+        "for step in range(3):\n"
+        "    accelerator.log({'loss': 1.0 / (step + 1), 'note': 'text is skipped'}, step=step)\n"
+        "accelerator.end_training()\n"
+    )
+    records = _records(_run_here(tmp_path, script, None))
+    assert [(r["step"], r["loss"]) for r in records] == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
+    assert all("note" not in r for r in records)
