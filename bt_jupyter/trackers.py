@@ -7,7 +7,11 @@ learning_rate, grad_norm, eval_*) becomes a ``[bt-metric]`` record for the widge
 checkpoints go to ``$BT_CHECKPOINT_DIR`` when the user did not choose an ``output_dir``.
 The user's ``report_to`` (W&B, MLflow, ...) and callbacks are left as they are.
 
-``accelerate`` users pass :func:`accelerate_tracker` to ``Accelerator(log_with=...)``.
+PyTorch Lightning finds :func:`lightning_callbacks` through its own extension point, the
+``lightning.pytorch.callbacks_factory`` entry point (the bundle carries the entry point's
+metadata next to the cell): every Lightning ``Trainer`` then also logs to
+:class:`JobLogger`, beside its own loggers. ``accelerate`` users pass
+:func:`accelerate_tracker` to ``Accelerator(log_with=...)``.
 
 Like runtime.py this travels in every bundle: standard library only, and it imports the
 training libraries only once the cell has.
@@ -232,3 +236,66 @@ def accelerate_tracker() -> Any:
                 emit(step, values)
 
     return JobTracker()
+
+
+# --------------------------------------------------------------------------- Lightning
+
+#: The entry points the bundle declares (``bt_jupyter_job.dist-info/entry_points.txt``):
+#: Lightning calls each factory for every Trainer it makes.
+LIGHTNING_ENTRY_POINTS = {
+    "lightning.pytorch.callbacks_factory": "bt_jupyter.trackers:lightning_callbacks",
+    "pytorch_lightning.callbacks_factory": "bt_jupyter.trackers:pytorch_lightning_callbacks",
+}
+
+
+def lightning_callbacks() -> list[Any]:
+    """For ``lightning.pytorch``: a callback that adds :class:`JobLogger` to the Trainer."""
+    import lightning.pytorch as pl
+
+    return [_lightning_classes(pl)[0]()]
+
+
+def pytorch_lightning_callbacks() -> list[Any]:
+    """The same for the older ``pytorch_lightning`` package."""
+    import pytorch_lightning as pl
+
+    return [_lightning_classes(pl)[0]()]
+
+
+def _lightning_classes(pl: types.ModuleType) -> tuple[type, type]:
+    class JobLogger(pl.loggers.Logger):  # type: ignore[misc, name-defined]
+        """Every metric a LightningModule logs (``self.log``) reaches the job's widget."""
+
+        @property
+        def name(self) -> str:
+            return "bt_jupyter"
+
+        @property
+        def version(self) -> str:
+            return os.environ.get("BT_TRAINING_JOB_ID", "0")
+
+        def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+            if os.environ.get("LOCAL_RANK", "0") == "0":  # one record per node
+                emit(step, {k: float(v) for k, v in metrics.items() if _number(v)})
+
+    class AddJobLogger(pl.Callback):  # type: ignore[misc, name-defined]
+        """Adds :class:`JobLogger` to the Trainer's loggers (its own are kept)."""
+
+        def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+            if not any(isinstance(lg, JobLogger) for lg in trainer.loggers):
+                trainer.loggers = [*trainer.loggers, JobLogger()]
+
+    return AddJobLogger, JobLogger
+
+
+def _number(value: Any) -> bool:
+    """A float, an int or a one-element tensor (what ``self.log`` hands a logger)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    numel = getattr(value, "numel", None)
+    return callable(numel) and numel() == 1

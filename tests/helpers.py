@@ -109,12 +109,9 @@ def requirements(*dists: str) -> dict[str, str]:
 def in_job_runtime() -> dict[str, str]:
     """bt_jupyter's in-job runtime as files, as a packaged cell carries it (a job's image
     has no bt_jupyter: ``from bt_jupyter.runtime import log_metrics`` needs these)."""
-    from bt_jupyter.packaging.bundle import IN_JOB_SOURCES, PACKAGE_DIR
+    from bt_jupyter.packaging.bundle import in_job_files
 
-    return {
-        "bt_jupyter/__init__.py": "",
-        **{f"bt_jupyter/{f}": (PACKAGE_DIR / f).read_text() for f in IN_JOB_SOURCES},
-    }
+    return {path: data.decode() for path, data in in_job_files().items()}
 
 
 def bundle(files: dict[str, str]) -> bytes:

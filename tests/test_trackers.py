@@ -160,3 +160,53 @@ def test_accelerate_logs_reach_the_job_through_its_tracker(tmp_path: Path) -> No
     records = _records(_run_here(tmp_path, script, None))
     assert [(r["step"], r["loss"]) for r in records] == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
     assert all("note" not in r for r in records)
+
+
+LIGHTNING = """
+import torch
+import lightning.pytorch as pl
+
+class Tiny(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+    def training_step(self, batch, _):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.layer(x), y)
+        self.log("train_loss", loss)
+        return loss
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+torch.manual_seed(0)
+data = torch.utils.data.TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
+trainer = pl.Trainer(max_steps=6, log_every_n_steps=2, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False,
+                     default_root_dir="logs", accelerator="cpu")
+trainer.fit(Tiny(), torch.utils.data.DataLoader(data, batch_size=4))
+print("loggers", sorted(type(lg).__name__ for lg in trainer.loggers))
+"""
+
+
+def test_a_lightning_trainer_logs_to_the_job_through_its_entry_point(tmp_path: Path) -> None:
+    """The job's folder carries bt_jupyter's in-job modules and the entry point metadata,
+    as a bundle does: Lightning finds the logger by itself, beside its own."""
+    pytest.importorskip("lightning")
+    from bt_jupyter.packaging.bundle import in_job_files
+
+    for path, data in in_job_files().items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(data)
+    done = subprocess.run(
+        [sys.executable, "-c", LIGHTNING],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = _records(done.stdout)
+    assert [r["step"] for r in records if "train_loss" in r] == [1, 3, 5]
+    assert "JobLogger" in done.stdout
+    assert "CSVLogger" in done.stdout or "TensorBoardLogger" in done.stdout  # its own kept

@@ -25,7 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from bt_jupyter import spec
+from bt_jupyter import spec, trackers
 from bt_jupyter.errors import CaptureError
 from bt_jupyter.packaging import capture as capture_mod
 from bt_jupyter.packaging import deps, files, imports
@@ -126,6 +126,26 @@ class Bundle:
         return written
 
 
+#: Metadata that makes the job's folder (first on its ``sys.path``) declare bt_jupyter's
+#: entry points: how PyTorch Lightning finds the job's logger (see trackers.py).
+JOB_DIST_INFO = "bt_jupyter_job-1.dist-info"
+
+
+def in_job_files() -> dict[str, bytes]:
+    """What of bt_jupyter travels with every cell: the in-job modules and the entry
+    points the training libraries look for."""
+    points = "".join(
+        f"[{group}]\nbt_jupyter = {target}\n\n"
+        for group, target in trackers.LIGHTNING_ENTRY_POINTS.items()
+    )
+    return {
+        "bt_jupyter/__init__.py": RUNTIME_INIT.encode(),
+        **{f"bt_jupyter/{f}": (PACKAGE_DIR / f).read_bytes() for f in IN_JOB_SOURCES},
+        f"{JOB_DIST_INFO}/METADATA": b"Metadata-Version: 2.1\nName: bt-jupyter-job\nVersion: 1\n",
+        f"{JOB_DIST_INFO}/entry_points.txt": points.encode(),
+    }
+
+
 def runs_bundle(project: spec.TrainingProject, bundle: Bundle) -> spec.TrainingProject:
     """``project`` with its job running ``bundle``: the bundle's image and start commands
     (install the requirements, run the cell), the rest of the job as configured."""
@@ -198,8 +218,7 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
             f"{BUNDLE_DIR}/cell.py": python_source.encode(),
             f"{BUNDLE_DIR}/namespace.pkl": captured.payload,
             **{f"{BUNDLE_DIR}/buffers/{i}.bin": b for i, b in enumerate(captured.buffers)},
-            "bt_jupyter/__init__.py": RUNTIME_INIT.encode(),
-            **{f"bt_jupyter/{f}": (PACKAGE_DIR / f).read_bytes() for f in IN_JOB_SOURCES},
+            **in_job_files(),
             "requirements.txt": "".join(f"{r}\n" for r in requirements).encode(),
         }
     )
