@@ -12,11 +12,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bt_jupyter import spec
 from bt_jupyter.errors import BtJupyterError
-from bt_jupyter.jobs import Job
+
+if TYPE_CHECKING:  # jobs.Client.sweep reaches this module: no import back at run time
+    from bt_jupyter.jobs import Job
 
 S = spec.TrainingJobStatus
 #: Metric names where lower is better; higher is better for ``_HIGHER``; neither: no best.

@@ -134,7 +134,10 @@ def test_a_cell_runs_through_s3_and_polling_like_on_baseten(
     client, recorder = cloud
     assert not client.api.retry_creates
     bundle = _bundle(
-        "import time\nfor i in range(5):\n    print('line', i); time.sleep(0.1)\nanswer = base * 2",
+        "import os, time\nfor i in range(5):\n    print('line', i); time.sleep(0.1)\n"
+        "answer = base * 2\n"
+        "os.makedirs(os.environ['BT_CHECKPOINT_DIR'] + '/checkpoint-5/sub')\n"
+        "open(os.environ['BT_CHECKPOINT_DIR'] + '/checkpoint-5/sub/w.txt', 'w').write(str(answer))",
         base=21,
     )
     project = spec.TrainingProject(
@@ -162,6 +165,11 @@ def test_a_cell_runs_through_s3_and_polling_like_on_baseten(
     urls = json.loads(job.checkpoint_urls(tmp_path).read_text())["checkpoint_artifacts"]
     assert urls
     assert httpx.get(urls[0]["url"], timeout=30).content  # presigned: no key needed
+    # one checkpoint back in the notebook, through the file URLs Baseten's API returns
+    (checkpoint,) = job.checkpoints()
+    folder = checkpoint.download(tmp_path / "checkpoint", progress=False)
+    assert (folder / "sub" / "w.txt").read_text() == "42"
+    assert checkpoint.path == folder
     unpacked = job.download_artifact(tmp_path)
     got = sorted(str(p.relative_to(unpacked)) for p in unpacked.rglob("*") if p.is_file())
     assert got == sorted(bundle.files)
@@ -294,8 +302,26 @@ def trained_ids(
     return full.id, lora.id
 
 
-TWO_ADAPTERS = LORA.replace("r=4", "r=8").replace("lora-3", "lora-8") + LORA.replace(
-    "lora-3", "lora-4"
+#: The base travels with the job's files (a relative name, as a hub id is): Baseten
+#: refuses to deploy an adapter whose base is a path on the training node.
+RELATIVE_BASE = (
+    "import os, shutil\n"
+    "shutil.copytree(os.environ['BASE'], 'checkpoint-120', dirs_exist_ok=True)\n"
+    "os.environ['BASE'] = 'checkpoint-120'\n"
+)
+ON_A_PATH = """
+import json, os, pathlib
+folder = pathlib.Path(os.environ["BT_CHECKPOINT_DIR"]) / "lora-path"
+folder.mkdir()
+(folder / "adapter_config.json").write_text(
+    json.dumps({"r": 8, "base_model_name_or_path": "/models/base", "peft_type": "LORA"})
+)
+(folder / "adapter_model.safetensors").write_bytes(b"0" * 100)
+"""
+TWO_ADAPTERS = (
+    RELATIVE_BASE
+    + LORA.replace("r=4", "r=8").replace("lora-3", "lora-8")
+    + LORA.replace("lora-3", "lora-4")
 )
 
 
@@ -450,6 +476,10 @@ def test_deploy_mistakes_are_named_before_anything_is_created(
         job.deploy(name="my model!")
     with pytest.raises(BtJupyterError, match="model= and port= are for the local backend"):
         job.deploy(port=9000)
+    # an adapter on a base that was a path on the training node: no inference node has it
+    on_a_path = _train(client, ON_A_PATH)
+    with pytest.raises(DeployError, match="'/models/base', a path on the job's node"):
+        on_a_path.deploy("lora-path")
     assert _graphql_sent(recorder, "create_model_version_from_inference_template") == []
 
     # the stand-in refuses what Baseten would, as a GraphQL error with the reason

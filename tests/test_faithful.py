@@ -111,6 +111,17 @@ def test_requirements_come_from_every_import_the_job_runs(
     assert f"requires  {_pin('PyYAML')}" in text
 
 
+def test_torch_reached_through_a_library_is_the_notebooks_torch(shell: InteractiveShell) -> None:
+    """peft and accelerate require torch: left unpinned, the job would get the newest
+    torch (another build, other numerics) instead of the notebook's."""
+    bundle = package_cell("import peft\n", shell.user_ns, PackageOptions())
+    assert _pin("torch") in bundle.requirements
+    assert not any(
+        r.startswith("torch")
+        for r in package_cell("import yaml\n", shell.user_ns, PackageOptions()).requirements
+    )
+
+
 def test_a_module_nothing_provides_is_named_before_sending(shell: InteractiveShell) -> None:
     with pytest.raises(DependencyError, match=r"the cell, line 2: `flash_attn_x` is not instal"):
         package_cell("x = 1\nimport flash_attn_x\n", shell.user_ns, PackageOptions())

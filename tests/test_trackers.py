@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
-from IPython.utils.capture import capture_output
 
-from bt_jupyter import Job, runtime
-from bt_jupyter.local.home import Home
-from bt_jupyter.local.store import new_id
-from tests.conftest import magics_on
+from bt_jupyter import runtime
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -38,12 +32,6 @@ print("callbacks", sorted(type(c).__name__ for c in trainer.callback_handler.cal
 print("report_to", trainer.args.report_to)
 trainer.train()
 """
-
-
-@pytest.fixture
-def ip(local_home: Home) -> Iterator[InteractiveShell]:
-    with magics_on(local_home, f"trackers-{new_id()}") as shell:
-        yield shell
 
 
 def _run_here(tmp_path: Path, script: str, checkpoint_dir: Path | None) -> str:
@@ -131,20 +119,9 @@ def test_the_hook_never_breaks_an_import(tmp_path: Path) -> None:
     assert "could not connect transformers.trainer to the job" in done.stdout
 
 
-@pytest.mark.timeout(600)
-def test_a_cell_with_a_trainer_and_no_bt_jupyter_calls_has_metrics_and_checkpoints(
-    ip: InteractiveShell,
-) -> None:
-    with capture_output() as out:
-        result = ip.run_cell(f"%%bt_train --name hf-trainer --wait -o run\n{TRAIN}")
-    assert result.success, out.stdout[-3000:] + out.stderr[-3000:]
-    job = ip.user_ns["run"]
-    assert isinstance(job, Job)
-    losses = [(r["step"], r["loss"]) for r in job.user_metrics() if "loss" in r]
-    assert [step for step, _ in losses] == [3, 6, 9, 12]
-    assert [c.checkpoint_id for c in job.checkpoints()] == ["checkpoint-6", "checkpoint-12"]
-    logs = [line.message for line in job.logs()]
-    assert any("Trainer checkpoints go to $BT_CHECKPOINT_DIR" in m for m in logs)
+# A job whose cell trains with a Trainer and calls nothing of bt_jupyter, its metrics per
+# logging step and its checkpoints listed: tests/test_notebooks.py runs
+# notebooks/finetune_lora.ipynb (TRL's SFTTrainer, a Trainer) and checks exactly that.
 
 
 def test_accelerate_logs_reach_the_job_through_its_tracker(tmp_path: Path) -> None:

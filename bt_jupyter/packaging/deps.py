@@ -38,6 +38,10 @@ IN_JOB_MODULES = frozenset({"bt_jupyter", "bt_jupyter.runtime", "bt_jupyter.trac
 #: installed alongside it: ``transformers.Trainer`` needs accelerate, a Llama tokenizer
 #: sentencepiece. Pinned with the library when they are installed here, or the job fails
 #: where the notebook worked.
+#: Distributions pinned to the notebook's version even when the job reaches them only
+#: through a pinned library (peft, accelerate -> torch): left unpinned, pip takes the
+#: newest, and the job trains with another torch than the notebook.
+FOLLOWED_DEPENDENCIES = ("torch",)
 COMPANIONS: dict[str, tuple[str, ...]] = {
     "transformers": ("accelerate", "sentencepiece"),
     "trl": ("peft",),
@@ -130,7 +134,27 @@ def requirements_for(
     for dist in RUNTIME_DISTRIBUTIONS:
         if (line := pin(dist)) is not None:
             pins.setdefault(canonicalize_name(dist), line)
+    for name in FOLLOWED_DEPENDENCIES:
+        needed = name not in pins and any(_depends_on(d, name) for d in pins)
+        if needed and (line := pin(name)) is not None:
+            pins[name] = line
     return [pins[k] for k in sorted(pins)]
+
+
+def _depends_on(dist: str, name: str) -> bool:
+    """Whether installed ``dist`` requires ``name`` (not only through an extra)."""
+    try:
+        requires = metadata.requires(dist) or []
+    except metadata.PackageNotFoundError:
+        return False
+    for line in requires:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(req.name) == name and "extra" not in str(req.marker or ""):
+            return True
+    return False
 
 
 def _installed(line: str) -> bool:
