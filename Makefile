@@ -38,7 +38,7 @@ typecheck: $(STAMP)
 # worker (--dist loadfile): a module's fixtures (a service on truss's fixed port 8000)
 # exist once. (xdist's loadgroup does not group under pytest 9 here: checked.)
 pytest: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 # The labextension's type check and unit tests (jest). The install's build hook has
 # installed node_modules from yarn.lock; they are reinstalled when the lockfile changes.

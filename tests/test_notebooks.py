@@ -11,17 +11,21 @@ from nbclient import NotebookClient
 
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.secrets import SecretStore
+from bt_jupyter.local.store import new_id
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def execute(name: str, home: Home, monkeypatch: pytest.MonkeyPatch) -> nbformat.NotebookNode:
-    """Execute ``notebooks/<name>`` in a real kernel; the notebook with its outputs."""
+    """Execute ``notebooks/<name>`` in a real kernel, in a folder of its own (what it
+    writes next to itself stays out of the repository); the notebook with its outputs."""
     monkeypatch.setenv("BT_JUPYTER_HOME", str(home.root))
     monkeypatch.setenv("BT_NOTEBOOK_BACKEND", "local")
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    folder = home.root.parent / f"notebook-{name.removesuffix('.ipynb')}-{new_id()}"
+    folder.mkdir()
     NotebookClient(
-        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
     ).execute()
     return nb
 
@@ -34,6 +38,8 @@ def run_notebook(name: str, home: Home, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def test_every_notebook_has_a_test() -> None:
     tested = {"quickstart.ipynb", "multinode.ipynb", "cloud.ipynb", "finetune_lora.ipynb"}
+    # (finetune_lora.ipynb: tests/test_notebook_lora.py, a file of its own so the two
+    # test workers share the notebooks' minutes)
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == tested
 
 
@@ -76,32 +82,3 @@ def test_cloud_notebook_runs_against_the_local_service(
     assert "checkpoints: ['checkpoint-5']" in out
     assert "losses: [1.0, 0.5, 0.3333333333333333, 0.25, 0.2]" in out
     assert "hf_notebook_test_value" not in out
-
-
-@pytest.mark.timeout(600)
-def test_lora_sft_trains_deploys_resumes_compares_and_loads_back(
-    local_home: Home, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """TRL's SFTTrainer with a PEFT LoRA adapter, no bt_jupyter calls in the training
-    code: the Trainer's own logs are the job's metrics and its checkpoints the job's."""
-    started = time.monotonic()
-    nb = execute("finetune_lora.ipynb", local_home, monkeypatch)
-    print(f"finetune_lora.ipynb: {time.monotonic() - started:.1f} s")
-    outputs = [out for cell in nb.cells for out in cell.get("outputs", [])]
-    out = "\n".join(o.get("text", "") for o in outputs)
-    shown = [o["data"] for o in outputs if "data" in o]
-    assert out.count("status: COMPLETED") == 2
-    losses = [float(x) for x in out.split("loss per logging step: [")[1].split("]")[0].split(",")]
-    assert len(losses) == 16  # every 5 steps of 80
-    assert losses[-1] < losses[0] / 2  # it learned the question format
-    assert "checkpoints: ['checkpoint-40', 'checkpoint-80']" in out
-    # the deployed adapter answers what it was taught
-    assert "Q: What is the capital of France? A: ' Paris" in out
-    assert "resuming from checkpoint-80" in out
-    assert "resumed checkpoints: ['checkpoint-120']" in out
-    # the comparison: a widget, with the table of differences as its text and HTML
-    (table,) = [d for d in shown if "final loss" in d.get("text/plain", "")]
-    assert "lora-sft-resumed" in table["text/plain"]
-    assert "application/vnd.jupyter.widget-view+json" in table
-    assert "<table" in table["text/html"]
-    assert "in the notebook: ' Tokyo" in out
