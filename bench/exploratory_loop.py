@@ -58,7 +58,8 @@ def notebook_once() -> float:
         nb,
         timeout=600,
         kernel_name="python3",
-        resources={"metadata": {"path": str(REPO / "notebooks")}},
+        # a folder of its own: the notebook writes tiny-base/ and bt_checkpoints/ there
+        resources={"metadata": {"path": tempfile.mkdtemp(prefix="bt_bench_nb_")}},
     ).execute()
     return time.monotonic() - started
 
