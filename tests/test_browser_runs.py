@@ -197,3 +197,33 @@ def test_a_multinode_jobs_widget_plots_the_leader_and_offers_the_other_nodes(
         select.select_option("1")
         expect(legend).to_have_count(2)
         widget.screenshot(path=str(ARTIFACTS / "widget-metrics-per-node.png"))
+
+
+@pytest.mark.timeout(300)
+def test_without_the_labextension_load_in_notebook_shows_and_copies_the_code(
+    local_home: Home, tmp_path: Path
+) -> None:
+    """VS Code, Colab and other frontends render the widget with no labextension: the
+    code is copied and shown, and no cell appears from nowhere."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    write_notebook(
+        tmp_path / "solo.ipynb",
+        "%load_ext bt_jupyter\n%bt_project browser-solo",
+        VALUES,
+        f"%%bt_train --name solo\n{CELL}",
+    )
+    with (
+        jupyterlab(local_home, tmp_path, without_labextension=True) as lab,
+        notebook_page(lab, "solo.ipynb", height=1200) as page,
+    ):
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        widget = page.locator(".btj-live", has_text="solo").first
+        expect(widget.locator("[data-testid=status]")).to_have_text("COMPLETED", timeout=120_000)
+        cells = page.locator(".jp-Notebook .jp-Cell").count()
+        widget.locator("[data-testid=load-checkpoint]").first.click()
+        snippet = widget.locator("[data-testid=load-snippet]")
+        expect(snippet.locator("pre")).to_contain_text("load_hf(checkpoint)")
+        expect(snippet).to_contain_text('.checkpoint("checkpoint-1")')
+        expect(snippet).to_contain_text("paste")
+        assert page.locator(".jp-Notebook .jp-Cell").count() == cells
+        widget.screenshot(path=str(ARTIFACTS / "widget-load-snippet.png"))

@@ -191,6 +191,37 @@ def test_a_cell_runs_through_s3_and_polling_like_on_baseten(
     assert problems == []
 
 
+@pytest.mark.timeout(300)
+def test_a_sweep_runs_as_jobs_of_one_project_and_compares_through_s3(
+    cloud: tuple[Client, Recorder], openapi_spec: dict[str, Any]
+) -> None:
+    """Each run a job of the same project, its bundle through S3; compare reads each
+    bundle's manifest from its presigned S3 URL and stops after it."""
+    client, recorder = cloud
+    cell = (
+        "from bt_jupyter.runtime import log_metrics\n"
+        "for step in range(3):\n    log_metrics(step=step, loss=lr / (step + 1))"
+    )
+    project = f"cloud-sweep-{new_id()}"
+    sweep = client.sweep(cell, {"lr": [1.0, 2.0]}, project, namespace={}, max_parallel=1)
+    sweep.wait(timeout=120, poll=0.2)
+    assert [r.status for r in sweep.runs] == ["COMPLETED", "COMPLETED"]
+    assert {job.project for job in sweep.jobs} == {project}
+    assert sweep.best("loss").label == "sweep lr=1"
+    table = sweep.compared().text()
+    assert "value lr" in table
+    assert "1.0" in table
+    assert "2.0" in table
+    openapi = OpenAPI(openapi_spec)
+    problems = [
+        p
+        for e in recorder.exchanges
+        if openapi.match(e.method, e.path) is not None
+        for p in _contract_problems(openapi, e)
+    ]
+    assert problems == []
+
+
 def test_upload_is_multipart_with_progress_and_remembered(
     cloud: tuple[Client, Recorder], s3_endpoint: str
 ) -> None:
