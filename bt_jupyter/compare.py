@@ -204,6 +204,16 @@ def pick_metric(runs: Sequence[Run], wanted: str | None = None) -> str | None:
     return ranked[0] if ranked else None
 
 
+def best_of(runs: Iterable[Run], metric: str) -> tuple[float, Run] | None:
+    """The run with the best ``metric`` (lowest or highest as the name says; lowest when
+    it says neither) and that value; None when no run recorded it."""
+    scored = [(value, run) for run in runs if (value := run.best(metric)) is not None]
+    if not scored:
+        return None
+    pick = max if better(metric) == "max" else min
+    return pick(scored, key=lambda pair: pair[0])
+
+
 def _ranked(metrics: Iterable[str]) -> list[str]:
     """The metrics with a best, ``eval_*`` first: the first ranks runs by default."""
     return sorted((m for m in metrics if better(m)), key=lambda m: (not m.startswith("eval"), m))
@@ -214,8 +224,10 @@ POINTS_PER_RUN = 300
 
 
 def thinned(records: list[dict[str, Any]], points: int = POINTS_PER_RUN) -> list[dict[str, Any]]:
+    """At most ``points`` records, evenly spaced, the last kept (a new list: views
+    compare the state they send by value)."""
     if len(records) <= points:
-        return records
+        return list(records)
     stride = len(records) / points
     return [records[int(i * stride)] for i in range(points - 1)] + [records[-1]]
 

@@ -17,7 +17,15 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from bt_jupyter import limits, spec
-from bt_jupyter.compare import CompareError, Comparison, Run, comparison_of, pick_metric, run_of
+from bt_jupyter.compare import (
+    CompareError,
+    Comparison,
+    Run,
+    best_of,
+    comparison_of,
+    pick_metric,
+    run_of,
+)
 from bt_jupyter.errors import BtJupyterError
 from bt_jupyter.packaging import Bundle, PackageOptions, names_read, package_cell
 from bt_jupyter.packaging.bundle import plain_python
@@ -266,12 +274,9 @@ class Sweep:
         if chosen is None:
             what = f"metric {metric!r}" if metric else "metric with a best (loss, accuracy, ...)"
             raise CompareError(f"no run of this sweep has recorded a {what} yet")
-        from bt_jupyter.compare import better
-
-        way = better(chosen) or "min"
-        scored = [(run.best(chosen), run) for run in finished if run.best(chosen) is not None]
-        pick = min if way == "min" else max
-        return pick(scored, key=lambda pair: pair[0] or 0.0)[1]
+        found = best_of(finished, chosen)
+        assert found is not None  # every finished run has the chosen metric
+        return found[1]
 
     def deploy_best(self, metric: str | None = None, checkpoint: str = "latest") -> Deployment:
         return self.best(metric).job.deploy(checkpoint)

@@ -127,6 +127,17 @@ def _bundle(cell: str, **namespace: Any) -> Any:
     return package_cell(cell, shell.user_ns, PackageOptions(outputs=("answer",)))
 
 
+def _off_contract(openapi_spec: dict[str, Any], recorder: Recorder) -> list[str]:
+    """What any recorded exchange of a documented operation did against Baseten's spec."""
+    openapi = OpenAPI(openapi_spec)
+    return [
+        problem
+        for e in recorder.exchanges
+        if openapi.match(e.method, e.path) is not None
+        for problem in _contract_problems(openapi, e)
+    ]
+
+
 @pytest.mark.timeout(240)
 def test_a_cell_runs_through_s3_and_polling_like_on_baseten(
     cloud: tuple[Client, Recorder], openapi_spec: dict[str, Any], tmp_path: Path
@@ -181,14 +192,7 @@ def test_a_cell_runs_through_s3_and_polling_like_on_baseten(
 
     local = [e for e in recorder.exchanges if e.path.startswith("/v1/local/")]
     assert [e.path for e in local if "checkpoint_files" not in e.path] == []
-    openapi = OpenAPI(openapi_spec)
-    problems = [
-        p
-        for e in recorder.exchanges
-        if openapi.match(e.method, e.path) is not None
-        for p in _contract_problems(openapi, e)
-    ]
-    assert problems == []
+    assert _off_contract(openapi_spec, recorder) == []
 
 
 @pytest.mark.timeout(300)
@@ -212,14 +216,7 @@ def test_a_sweep_runs_as_jobs_of_one_project_and_compares_through_s3(
     assert "value lr" in table
     assert "1.0" in table
     assert "2.0" in table
-    openapi = OpenAPI(openapi_spec)
-    problems = [
-        p
-        for e in recorder.exchanges
-        if openapi.match(e.method, e.path) is not None
-        for p in _contract_problems(openapi, e)
-    ]
-    assert problems == []
+    assert _off_contract(openapi_spec, recorder) == []
 
 
 def test_upload_is_multipart_with_progress_and_remembered(

@@ -26,6 +26,7 @@ import traitlets
 
 from bt_jupyter import api, runtime
 from bt_jupyter.client import log_text, node_of
+from bt_jupyter.compare import summarize_metrics, thinned
 from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import BtJupyterError, ConnectionFailed
 from bt_jupyter.jobs import Job
@@ -466,7 +467,7 @@ class JobWatcher:
         with self.lock:
             state["log_tail"] = list(self.tail)
             state["log_count"] = self.count
-            state["metrics"] = _downsample(self.records, METRIC_POINTS)
+            state["metrics"] = thinned(self.records, METRIC_POINTS)
         moved = "status" in state and state["status"] != self.widget.status
         with self.widget.hold_sync():
             for name, value in state.items():
@@ -513,7 +514,7 @@ def _system_records(metrics: api.GetTrainingJobMetricsResponseV1) -> list[dict[s
         put(metrics.per_node_metrics[0].node_id, "cache GB", metrics.cache.usage_bytes, 1e-9)
     records = sorted(by_key.values(), key=lambda r: r["time"])
     nodes = max(1, len(metrics.per_node_metrics))
-    return _downsample(records, min(SYSTEM_POINTS * nodes, max(SYSTEM_RECORDS, 20 * nodes)))
+    return thinned(records, min(SYSTEM_POINTS * nodes, max(SYSTEM_RECORDS, 20 * nodes)))
 
 
 def _resources(metrics: api.GetTrainingJobMetricsResponseV1) -> list[dict[str, Any]]:
@@ -536,13 +537,6 @@ def _resources(metrics: api.GetTrainingJobMetricsResponseV1) -> list[dict[str, A
     return found
 
 
-def _downsample(records: list[dict[str, Any]], points: int) -> list[dict[str, Any]]:
-    if len(records) <= points:
-        return list(records)
-    stride = len(records) / points
-    return [records[int(i * stride)] for i in range(points - 1)] + [records[-1]]
-
-
 def _millis(timestamp_ns: str) -> int | None:
     try:
         return int(timestamp_ns) // 1_000_000
@@ -552,12 +546,7 @@ def _millis(timestamp_ns: str) -> int | None:
 
 def final_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
     """The last value of each metric (what the static summary shows)."""
-    last: dict[str, float] = {}
-    for record in records:
-        for name, value in record.items():
-            if name not in ("step", "time", "node") and isinstance(value, int | float):
-                last[name] = float(value)
-    return last
+    return {name: summary.final for name, summary in summarize_metrics(records).items()}
 
 
 def _readable_time(at: str) -> str:

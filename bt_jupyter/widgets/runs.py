@@ -19,7 +19,7 @@ import traitlets
 from bt_jupyter.compare import (
     Comparison,
     Run,
-    better,
+    best_of,
     comparison_of,
     run_of,
     run_row,
@@ -121,10 +121,11 @@ class RunsWidget(anywidget.AnyWidget):
     def _watch(self) -> None:
         while not self._closed.wait(REFRESH_SECONDS):
             try:
-                if self.publish() is not None and self.done:
-                    return
+                self.publish()
             except BtJupyterError:
                 continue  # the service is away for a moment: look again
+            if self.done:
+                return
 
     # ---- actions
 
@@ -162,16 +163,12 @@ class RunsWidget(anywidget.AnyWidget):
         return self.sweep.jobs if self.sweep is not None else self.jobs
 
     def _deploy_best(self, metric: str) -> None:
-        way = better(metric) or "min"
-        scored = [
-            (run.best(metric), run)
-            for run in self.comparison.runs
-            if run.job.status.is_terminal and run.best(metric) is not None
-        ]
-        if not scored:
+        ended = [run for run in self.comparison.runs if run.job.status.is_terminal]
+        found = best_of(ended, metric)
+        if found is None:
             self.message = f"no ended run has recorded {metric or 'a metric'} yet"
             return
-        value, run = (min if way == "min" else max)(scored, key=lambda pair: pair[0] or 0.0)
+        value, run = found
         self.message = f"deploying the latest checkpoint of {run.label} ({metric} {value:.4g})…"
         try:
             deployment = run.job.deploy("latest").wait()
