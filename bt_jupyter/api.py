@@ -616,6 +616,22 @@ class InteractiveSessionV1(_Response):
     working_directory: str | None = None
 
 
+class SignSSHCertificateRequestV1(_Request):
+    """Sign a public key for one node of a job (``replica_id``: the node, ``"0"``...)."""
+
+    public_key: str = Field(max_length=limits.MAX_SSH_PUBLIC_KEY_CHARS)
+    replica_id: str | None = Field(default=None, max_length=limits.MAX_NAME_CHARS)
+
+
+class SignSSHCertificateResponseV1(_Response):
+    """A short-lived certificate for the SSH proxy, and the JWT the proxy admits it with."""
+
+    ssh_certificate: str
+    jwt: str
+    proxy_address: str
+    ssh_cert_expires_at: datetime
+
+
 class PatchInteractiveSessionRequestV1(_Request):
     """Only what is given changes: ``timeout_minutes`` is added (-1: ten years)."""
 

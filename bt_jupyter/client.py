@@ -494,6 +494,17 @@ class ApiClient:
         )
         return api.PatchInteractiveSessionResponseV1.model_validate(response.json())
 
+    def sign_ssh(
+        self, project_id: str, job_id: str, public_key: str, node: int
+    ) -> api.SignSSHCertificateResponseV1:
+        """A short-lived certificate for ``public_key`` on one node of the job, with the
+        JWT and address of the SSH proxy that admits it (what ``truss ssh`` signs)."""
+        body = api.SignSSHCertificateRequestV1(public_key=public_key, replica_id=str(node))
+        response = self.request(
+            "POST", f"{self._job_path(project_id, job_id)}/ssh/sign", json=body.model_dump()
+        )
+        return api.SignSSHCertificateResponseV1.model_validate(response.json())
+
     # ------------------------------------------------------------------ capacity, queue
 
     def capacity(self) -> api.GetTrainingGpuCapacityResponseV1:

@@ -156,3 +156,38 @@ class JobTraceback(JobFailed):
 
     def _render_traceback_(self) -> list[str]:
         return [*self.remote_traceback, "", f"\x1b[0;31mJobFailed\x1b[0m: {self}"]
+
+
+# ------------------------------------------------------------- live sessions
+
+
+class SessionError(BtJupyterError):
+    """A live session (``%bt_session``, ``%%bt_remote``) cannot do what was asked."""
+
+
+class NoLiveSession(SessionError):
+    """A remote cell or transfer with no session started or attached."""
+
+
+class SessionEnded(SessionError):
+    """The session's job has ended: its kernels are gone."""
+
+
+class SessionRefused(SessionError):
+    """The SSH proxy or the node refused the connection; the message says why."""
+
+
+class TransferError(SessionError):
+    """A value could not be pushed to or pulled from a session."""
+
+
+class RemoteCellError(SessionError):
+    """A remote cell raised: shown as the remote kernel's traceback (its frames name the
+    notebook cell's lines), as a local error would be."""
+
+    def __init__(self, message: str, remote_traceback: list[str]) -> None:
+        super().__init__(message)
+        self.remote_traceback = remote_traceback
+
+    def _render_traceback_(self) -> list[str]:
+        return list(self.remote_traceback) or [str(self)]

@@ -39,6 +39,7 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "MAX_SEARCH_STATUSES",
     "MAX_SESSION_MINUTES",
+    "MAX_SSH_PUBLIC_KEY_CHARS",
     "MAX_STEP_SECONDS",
     "MAX_TEXT_CHARS",
     "MAX_VOLUME_GIB",
@@ -76,6 +77,8 @@ MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
 MAX_SESSION_MINUTES = 7 * 24 * 60
 #: Project, job, team, checkpoint and secret names: a file name's length on every disk.
 MAX_NAME_CHARS = 255
+#: An OpenSSH public key line (an RSA-16384 key is about 2,800 characters).
+MAX_SSH_PUBLIC_KEY_CHARS = 8 * 1024
 #: Runs of one sweep, even with --sweep-max: each is a job packaged in this kernel.
 MAX_SWEEP_RUNS = 1000
 #: An environment variable's name and value, and one start command: ``execve`` refuses a

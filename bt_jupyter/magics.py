@@ -11,12 +11,10 @@ import contextvars
 import getpass
 import itertools
 import json
-import shlex
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
@@ -30,133 +28,12 @@ from bt_jupyter.compare import compare
 from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import BtJupyterError, InvalidConfigError
 from bt_jupyter.jobs import Client, Job, OutputsState, TracebackHold
+from bt_jupyter.magic_args import Parser, bounded, parse_line, recorded_options, train_parser
 from bt_jupyter.packaging import Bundle, PackageOptions, describe, package_cell, runs_bundle
-from bt_jupyter.packaging.capture import shown_value
 from bt_jupyter.packaging.export import export_project
+from bt_jupyter.session_magics import SessionMagics
 from bt_jupyter.sessions import session_line
 from bt_jupyter.widgets import in_kernel
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message} (see {self.prog}?)")
-
-
-def _bounded(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: an integer in ``[low, high]`` (limits.py), else one clear line."""
-
-    def parse(raw: str) -> int:
-        text = raw.strip()
-        if not (text.lstrip("-").isascii() and text.lstrip("-").isdigit()) or len(text) > 30:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {limits.shown(raw)}")
-        try:
-            return limits.check_int(int(text), low, high)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    parse.__name__ = "integer"  # what argparse calls the type in its messages
-    return parse
-
-
-def _train_parser() -> _Parser:
-    p = _Parser(prog="%%bt_train", add_help=False)
-    p.add_argument("-p", "--project")
-    p.add_argument("--team", help="the team (name or id) whose project the job goes in")
-    p.add_argument("-n", "--name")
-    p.add_argument("-g", "--gpu", help="accelerator per node, e.g. H100:8")
-    p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--cpu", type=int, default=None)
-    p.add_argument("--memory")
-    p.add_argument("--spot", action="store_true")
-    p.add_argument(
-        "--interactive",
-        choices=[t.value for t in spec.InteractiveSessionTrigger],
-        help="open an interactive session on each node: at start, on failure, or on demand",
-    )
-    p.add_argument(
-        "--interactive-timeout",
-        type=_bounded(1, limits.MAX_SESSION_MINUTES),
-        metavar="MIN",
-        help="minutes before the interactive session times out (default 480)",
-    )
-    p.add_argument(
-        "--priority",
-        type=_bounded(limits.MIN_PRIORITY, limits.MAX_PRIORITY),
-        help="queue priority: while it waits for GPUs, higher starts first",
-    )
-    p.add_argument("--base-image")
-    p.add_argument("--image-python", metavar="X.Y", help="the Python of an unknown --base-image")
-    p.add_argument("--pip", action="append", default=[])
-    p.add_argument("--requirements", type=Path)
-    p.add_argument("--include", action="append", default=[])
-    p.add_argument(
-        "--weights",
-        action="append",
-        default=[],
-        metavar="SOURCE:/MOUNT",
-        help="mirror weights (hf://, s3://, https://, ...) and mount them read-only at /MOUNT",
-    )
-    p.add_argument("--weights-secret", metavar="NAME", help="the secret --weights sources read")
-    p.add_argument("--env", action="append", default=[], metavar="K=V")
-    p.add_argument("--secret", action="append", default=[], metavar="NAME[:ENV_VAR]")
-    p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=False)
-    p.add_argument("--legacy-hf-cache", action="store_true")
-    p.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--checkpoint-path")
-    p.add_argument("--checkpoint-volume-gib", type=_bounded(1, limits.MAX_VOLUME_GIB))
-    p.add_argument("--load-checkpoint", metavar="latest|JOB_ID[:NAME]")
-    p.add_argument("--launcher", choices=["torchrun"])
-    p.add_argument("--nproc-per-node", type=_bounded(1, limits.MAX_NPROC_PER_NODE))
-    p.add_argument("--out", default="", metavar="VARS")
-    p.add_argument("--backend", choices=["local", "baseten"])
-    p.add_argument("--wait", action="store_true")
-    p.add_argument("--dry-run", action="store_true")
-    p.add_argument("-o", dest="bind", metavar="VAR")
-    p.add_argument(
-        "--sweep",
-        action="append",
-        default=[],
-        metavar="NAME=V1,V2",
-        help="one job per combination of these notebook values (a grid)",
-    )
-    p.add_argument("--sweep-max-parallel", type=_bounded(1, limits.MAX_SWEEP_RUNS), metavar="N")
-    p.add_argument(
-        "--sweep-max",
-        type=_bounded(1, limits.MAX_SWEEP_RUNS),
-        default=sweeps.DEFAULT_MAX_RUNS,
-        metavar="N",
-        help=f"allow a sweep of more than {sweeps.DEFAULT_MAX_RUNS} runs",
-    )
-    return p
-
-
-#: Options that only say how to run this cell here, not what the job is.
-_NOT_RECORDED = {"wait", "dry_run", "bind", "backend", "sweep", "sweep_max", "sweep_max_parallel"}
-
-
-def recorded_options(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    """The ``%%bt_train`` options the user set, as the job's manifest keeps them (to
-    tell runs apart when comparing): ``--env`` values of secret-looking names hidden."""
-    defaults = vars(_train_parser().parse_args([]))
-    found = []
-    for dest, value in sorted(vars(args).items()):
-        if dest in _NOT_RECORDED or value == defaults.get(dest) or value in (None, [], ""):
-            continue
-        if dest == "env":
-            value = [
-                f"{k}={'***' if shown_value(k, v) is None else v}"
-                for k, _, v in (pair.partition("=") for pair in value)
-            ]
-        text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
-        found.append((f"--{dest.replace('_', '-')}", text[:200]))
-    return tuple(found)
-
-
-def _parse(parser: _Parser, line: str) -> argparse.Namespace:
-    try:
-        return parser.parse_args(shlex.split(line))
-    except ValueError as exc:  # unbalanced quotes
-        raise UsageError(f"{parser.prog}: {exc}") from None
 
 
 def _env(pairs: list[str], secrets: list[str]) -> dict[str, str | spec.SecretReference]:
@@ -392,6 +269,8 @@ class BtMagics(Magics):
         self._model_bundle: Bundle | None = None
         self._binder = OutputBinder(shell) if shell is not None else None
         self._cell_number: int | None = None
+        #: The live sessions of this notebook (%bt_session, %%bt_remote).
+        self.live = SessionMagics(self)
         if shell is not None:
             shell.events.register("pre_run_cell", self._note_cell)
 
@@ -451,7 +330,7 @@ class BtMagics(Magics):
     @cell_magic
     def bt_train(self, line: str, cell: str) -> None:
         """Run this cell as a training job: ``%%bt_train --gpu H100:8 --nodes 2``."""
-        args = _parse(_train_parser(), self._expand(line))
+        args = parse_line(train_parser(), self._expand(line))
         project_name = args.project or self.default_project
         try:
             project = self._project(args, project_name)
@@ -634,11 +513,11 @@ class BtMagics(Magics):
     @line_magic
     def bt_jobs(self, line: str) -> None:
         """``%bt_jobs [--project P] [--status S] [--all]``: recent jobs as a table."""
-        parser = _Parser(prog="%bt_jobs", add_help=False)
+        parser = Parser(prog="%bt_jobs", add_help=False)
         parser.add_argument("--project")
         parser.add_argument("--status")
         parser.add_argument("--all", action="store_true")
-        args = _parse(parser, line)
+        args = parse_line(parser, line)
         project = None if args.all else (args.project or self.default_project)
         try:
             jobs = self.client().jobs(project=project, status=args.status)
@@ -659,10 +538,10 @@ class BtMagics(Magics):
     @line_magic
     def bt_priority(self, line: str) -> None:
         """``%bt_priority JOB_ID N``: move a PENDING job in the queue (higher starts first)."""
-        parser = _Parser(prog="%bt_priority", add_help=False)
+        parser = Parser(prog="%bt_priority", add_help=False)
         parser.add_argument("job_id")
-        parser.add_argument("priority", type=_bounded(limits.MIN_PRIORITY, limits.MAX_PRIORITY))
-        args = _parse(parser, line)
+        parser.add_argument("priority", type=bounded(limits.MIN_PRIORITY, limits.MAX_PRIORITY))
+        args = parse_line(parser, line)
         job = self._job(args.job_id)
         if job.status != spec.TrainingJobStatus.PENDING:
             raise UsageError(
@@ -698,11 +577,11 @@ class BtMagics(Magics):
     @line_magic
     def bt_logs(self, line: str) -> None:
         """``%bt_logs JOB_ID [--tail N] [--node R]``."""
-        parser = _Parser(prog="%bt_logs", add_help=False)
+        parser = Parser(prog="%bt_logs", add_help=False)
         parser.add_argument("job_id")
-        parser.add_argument("--tail", type=_bounded(1, 10**9))
-        parser.add_argument("--node", type=_bounded(0, limits.MAX_NODE_COUNT - 1))
-        args = _parse(parser, line)
+        parser.add_argument("--tail", type=bounded(1, 10**9))
+        parser.add_argument("--node", type=bounded(0, limits.MAX_NODE_COUNT - 1))
+        args = parse_line(parser, line)
         lines = self._job(args.job_id).logs(node=args.node)
         for log in lines[-args.tail :] if args.tail else lines:
             print(log_text(log.replica, log.message))
@@ -733,13 +612,13 @@ class BtMagics(Magics):
         """``%bt_cache [PROJECT] [--team T] [--sort filepath|size|modified|type|permissions]
         [--order asc|desc] [-o table|csv|json]``: the project's training cache, as
         ``truss train cache summarize`` shows it (a sortable table in a notebook)."""
-        parser = _Parser(prog="%bt_cache", add_help=False)
+        parser = Parser(prog="%bt_cache", add_help=False)
         parser.add_argument("project", nargs="?")
         parser.add_argument("--team")
         parser.add_argument("--sort", choices=SORTS, default="filepath")
         parser.add_argument("--order", choices=["asc", "desc"], default="asc")
         parser.add_argument("-o", "--output-format", choices=["table", "csv", "json"])
-        args = _parse(parser, line)
+        args = parse_line(parser, line)
         try:
             view = self.client().cache(
                 args.project or self.default_project, args.team, args.sort, args.order == "desc"
@@ -760,14 +639,22 @@ class BtMagics(Magics):
 
     @line_magic
     def bt_session(self, line: str) -> None:
-        """``%bt_session JOB_ID``: the job's interactive sessions (per node: auth code, URL,
-        expiry, working directory); ``%bt_session update JOB_ID [--trigger T]
-        [--timeout MIN]`` changes them (minutes are added; -1: ten years)."""
-        parser = _Parser(prog="%bt_session", add_help=False)
+        """Live sessions: ``%bt_session start [%%bt_train options] [--timeout 45m]
+        [--init-distributed] [-o VAR]``, ``attach JOB_ID``, ``stop [JOB_ID]``, ``list``,
+        ``status``; cells run in them with ``%%bt_remote``.
+
+        Baseten's interactive sessions of a job (per node: auth code, URL, expiry):
+        ``%bt_session JOB_ID``; ``%bt_session update JOB_ID [--trigger T] [--timeout MIN]``
+        changes them (minutes are added; -1: ten years)."""
+        words = line.split()
+        if words and words[0] in ("start", "attach", "stop", "list", "status"):
+            self.live.session(words, self._expand(line) if words[0] == "start" else line)
+            return
+        parser = Parser(prog="%bt_session", add_help=False)
         parser.add_argument("words", nargs="+", metavar="[update] JOB_ID")
         parser.add_argument("--trigger", choices=[t.value for t in spec.InteractiveSessionTrigger])
-        parser.add_argument("--timeout", type=_bounded(-1, limits.MAX_SESSION_MINUTES))
-        args = _parse(parser, line)
+        parser.add_argument("--timeout", type=bounded(-1, limits.MAX_SESSION_MINUTES))
+        args = parse_line(parser, line)
         update = args.words[0] == "update"
         if len(args.words) != 1 + update:
             raise UsageError("usage: %bt_session [update] JOB_ID [--trigger T] [--timeout MIN]")
@@ -786,15 +673,33 @@ class BtMagics(Magics):
         for s in found:
             print(session_line(s))
 
+    @no_var_expand
+    @cell_magic
+    def bt_remote(self, line: str, cell: str) -> None:
+        """Run this cell in the live session: ``%%bt_remote [--node N | --all] [-o VAR]``
+        (variables persist there; Stop interrupts the remote cell, not the session)."""
+        self.live.remote(line, cell)
+
+    @line_magic
+    def bt_push(self, line: str) -> None:
+        """``%bt_push VAR ... [--node N]``: send notebook values to the session (all nodes
+        unless --node), with %%bt_train's capture rules and size limit."""
+        self.live.push(line)
+
+    @line_magic
+    def bt_pull(self, line: str) -> None:
+        """``%bt_pull VAR ... [--node N]``: bring session values into the notebook."""
+        self.live.pull(line)
+
     @line_magic
     def bt_compare(self, line: str) -> None:
         """``%bt_compare JOB JOB ...`` or ``%bt_compare --project P --last 5``: their
         metrics on one chart and a table of what differed."""
-        parser = _Parser(prog="%bt_compare", add_help=False)
+        parser = Parser(prog="%bt_compare", add_help=False)
         parser.add_argument("job_ids", nargs="*", metavar="JOB_ID")
         parser.add_argument("--project")
-        parser.add_argument("--last", type=_bounded(1, 50), default=None)
-        args = _parse(parser, line)
+        parser.add_argument("--last", type=bounded(1, 50), default=None)
+        args = parse_line(parser, line)
         if args.job_ids and args.project:
             raise UsageError("%bt_compare: name jobs, or --project P --last N, not both")
         try:
@@ -826,9 +731,9 @@ class BtMagics(Magics):
     @cell_magic
     def bt_model(self, line: str, cell: str) -> None:
         """``%%bt_model``: a Truss-style ``class Model`` (load, predict) for deployments."""
-        parser = _Parser(prog="%%bt_model", add_help=False)
+        parser = Parser(prog="%%bt_model", add_help=False)
         parser.add_argument("--pip", action="append", default=[])
-        args = _parse(parser, line)
+        args = parse_line(parser, line)
         try:
             bundle = package_cell(cell, self._ns, PackageOptions(pip=tuple(args.pip)))
         except BtJupyterError as exc:
@@ -842,14 +747,14 @@ class BtMagics(Magics):
     def bt_deploy(self, line: str) -> Deployment:
         """``%bt_deploy JOB_ID [CHECKPOINT] [--name N] [--model] [--gpu G] [--hf-secret S]``:
         serve a checkpoint (``--gpu`` and ``--hf-secret`` are for Baseten's vLLM serving)."""
-        parser = _Parser(prog="%bt_deploy", add_help=False)
+        parser = Parser(prog="%bt_deploy", add_help=False)
         parser.add_argument("job_id")
         parser.add_argument("checkpoint", nargs="?", default="latest")
         parser.add_argument("--name")
         parser.add_argument("--model", action="store_true", help="use the last %%bt_model class")
         parser.add_argument("--gpu", help="Baseten: GPU to serve on, e.g. H100:1")
         parser.add_argument("--hf-secret", help="Baseten: the secret to pass as HF_TOKEN")
-        args = _parse(parser, line)
+        args = parse_line(parser, line)
         if args.model and self._model_bundle is None:
             raise UsageError("--model: run a %%bt_model cell first")
         job = self._job(args.job_id)
@@ -891,11 +796,11 @@ class BtMagics(Magics):
         """``%bt_export JOB_ID DIR [--entrypoint CMD]``: write a truss train project
         (config.py + files); ``--entrypoint`` replaces its start commands, as
         ``truss train push --entrypoint`` would."""
-        parser = _Parser(prog="%bt_export", add_help=False)
+        parser = Parser(prog="%bt_export", add_help=False)
         parser.add_argument("job_id")
         parser.add_argument("dir", type=Path)
         parser.add_argument("--entrypoint")
-        args = _parse(parser, line)
+        args = parse_line(parser, line)
         if args.job_id not in self._submitted:
             raise UsageError(
                 f"job {args.job_id} was not submitted from this kernel; re-run its cell with "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import datetime
 import json
 import linecache
 import os
@@ -209,6 +210,55 @@ def run_cell(bundle: Path) -> int:
     return 0
 
 
+def run_session(bundle: Path, idle_timeout: float, init_distributed: bool) -> int:
+    """Session mode: the packaged state, then this node's live kernel (session_kernel)."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    mismatch = _python_mismatch(manifest)
+    if mismatch:
+        print(mismatch, file=sys.stderr, flush=True)
+        return 1
+    register_sources(manifest.get("sources") or {})
+    trackers.install()
+    namespace = load_cell_namespace(bundle)
+    if init_distributed:
+        _init_distributed()
+    from bt_jupyter import session_kernel
+
+    return session_kernel.serve(namespace, idle_timeout)
+
+
+def _init_distributed() -> None:
+    """One process group across the job's nodes (one process per node: a session is
+    interactive), with the variables torch's own launchers set, so a remote cell can call
+    collectives: gloo on CPU, nccl where the node has GPUs."""
+    import torch
+    import torch.distributed as dist
+
+    nodes = int(os.environ.get("BT_GROUP_SIZE") or 1)
+    rank = int(os.environ.get("BT_NODE_RANK") or 0)
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(nodes),
+        LOCAL_RANK="0",
+        LOCAL_WORLD_SIZE="1",
+        MASTER_ADDR=os.environ.get("BT_LEADER_ADDR", "127.0.0.1"),
+        MASTER_PORT=_rendezvous_port(),
+    )
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    timeout = float(os.environ.get("BT_RDZV_TIMEOUT_S") or RDZV_TIMEOUT_S)
+    print(f"torch.distributed: joining {backend} group as rank {rank} of {nodes}", flush=True)
+    dist.init_process_group(
+        backend, rank=rank, world_size=nodes, timeout=datetime.timedelta(seconds=timeout)
+    )
+    print(f"torch.distributed: rank {rank} of {nodes} ready ({backend})", flush=True)
+
+
+def _rendezvous_port() -> str:
+    """The leader's port for the job's process group: the same on every node."""
+    job = os.environ.get("BT_TRAINING_JOB_ID", "")
+    return os.environ.get("BT_MASTER_PORT") or str(29500 + zlib.crc32(job.encode()) % 1000)
+
+
 def _exit_code(exc: SystemExit) -> int:
     """The exit code of a cell's ``raise SystemExit(...)`` / ``sys.exit(...)``.
 
@@ -250,8 +300,7 @@ def _torchrun(nproc: int | None) -> int:
     per_node = nproc or _gpus_on_node()
     nodes = int(os.environ.get("BT_GROUP_SIZE") or 1)
     leader = os.environ.get("BT_LEADER_ADDR", "127.0.0.1")
-    job = os.environ.get("BT_TRAINING_JOB_ID", "")
-    port = os.environ.get("BT_MASTER_PORT") or str(29500 + zlib.crc32(job.encode()) % 1000)
+    port = _rendezvous_port()
     timeout = os.environ.get("BT_RDZV_TIMEOUT_S") or str(RDZV_TIMEOUT_S)
     if nodes > 1 and leader not in ("127.0.0.1", "localhost"):
         for name, value in MULTINODE_NCCL_ENV.items():
@@ -284,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launcher", choices=["torchrun"])
     parser.add_argument("--nproc-per-node", type=int)
     parser.add_argument("--bundle", type=Path, default=Path(BUNDLE_DIR))
+    parser.add_argument("--session", action="store_true", help="serve a live kernel")
+    parser.add_argument("--idle-timeout", type=float, default=30 * 60)
+    parser.add_argument("--init-distributed", action="store_true")
     args = parser.parse_args(argv)
     # One write per line (not per print() argument): lines of processes sharing a pipe,
     # such as torchrun's workers, then never interleave mid-line.
@@ -292,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.launcher == "torchrun":
         return _torchrun(args.nproc_per_node)
     sys.path.insert(0, str(Path.cwd()))
+    if args.session:
+        return run_session(args.bundle.resolve(), args.idle_timeout, args.init_distributed)
     return run_cell(args.bundle.resolve())
 
 

@@ -231,7 +231,7 @@ def test_compare_of_runs_with_no_common_metric_says_so_in_one_line(
 
 
 def test_what_compare_shows_never_holds_a_secret_and_values_are_never_run() -> None:
-    from bt_jupyter.magics import _train_parser, recorded_options
+    from bt_jupyter.magic_args import recorded_options, train_parser
     from bt_jupyter.packaging.capture import shown_value
 
     assert shown_value("lr", 3e-4) == "0.0003"
@@ -241,7 +241,7 @@ def test_what_compare_shows_never_holds_a_secret_and_values_are_never_run() -> N
     assert shown_value("pair", ("a", "sk-live-123")) is None
     assert shown_value("text", "x" * 100) is None  # too long to read in a table
     assert shown_value("frame", object()) is None
-    args = _train_parser().parse_args(
+    args = train_parser().parse_args(
         ["--gpu", "H100:1", "--env", "SEED=1", "--env", "API_KEY=abc", "--wait", "--sweep", "a=1"]
     )
     options = dict(recorded_options(args))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -77,4 +78,8 @@ class Backend(Protocol):
 
     def deployments(self, job_id: str) -> list[Deployment]:
         """The deployments started from ``job_id`` that this service lists."""
+        ...
+
+    def ssh_proxy_tls(self) -> ssl.SSLContext:
+        """How to check the SSH proxy's TLS certificate (live sessions)."""
         ...

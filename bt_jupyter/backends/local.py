@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 
 from bt_jupyter import api, spec
@@ -81,3 +82,9 @@ class LocalBackend:
         return [
             LocalDeployment(self.rest, w) for w in self.rest.deployments() if w.job_id == job_id
         ]
+
+    def ssh_proxy_tls(self) -> ssl.SSLContext:
+        """Trust exactly the local proxy's self-signed certificate (asked of the service,
+        over the API key)."""
+        pem = self.rest.request("GET", "/v1/local/ssh/proxy_certificate").text
+        return ssl.create_default_context(cadata=pem)

@@ -41,6 +41,7 @@ from bt_jupyter.local.routes import (
     s3_api,
     secrets,
     sessions,
+    ssh,
 )
 from bt_jupyter.local.state import ServiceState, State
 from bt_jupyter.local.wire import HttpError
@@ -164,6 +165,7 @@ def build_app(state: ServiceState) -> FastAPI:
         artifacts.router,
         secrets.router,
         sessions.router,
+        ssh.router,
     ):
         app.include_router(router, dependencies=key)
     # no API key: health, and downloads whose URL carries its signature

@@ -171,6 +171,15 @@ class Home:
     def job_dir(self, job_id: str) -> Path:
         return inside(self.root / "jobs", job_id, "job id")
 
+    def node_work(self, job_id: str, node: int) -> Path:
+        """A node's working directory: node 0 runs in the unpacked files, the others in
+        their own copies, as on separate machines."""
+        return self.job_dir(job_id) / ("work" if node == 0 else f"work-node-{node}")
+
+    def node_home(self, job_id: str, node: int) -> Path:
+        """A node's ``$HOME``."""
+        return self.job_dir(job_id) / f"home-node-{node}"
+
     def project_cache(self, project_id: str) -> Path:
         return inside(self.root / "cache" / "projects", project_id, "project id")
 

@@ -388,7 +388,7 @@ class Runner:
         for rank, gpu_indices in enumerate(plan):
             cwd = work if rank == 0 else self._node_copy(work, rank)
             node_env = self.node_envs[rank]
-            home = self.dir / f"home-node-{rank}"
+            home = self.home.node_home(self.job.id, rank)
             home.mkdir(parents=True, exist_ok=True)
             path = [str(node_env.bin), *(str(layer.bin) for layer in self.layers)]
             env = {"PATH": os.pathsep.join([*path, envs.IMAGE_PATH]), "HOME": str(home)}
@@ -432,7 +432,7 @@ class Runner:
 
     def _node_copy(self, work: Path, rank: int) -> Path:
         """Each node has its own files, as on separate machines."""
-        target = self.dir / f"work-node-{rank}"
+        target = self.home.node_work(self.job.id, rank)
         if not target.exists():
             shutil.copytree(work, target, symlinks=True)
         return target

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -25,6 +25,10 @@ from bt_jupyter.local.home import Home
 from bt_jupyter.local.settings import Settings, s3_client
 from bt_jupyter.local.store import JobRow, ProjectRow, Store
 from bt_jupyter.local.wire import HttpError, not_found, utc
+
+if TYPE_CHECKING:  # imported with the first session (asyncssh takes a while to import)
+    from bt_jupyter.local.ssh_authority import SshAuthority
+    from bt_jupyter.local.ssh_proxy import SshProxy
 
 S = spec.TrainingJobStatus
 #: Statuses of a job that holds its GPUs (released from the queue, not ended).
@@ -54,12 +58,37 @@ class ServiceState:
         self._queue_wake = threading.Event()
         self._closed = threading.Event()
         self._queue = threading.Thread(target=self._watch_queue, name="queue", daemon=True)
+        self._ssh_lock = threading.Lock()
+        self._ssh: tuple[SshAuthority, SshProxy] | None = None
 
     def start(self) -> None:
         """Start releasing PENDING jobs as capacity frees up (a restart resumes the queue)."""
         self._queue.start()
 
+    def sign_ssh(
+        self, job: JobRow, body: api.SignSSHCertificateRequestV1
+    ) -> api.SignSSHCertificateResponseV1:
+        """Sign for a node of ``job``."""
+        authority, proxy = self.ssh()
+        return authority.sign(job, body, proxy.address)
+
+    def ssh(self) -> tuple[SshAuthority, SshProxy]:
+        """The SSH authority and proxy, started with the first session (a service whose
+        user opens none pays nothing for them)."""
+        from bt_jupyter.local.ssh_authority import SshAuthority
+        from bt_jupyter.local.ssh_proxy import SshProxy
+
+        with self._ssh_lock:
+            if self._ssh is None:
+                authority = SshAuthority(self.home)
+                proxy = SshProxy(self.home, authority)
+                proxy.start()
+                self._ssh = (authority, proxy)
+            return self._ssh
+
     def close(self) -> None:
+        if self._ssh is not None:
+            self._ssh[1].close()
         self._closed.set()
         self._queue_wake.set()
         if self._queue.is_alive():

@@ -31,14 +31,25 @@ from bt_jupyter.packaging import capture as capture_mod
 from bt_jupyter.packaging import deps, files, imports
 from bt_jupyter.packaging.workspace import check_size
 from bt_jupyter.runtime import BUNDLE_DIR
+from bt_jupyter.session_kernel import DEFAULT_IDLE_TIMEOUT_S
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 #: The modules of bt_jupyter that travel in every bundle (standard library only).
-IN_JOB_SOURCES = ("install.py", "runtime.py", "trackers.py")
+IN_JOB_SOURCES = ("install.py", "runtime.py", "session_kernel.py", "trackers.py")
 RUNTIME_INIT = '"""The part of bt_jupyter that runs inside a job (see runtime.py)."""\n'
 INSTALL = "python -m bt_jupyter.install"
 ENTRY = "python -m bt_jupyter.runtime"
 MANIFEST = f"{BUNDLE_DIR}/manifest.json"
+
+
+@dataclass(frozen=True)
+class SessionMode:
+    """A live session instead of a cell (``%bt_session start``): the job serves a kernel
+    per node (bt_jupyter/session_kernel.py) until stopped or idle."""
+
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    #: Join one torch.distributed group across the nodes before serving.
+    init_distributed: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,7 @@ class PackageOptions:
     #: The ``%%bt_train`` options as the user set them (``--gpu``: ``H100:8``), kept in
     #: the manifest so runs can be compared.
     options: tuple[tuple[str, str], ...] = ()
+    session: SessionMode | None = None
 
 
 Data = bytes | memoryview
@@ -169,6 +181,10 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
     ]
     if options.launcher == "torchrun":  # torchrun itself comes with torch
         imported.append(imports.ImportedModule("torch", False, "--launcher torchrun"))
+    if options.session is not None:  # the node's kernel
+        imported.append(imports.ImportedModule("ipykernel", False, "%bt_session"))
+        if options.session.init_distributed:
+            imported.append(imports.ImportedModule("torch", False, "--init-distributed"))
     local, bundle_files = _local_code(imported)
     included = list(files.included_files(options.include, options.notebook_dir))
     check_size(included, "what --include sends", "leave big files out with a .gitignore, or "
@@ -191,6 +207,10 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
         entry += " --launcher torchrun"
         if options.nproc_per_node:
             entry += f" --nproc-per-node {options.nproc_per_node}"
+    if options.session is not None:
+        entry += f" --session --idle-timeout {options.session.idle_timeout_s:g}"
+        if options.session.init_distributed:
+            entry += " --init-distributed"
     listed = [
         {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         for path, data in sorted(bundle_files.items())
@@ -212,6 +232,8 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
         "options": dict(options.options),
         **_traceback_sources(source, python_source, captured, options),
     }
+    if options.session is not None:
+        manifest["session"] = vars(options.session)
     bundle_files.update(
         {
             MANIFEST: json.dumps(manifest, indent=1, sort_keys=True).encode(),

@@ -33,7 +33,9 @@ PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 #: What the job's runtime itself imports besides the standard library.
 RUNTIME_DISTRIBUTIONS = ("cloudpickle",)
 #: The only part of bt_jupyter a job can import (it travels in the bundle).
-IN_JOB_MODULES = frozenset({"bt_jupyter", "bt_jupyter.runtime", "bt_jupyter.trackers"})
+IN_JOB_MODULES = frozenset(
+    {"bt_jupyter", "bt_jupyter.runtime", "bt_jupyter.session_kernel", "bt_jupyter.trackers"}
+)
 #: Distributions a library imports only when a feature is used, which its users have
 #: installed alongside it: ``transformers.Trainer`` needs accelerate, a Llama tokenizer
 #: sentencepiece. Pinned with the library when they are installed here, or the job fails

@@ -3,6 +3,7 @@ blob credentials, team names, "latest" named before submitting, vLLM deploys).""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 
 from bt_jupyter import api, spec
@@ -96,3 +97,8 @@ class BasetenBackend:
 
     def deployments(self, job_id: str) -> list[Deployment]:
         return []  # Baseten lists models, not the deployments of one training job
+
+    def ssh_proxy_tls(self) -> ssl.SSLContext:
+        """The system's trust store, as truss's proxy command checks Baseten's proxy
+        (``SSL_CERT_FILE`` names another bundle)."""
+        return ssl.create_default_context()

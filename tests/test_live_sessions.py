@@ -1,0 +1,253 @@
+"""Live sessions on the local service: %bt_session, %%bt_remote, %bt_push / %bt_pull.
+
+Every connection goes the way it goes on Baseten: ssh/sign, TLS to the SSH proxy, the
+JWT, SSH with the signed certificate, the node's kernel file read over SSH and its ports
+forwarded (the proxy here is the service's stand-in, see local/ssh_proxy.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from bt_jupyter import remote, spec
+from bt_jupyter.errors import RemoteCellError
+from bt_jupyter.jobs import Client
+from bt_jupyter.local.home import Home
+from bt_jupyter.local.store import new_id
+from bt_jupyter.packaging.bundle import PackageOptions, SessionMode
+from bt_jupyter.session_kernel import connection_file
+from tests.conftest import magics_on
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ssh_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The user's SSH key in a folder of the test's own (never ~/.ssh)."""
+    folder = tmp_path_factory.mktemp("baseten_ssh")
+    saved = os.environ.get("BASETEN_SSH_DIR")
+    os.environ["BASETEN_SSH_DIR"] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop("BASETEN_SSH_DIR", None)
+    else:
+        os.environ["BASETEN_SSH_DIR"] = saved
+
+
+def _project(name: str, nodes: int = 1) -> spec.TrainingProject:
+    return spec.TrainingProject(
+        name=name,
+        job=spec.TrainingJob(
+            image=spec.Image(base_image="pending"),
+            compute=spec.Compute(node_count=nodes),
+            runtime=spec.Runtime(),
+        ),
+    )
+
+
+def start_session(home: Home, timeout_s: float = 600, **kwargs: Any) -> remote.LiveSession:
+    client = Client.local(home.root)
+    options = PackageOptions(session=SessionMode(idle_timeout_s=timeout_s), **kwargs)
+    return remote.start(client, _project(f"live-{new_id()}"), options)
+
+
+@pytest.fixture(scope="module")
+def live(local_home: Home, ssh_keys: Path) -> Iterator[remote.LiveSession]:
+    session = start_session(local_home, pip=("numpy",))
+    yield session
+    session.stop()
+    session.job.wait(60)
+    session.job.client.close()
+
+
+@pytest.fixture
+def rip(local_home: Home, live: remote.LiveSession) -> Iterator[InteractiveShell]:
+    """The magics with ``live`` as the current session."""
+    with magics_on(local_home, live.job.project) as shell:
+        magics = shell.magics_manager.registry["BtMagics"]
+        magics.live.sessions[live.id] = magics.live.current = live
+        yield shell
+        magics.live.current = None
+        magics.live.sessions.clear()
+
+
+def _png() -> bytes:
+    """A 1x1 red PNG, made here (no image library in the job)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack("!I", len(data)) + body + struct.pack("!I", zlib.crc32(body))
+
+    header = struct.pack("!IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def test_variables_persist_and_output_streams_back(rip: InteractiveShell) -> None:
+    with capture_output() as first:
+        rip.run_cell_magic(
+            "bt_remote", "", "import os\nx = 41\nprint('node', os.environ['BT_NODE_RANK'])"
+        )
+    assert "node 0" in first.stdout
+    with capture_output() as second:
+        rip.run_cell_magic("bt_remote", "", "x += 1\nprint('x is', x)\nx * 10")
+    assert "x is 42" in second.stdout
+    assert any(o.data.get("text/plain") == "420" for o in second.outputs)
+    assert "x" not in rip.user_ns  # it lives in the session, not here
+
+
+def test_rich_output_arrives_as_png(rip: InteractiveShell) -> None:
+    png = _png()
+    rip.user_ns["png"] = png
+    rip.run_line_magic("bt_push", "png")
+    with capture_output() as shown:
+        rip.run_cell_magic(
+            "bt_remote", "", "from IPython.display import Image, display\ndisplay(Image(data=png))"
+        )
+    images = [o.data["image/png"] for o in shown.outputs if "image/png" in o.data]
+    assert images, shown.outputs
+    import base64
+
+    assert base64.b64decode(images[0]) == png
+
+
+def test_remote_traceback_names_the_cells_lines(rip: InteractiveShell) -> None:
+    with pytest.raises(RemoteCellError) as raised:
+        rip.run_cell_magic("bt_remote", "", "a = 1\n\nb = a / 0")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(raised.value._render_traceback_()))
+    assert "ZeroDivisionError" in text
+    assert "line 4" in text  # the %%bt_remote line is line 1 of the notebook cell
+    assert "b = a / 0" in text
+
+
+def test_a_notebook_name_missing_remotely_says_push_it(rip: InteractiveShell) -> None:
+    rip.user_ns["only_here"] = 3
+    with pytest.raises(RemoteCellError) as raised:
+        rip.run_cell_magic("bt_remote", "", "only_here + 1")
+    assert "%bt_push only_here" in "\n".join(raised.value._render_traceback_())
+
+
+def test_interrupt_stops_the_cell_not_the_session(rip: InteractiveShell) -> None:
+    """The notebook's stop button is SIGINT to its kernel: here, to this process while
+    the remote cell loops."""
+    timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(RemoteCellError) as raised:
+        rip.run_cell_magic("bt_remote", "", "n = 0\nwhile True:\n    n += 1")
+    timer.join()
+    assert "KeyboardInterrupt" in str(raised.value)
+    assert time.monotonic() - started < 30
+    with capture_output() as after:
+        rip.run_cell_magic("bt_remote", "", "print('still here', n > 0)")
+    assert "still here True" in after.stdout
+
+
+def test_push_and_pull_values(rip: InteractiveShell) -> None:
+    rip.run_cell("import numpy as np\ndef scale(v):\n    return v * 2")
+    rip.run_cell("arr = np.arange(1_000_000, dtype='float32')")
+    rip.run_line_magic("bt_push", "arr scale")
+    rip.run_cell_magic(
+        "bt_remote", "-o doubled", "doubled = scale(arr)\ntotal = float(doubled.sum())"
+    )
+    assert isinstance(rip.user_ns["doubled"], np.ndarray)
+    np.testing.assert_array_equal(rip.user_ns["doubled"], np.arange(1_000_000) * 2)
+    rip.run_line_magic("bt_pull", "total")
+    assert rip.user_ns["total"] == float((np.arange(1_000_000, dtype="float32") * 2).sum())
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_a_remote_cell_without_a_session_says_how_to_start_one(ip: InteractiveShell) -> None:
+    with pytest.raises(UsageError, match="no live session: start one with %bt_session start"):
+        ip.run_cell_magic("bt_remote", "", "1")
+
+
+def test_bad_input_is_one_line_and_the_session_keeps_working(rip: InteractiveShell) -> None:
+    with pytest.raises(UsageError, match=r"--node 3: session \w+ has 1 node\(s\), numbered 0 to 0"):
+        rip.run_cell_magic("bt_remote", "--node 3", "1")
+    with pytest.raises(UsageError, match="node 0 has no variable nowhere"):
+        rip.run_line_magic("bt_pull", "nowhere")
+    with pytest.raises(UsageError, match="not defined in this notebook"):
+        rip.run_line_magic("bt_push", "not_here")
+    rip.run_line_magic("config", "BtMagics.max_value_mb = 0.5")
+    try:
+        rip.run_cell_magic("bt_remote", "", "big = bytes(2_000_000)")
+        with pytest.raises(UsageError, match=r"big is 2\.0 MB pickled; the limit is 0 MB"):
+            rip.run_line_magic("bt_pull", "big")
+        rip.user_ns["big_here"] = bytes(2_000_000)
+        with pytest.raises(UsageError, match="big_here"):
+            rip.run_line_magic("bt_push", "big_here")
+    finally:
+        rip.run_line_magic("config", "BtMagics.max_value_mb = 100.0")
+    rip.run_cell("import pandas as pd\nframe = pd.DataFrame({'a': [1]})")
+    with pytest.raises(UsageError, match=r"No module named 'pandas'.*start one with --pip pandas"):
+        rip.run_line_magic("bt_push", "frame")
+    rip.user_ns["lock"] = threading.Lock()
+    with pytest.raises(UsageError, match="lock"):
+        rip.run_line_magic("bt_push", "lock")
+    for line in ("--node x", "--node 0 --all", "--bogus"):
+        with pytest.raises(UsageError, match="%%bt_remote"):
+            rip.run_cell_magic("bt_remote", line, "1")
+    with pytest.raises(UsageError, match="--sweep is for %%bt_train"):
+        rip.run_line_magic("bt_session", "start --sweep lr=1,2")
+    with pytest.raises(UsageError, match="a duration such as 45m"):
+        rip.run_line_magic("bt_session", "start --timeout soon")
+    with capture_output() as still:
+        rip.run_cell_magic("bt_remote", "", "print('fine')")
+    assert "fine" in still.stdout
+
+
+def test_the_kernel_listens_on_loopback_with_a_private_connection_file(
+    local_home: Home, live: remote.LiveSession
+) -> None:
+    live.kernel(0)
+    path = connection_file(local_home.node_home(live.id, 0))
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    import json
+
+    assert json.loads(path.read_text())["ip"] == "127.0.0.1"
+
+
+def test_attach_after_a_kernel_restart_finds_the_variables(
+    local_home: Home, live: remote.LiveSession, rip: InteractiveShell
+) -> None:
+    rip.run_cell_magic("bt_remote", "", "kept = 'across restarts'")
+    magics = rip.magics_manager.registry["BtMagics"]
+    magics.live.current = None
+    magics.live.sessions.clear()  # what a kernel restart leaves: nothing
+    with capture_output() as attached:
+        rip.run_line_magic("bt_session", f"attach {live.id}")
+    assert f"Attached to session {live.id}" in attached.stdout
+    with capture_output() as read:
+        rip.run_cell_magic("bt_remote", "", "print(kept)")
+    assert "across restarts" in read.stdout
+
+
+def test_attach_refuses_a_job_that_is_not_a_session(ip: InteractiveShell) -> None:
+    ip.run_cell_magic("bt_train", "-o plain --no-checkpointing", "print('a cell')")
+    job = ip.user_ns["plain"]
+    with pytest.raises(UsageError, match=f"job {job.id} is not a live session"):
+        ip.run_line_magic("bt_session", f"attach {job.id}")
