@@ -60,10 +60,17 @@ def _project(name: str, nodes: int = 1) -> spec.TrainingProject:
     )
 
 
-def start_session(home: Home, timeout_s: float = 600, **kwargs: Any) -> remote.LiveSession:
+def start_session(
+    home: Home,
+    timeout_s: float = 600,
+    session_nodes: int = 1,
+    init_distributed: bool = False,
+    **kwargs: Any,
+) -> remote.LiveSession:
     client = Client.local(home.root)
-    options = PackageOptions(session=SessionMode(idle_timeout_s=timeout_s), **kwargs)
-    return remote.start(client, _project(f"live-{new_id()}"), options)
+    mode = SessionMode(idle_timeout_s=timeout_s, init_distributed=init_distributed)
+    options = PackageOptions(session=mode, **kwargs)
+    return remote.start(client, _project(f"live-{new_id()}", session_nodes), options)
 
 
 @pytest.fixture(scope="module")
@@ -251,3 +258,29 @@ def test_attach_refuses_a_job_that_is_not_a_session(ip: InteractiveShell) -> Non
     job = ip.user_ns["plain"]
     with pytest.raises(UsageError, match=f"job {job.id} is not a live session"):
         ip.run_line_magic("bt_session", f"attach {job.id}")
+
+
+def test_all_nodes_at_once_with_torch_distributed(local_home: Home, ssh_keys: Path) -> None:
+    """--all runs the cell on every node at once; --init-distributed joined them in one
+    gloo group first, so an all_reduce sums across the nodes."""
+    session = start_session(local_home, session_nodes=2, init_distributed=True)
+    try:
+        with magics_on(local_home, session.job.project) as shell:
+            magics = shell.magics_manager.registry["BtMagics"]
+            magics.live.sessions[session.id] = magics.live.current = session
+            cell = (
+                "import torch, torch.distributed as dist\n"
+                "t = torch.tensor([float(dist.get_rank() + 1)])\n"
+                "dist.all_reduce(t)\n"
+                "print('sum', int(t.item()), 'of', dist.get_world_size())"
+            )
+            with capture_output() as shown:
+                shell.run_cell_magic("bt_remote", "--all", cell)
+            magics.live.current = None
+            magics.live.sessions.clear()
+        lines = sorted(line for line in shown.stdout.splitlines() if "sum" in line)
+        assert lines == ["[node 0] sum 3 of 2", "[node 1] sum 3 of 2"], shown.stdout
+    finally:
+        session.stop()
+        session.job.wait(60)
+        session.job.client.close()

@@ -307,10 +307,31 @@ class SshProxy:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
+        stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
+        assert stdin is not None
+        assert stdout is not None
+        assert stderr is not None
+
+        async def feed() -> None:
+            while chunk := await process.stdin.read(65536):
+                stdin.write(chunk)
+                await stdin.drain()
+            stdin.close()
+
+        async def pump(source: asyncio.StreamReader, sink: asyncssh.SSHWriter[bytes]) -> None:
+            while chunk := await source.read(65536):
+                sink.write(chunk)
+                await sink.drain()
+
+        feeder = asyncio.create_task(feed())
         try:
-            await process.redirect(stdin=proc.stdin, stdout=proc.stdout, stderr=proc.stderr)
+            # all the output first, then the exit status (else the status can overtake it)
+            await asyncio.gather(pump(stdout, process.stdout), pump(stderr, process.stderr))
             process.exit(await proc.wait())
+        except (OSError, asyncssh.Error):
+            pass  # the client went away
         finally:
+            feeder.cancel()
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)

@@ -63,76 +63,9 @@ class RemoteKernel:
 
     # ------------------------------------------------------------------ cells
 
-    def execute(
-        self,
-        code: str,
-        on_output: Output,
-        ask: Ask | None = None,
-        interrupted: Callable[[], bool] = lambda: False,
-        silent: bool = False,
-    ) -> CellResult:
-        """Run ``code``; each output message's content goes to ``on_output`` (with its
-        ``msg_type``) as it arrives. ``interrupted()`` true (checked between messages)
-        sends an interrupt once; ``KeyboardInterrupt`` here does the same."""
-        msg_id = self.client.execute(code, silent=silent, allow_stdin=ask is not None)
-        sent_interrupt: float | None = None
-        reply: dict[str, Any] | None = None
-        idle = False
-        while reply is None or not idle:
-            try:
-                if sent_interrupt is None and interrupted():
-                    raise KeyboardInterrupt
-                if sent_interrupt and time.monotonic() - sent_interrupt > INTERRUPT_GRACE_S:
-                    why = "the remote cell did not stop after an interrupt"
-                    return CellResult(
-                        "error", ename="KeyboardInterrupt", evalue=why, interrupted=True
-                    )
-                got = self._next(msg_id, ask)
-            except KeyboardInterrupt:
-                if sent_interrupt is None:
-                    self.interrupt()
-                    sent_interrupt = time.monotonic()
-                continue
-            if got is None:
-                continue
-            channel, msg = got
-            if channel == "shell":
-                reply = msg["content"]
-            elif msg["msg_type"] == "status":
-                idle = msg["content"].get("execution_state") == "idle"
-            elif msg["msg_type"] in OUTPUT_TYPES:
-                on_output({"msg_type": msg["msg_type"], **msg["content"]})
-        return CellResult(
-            status=str(reply.get("status", "error")),
-            execution_count=reply.get("execution_count"),
-            ename=str(reply.get("ename", "")),
-            evalue=str(reply.get("evalue", "")),
-            traceback=list(reply.get("traceback") or []),
-            interrupted=sent_interrupt is not None,
-        )
-
-    def _next(self, msg_id: str, ask: Ask | None) -> tuple[str, dict[str, Any]] | None:
-        """The next message of this execution (iopub, shell reply), answering input
-        requests on the way; None when nothing came for a moment."""
-        client = self.client
-        if ask is not None and client.stdin_channel.msg_ready():
-            request = client.get_stdin_msg(timeout=0)
-            if request["msg_type"] == "input_request":
-                content = request["content"]
-                client.input(ask(content.get("prompt", ""), bool(content.get("password"))))
-        if client.shell_channel.msg_ready():
-            msg = client.get_shell_msg(timeout=0)
-            if msg["parent_header"].get("msg_id") == msg_id:
-                return "shell", msg
-        if not client.is_alive():
-            raise SessionEnded(f"node {self.node}'s session kernel stopped answering")
-        try:
-            msg = client.get_iopub_msg(timeout=0.05)
-        except queue.Empty:
-            return None
-        if msg["parent_header"].get("msg_id") != msg_id:
-            return None
-        return "iopub", msg
+    def start(self, code: str, ask: Ask | None = None) -> RunningCell:
+        """Send ``code`` to run; the returned cell is stepped until it is done."""
+        return RunningCell(self, code, ask)
 
     def interrupt(self) -> None:
         """Interrupt the cell running on the node (the session lives on)."""
@@ -217,3 +150,71 @@ class RemoteKernel:
             ) from None
         assert isinstance(values, dict)
         return values
+
+
+class RunningCell:
+    """A cell running on one node, driven by :meth:`step` from the notebook's thread
+    (several nodes' cells are stepped in turn: no thread per node)."""
+
+    def __init__(self, kernel: RemoteKernel, code: str, ask: Ask | None) -> None:
+        self.kernel, self.ask = kernel, ask
+        self.msg_id = kernel.client.execute(code, allow_stdin=ask is not None)
+        self.reply: dict[str, Any] | None = None
+        self.idle = False
+        self.interrupted_at: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return (self.reply is not None and self.idle) or self._gave_up
+
+    @property
+    def _gave_up(self) -> bool:
+        return (
+            self.interrupted_at is not None
+            and time.monotonic() - self.interrupted_at > INTERRUPT_GRACE_S
+        )
+
+    def interrupt(self) -> None:
+        if self.interrupted_at is None:
+            self.kernel.interrupt()
+            self.interrupted_at = time.monotonic()
+
+    def step(self, on_output: Output, wait: float) -> None:
+        """Take the next message of this cell (waiting up to ``wait`` s for one): an
+        output goes to ``on_output`` with its ``msg_type``; an input request is asked."""
+        client = self.kernel.client
+        if self.ask is not None and client.stdin_channel.msg_ready():
+            request = client.get_stdin_msg(timeout=0)
+            if request["msg_type"] == "input_request":
+                content = request["content"]
+                client.input(self.ask(content.get("prompt", ""), bool(content.get("password"))))
+        if client.shell_channel.msg_ready():
+            msg = client.get_shell_msg(timeout=0)
+            if msg["parent_header"].get("msg_id") == self.msg_id:
+                self.reply = msg["content"]
+        if not client.is_alive():
+            raise SessionEnded(f"node {self.kernel.node}'s session kernel stopped answering")
+        try:
+            msg = client.get_iopub_msg(timeout=wait)
+        except queue.Empty:
+            return
+        if msg["parent_header"].get("msg_id") != self.msg_id:
+            return
+        if msg["msg_type"] == "status":
+            self.idle = msg["content"].get("execution_state") == "idle"
+        elif msg["msg_type"] in OUTPUT_TYPES:
+            on_output({"msg_type": msg["msg_type"], **msg["content"]})
+
+    def result(self) -> CellResult:
+        reply = self.reply
+        if reply is None:  # gave up waiting after the interrupt
+            why = "the remote cell did not stop after an interrupt"
+            return CellResult("error", ename="KeyboardInterrupt", evalue=why, interrupted=True)
+        return CellResult(
+            status=str(reply.get("status", "error")),
+            execution_count=reply.get("execution_count"),
+            ename=str(reply.get("ename", "")),
+            evalue=str(reply.get("evalue", "")),
+            traceback=list(reply.get("traceback") or []),
+            interrupted=self.interrupted_at is not None,
+        )

@@ -10,7 +10,6 @@ these connections, and ``attach`` makes them again with the remote variables int
 from __future__ import annotations
 
 import json
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from bt_jupyter.packaging.bundle import PackageOptions, package_cell, runs_bundl
 from bt_jupyter.packaging.capture import Capture
 from bt_jupyter.remote import keys
 from bt_jupyter.remote.kernel import Ask, CellResult, RemoteKernel
-from bt_jupyter.remote.tunnel import NodeTunnel
+from bt_jupyter.remote.tunnel import NodeTunnel, TunnelClosed
 from bt_jupyter.session_kernel import CONNECTION_FILE, SESSION_DIR
 
 if TYPE_CHECKING:
@@ -34,6 +33,8 @@ S = spec.TrainingJobStatus
 #: install the requirements first (on Baseten, minutes for a big image).
 KERNEL_START_TIMEOUT_S = 20 * 60
 POLL_S = 0.5
+#: Times a connection that drops while it is being made is made again.
+RECONNECTS = 3
 #: The kernel's ports in its connection file.
 PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 #: A node's kernel connection file, as the node's shell names it.
@@ -97,20 +98,29 @@ class LiveSession:
             return made
 
     def _connect(self, node: int, progress: Progress) -> _Node:
-        self._wait_running(progress)
-        key = keys.ensure_key()
-        signed = self.job.client.api.sign_ssh(
-            self.job.project_id, self.id, keys.public_line(key), node
-        )
-        tunnel = NodeTunnel.open(signed, key, self.job.client.backend.ssh_proxy_tls(), node)
-        try:
-            info = self._connection_info(tunnel, node, progress)
-            forwarded = {name: tunnel.forward(int(info[name])) for name in PORTS}
-            kernel = RemoteKernel(node, {**info, **forwarded, "ip": "127.0.0.1"})
-        except BaseException:
-            tunnel.close()
-            raise
-        return _Node(tunnel, kernel, threading.Lock())
+        """Sign, connect, wait for the node's kernel, forward its ports. A connection
+        that drops on the way is made again (a few times), as long as the job runs."""
+        for attempt in range(RECONNECTS + 1):
+            self._wait_running(progress)
+            key = keys.ensure_key()
+            signed = self.job.client.api.sign_ssh(
+                self.job.project_id, self.id, keys.public_line(key), node
+            )
+            tunnel = NodeTunnel.open(signed, key, self.job.client.backend.ssh_proxy_tls(), node)
+            try:
+                info = self._connection_info(tunnel, node, progress)
+                forwarded = {name: tunnel.forward(int(info[name])) for name in PORTS}
+                kernel = RemoteKernel(node, {**info, **forwarded, "ip": "127.0.0.1"})
+            except TunnelClosed:
+                tunnel.close()
+                if attempt == RECONNECTS or self.job.refresh().status.is_terminal:
+                    raise
+                continue
+            except BaseException:
+                tunnel.close()
+                raise
+            return _Node(tunnel, kernel, threading.Lock())
+        raise AssertionError("not reached")
 
     def _wait_running(self, progress: Progress) -> None:
         said = None
@@ -138,7 +148,7 @@ class LiveSession:
                     info = None  # being written
                 if isinstance(info, dict) and all(p in info for p in PORTS):
                     return info
-            if not tunnel.is_open or self.job.refresh().status.is_terminal:
+            if self.job.refresh().status.is_terminal:
                 raise self._ended()
             if not said:
                 progress(f"session {self.id}: node {node} is starting its kernel")
@@ -201,59 +211,44 @@ class LiveSession:
         ask: Ask | None = None,
         progress: Progress | None = None,
     ) -> dict[int, CellResult]:
-        """Run ``code`` on ``nodes`` at once; outputs reach ``show`` on this thread, as
-        they come. Ctrl-C (the notebook's stop button) interrupts the remote cells."""
+        """Run ``code`` on ``nodes`` at once; outputs reach ``show`` as they come. Ctrl-C
+        (the notebook's stop button) interrupts the remote cells, not the session."""
         for node in nodes:
             self.check_node(node)
-        for node in nodes:  # connect first: progress and errors on this thread
-            self.kernel(node, progress)
-        if len(nodes) == 1:
-            node = nodes[0]
-            return {
-                node: self._use(
-                    node,
-                    progress,
-                    lambda c: c.kernel.execute(code, lambda o: show(NodeOutput(node, o)), ask),
-                )
-            }
-        outputs: queue.Queue[NodeOutput | None] = queue.Queue()
-        results: dict[int, CellResult] = {}
-        errors: list[BaseException] = []
-        stop = threading.Event()
+        connected = {node: self.kernel(node, progress) for node in nodes}
+        for node in nodes:
+            connected[node].lock.acquire()
+        try:
+            return self._run(code, connected, show, ask if len(nodes) == 1 else None)
+        except SessionEnded:
+            if self.job.refresh().status.is_terminal:
+                raise self._ended() from None
+            with self._lock:
+                for node in nodes:
+                    self._drop(node)
+            raise
+        finally:
+            for node in nodes:
+                connected[node].lock.release()
 
-        def run_on(node: int) -> None:
+    @staticmethod
+    def _run(
+        code: str,
+        connected: dict[int, _Node],
+        show: Callable[[NodeOutput], None],
+        ask: Ask | None,
+    ) -> dict[int, CellResult]:
+        cells = {node: c.kernel.start(code, ask) for node, c in connected.items()}
+        wait = 0.05 if len(cells) == 1 else 0.005
+        while not all(cell.done for cell in cells.values()):
             try:
-                results[node] = self._use(
-                    node,
-                    None,
-                    lambda c: c.kernel.execute(
-                        code, lambda o: outputs.put(NodeOutput(node, o)), None, stop.is_set
-                    ),
-                )
-            except BaseException as exc:
-                errors.append(exc)
-            finally:
-                outputs.put(None)
-
-        threads = [threading.Thread(target=run_on, args=(n,), daemon=True) for n in nodes]
-        for thread in threads:
-            thread.start()
-        finished = 0
-        while finished < len(nodes):
-            try:
-                item = outputs.get(timeout=0.1)
-            except queue.Empty:
-                continue
+                for node, cell in cells.items():
+                    if not cell.done:
+                        cell.step(lambda o, n=node: show(NodeOutput(n, o)), wait)  # type: ignore[misc]
             except KeyboardInterrupt:
-                stop.set()
-                continue
-            if item is None:
-                finished += 1
-            else:
-                show(item)
-        if errors:
-            raise errors[0]
-        return results
+                for cell in cells.values():
+                    cell.interrupt()
+        return {node: cell.result() for node, cell in cells.items()}
 
     def push(self, captured: Capture, nodes: list[int]) -> list[str]:
         names: list[str] = []

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import asyncssh
 
 from bt_jupyter import api
-from bt_jupyter.errors import SessionRefused
+from bt_jupyter.errors import SessionEnded, SessionRefused
 
 T = TypeVar("T")
 SSH_USER = "baseten"
@@ -55,6 +55,11 @@ class _Loop:
 
 class _ProxyRefused(Exception):
     pass
+
+
+class TunnelClosed(SessionEnded):
+    """The SSH connection went away (the proxy restarted, the network dropped): a new
+    one may work."""
 
 
 class _Handshake(asyncio.Protocol):
@@ -142,7 +147,11 @@ class NodeTunnel:
         return not self.conn.is_closed()
 
     def run(self, command: str, timeout: float = 30.0) -> asyncssh.SSHCompletedProcess:
-        return self._loop.run(self.conn.run(command, check=False, encoding="utf-8"), timeout)
+        """Run ``command`` on the node; :class:`TunnelClosed` if the connection is gone."""
+        try:
+            return self._loop.run(self.conn.run(command, check=False, encoding="utf-8"), timeout)
+        except (OSError, asyncssh.Error) as exc:
+            raise TunnelClosed(f"the connection to node {self.node} closed: {exc}") from None
 
     def forward(self, port: int) -> int:
         """A local port (127.0.0.1) that reaches ``port`` on the node's loopback."""
@@ -150,7 +159,10 @@ class NodeTunnel:
         async def listen() -> asyncssh.SSHListener:
             return await self.conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", port)
 
-        listener = self._loop.run(listen(), CONNECT_TIMEOUT_S)
+        try:
+            listener = self._loop.run(listen(), CONNECT_TIMEOUT_S)
+        except (OSError, asyncssh.Error) as exc:
+            raise TunnelClosed(f"the connection to node {self.node} closed: {exc}") from None
         self.listeners.append(listener)
         return listener.get_port()
 
