@@ -31,6 +31,7 @@ from bt_jupyter.jobs import Client, Job, OutputsState, TracebackHold
 from bt_jupyter.magic_args import Parser, bounded, parse_line, recorded_options, train_parser
 from bt_jupyter.packaging import Bundle, PackageOptions, describe, package_cell, runs_bundle
 from bt_jupyter.packaging.export import export_project
+from bt_jupyter.session_kernel import DEFAULT_IDLE_TIMEOUT_S
 from bt_jupyter.session_magics import SessionMagics
 from bt_jupyter.sessions import session_line
 from bt_jupyter.widgets import in_kernel
@@ -85,6 +86,15 @@ def _interactive(trigger: str | None, timeout: int | None) -> spec.InteractiveSe
     if timeout is not None:
         session.timeout_minutes = timeout
     return session
+
+
+def _post_mortem_s(args: argparse.Namespace) -> float | None:
+    """``--interactive on_failure``: how long a failed cell's process waits for
+    ``%bt_debug`` (``--interactive-timeout`` minutes without a cell)."""
+    if args.interactive != spec.InteractiveSessionTrigger.ON_FAILURE.value:
+        return None
+    minutes = args.interactive_timeout
+    return float(minutes * 60) if minutes else float(DEFAULT_IDLE_TIMEOUT_S)
 
 
 _UNSET: Any = object()
@@ -348,6 +358,7 @@ class BtMagics(Magics):
                 cell_name=self._cell_name(),
                 cell_header=("%%bt_train",),
                 options=recorded_options(args),
+                post_mortem_s=_post_mortem_s(args),
             )
             if options.outputs and not args.checkpointing:
                 raise UsageError("--out needs checkpointing (the outputs travel as a file)")
@@ -679,6 +690,13 @@ class BtMagics(Magics):
         """Run this cell in the live session: ``%%bt_remote [--node N | --all] [-o VAR]``
         (variables persist there; Stop interrupts the remote cell, not the session)."""
         self.live.remote(line, cell)
+
+    @line_magic
+    def bt_debug(self, line: str) -> None:
+        """``%bt_debug JOB_ID [--node N]``: attach to a job that failed with
+        ``--interactive on_failure``; its failing frame's locals are then in the session
+        (``%%bt_remote`` cells see them; ``%debug`` there opens pdb at the failure)."""
+        self.live.debug(line)
 
     @line_magic
     def bt_push(self, line: str) -> None:

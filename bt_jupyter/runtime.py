@@ -181,7 +181,7 @@ def _python_mismatch(manifest: dict[str, Any]) -> str | None:
     return None
 
 
-def run_cell(bundle: Path) -> int:
+def run_cell(bundle: Path, post_mortem_s: float | None = None) -> int:
     manifest = json.loads((bundle / "manifest.json").read_text())
     mismatch = _python_mismatch(manifest)
     if mismatch:
@@ -206,8 +206,36 @@ def run_cell(bundle: Path) -> int:
             tb = tb.tb_next  # start the traceback at the cell, not at this runner
         traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
         sys.stderr.flush()
+        if post_mortem_s and _serves_post_mortem():
+            _post_mortem(exc, namespace, post_mortem_s)
         return 1
     return 0
+
+
+def _serves_post_mortem() -> bool:
+    """Only a plain process keeps its failure: under torchrun, the launcher ends every
+    worker as soon as one fails."""
+    return os.environ.get("LOCAL_RANK") is None
+
+
+def _post_mortem(exc: BaseException, namespace: dict[str, Any], idle_timeout: float) -> None:
+    """``--interactive on_failure``: keep the failed process and serve its state, with
+    the failing frame's locals, to ``%bt_debug`` (``%debug`` there opens pdb at it)."""
+    from bt_jupyter import session_kernel
+
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    frame_locals = dict(tb.tb_frame.f_locals) if tb is not None else {}
+    sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, exc.__traceback__
+    job = os.environ.get("BT_TRAINING_JOB_ID", "")
+    print(
+        f"{session_kernel.POST_MORTEM}: %bt_debug {job} opens the failing frame "
+        f"(this process ends after {idle_timeout / 60:g} min without a cell)",
+        flush=True,
+    )
+    # quiet: what the debugging prints must not become the job's error
+    session_kernel.serve({**namespace, **frame_locals}, idle_timeout, echo=False)
 
 
 def run_session(bundle: Path, idle_timeout: float, init_distributed: bool) -> int:
@@ -336,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session", action="store_true", help="serve a live kernel")
     parser.add_argument("--idle-timeout", type=float, default=30 * 60)
     parser.add_argument("--init-distributed", action="store_true")
+    parser.add_argument("--post-mortem", type=float, metavar="IDLE_S", help="keep a failure")
     args = parser.parse_args(argv)
     # One write per line (not per print() argument): lines of processes sharing a pipe,
     # such as torchrun's workers, then never interleave mid-line.
@@ -346,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path.cwd()))
     if args.session:
         return run_session(args.bundle.resolve(), args.idle_timeout, args.init_distributed)
-    return run_cell(args.bundle.resolve())
+    return run_cell(args.bundle.resolve(), args.post_mortem)
 
 
 if __name__ == "__main__":

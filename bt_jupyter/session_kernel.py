@@ -35,6 +35,8 @@ DEFAULT_IDLE_TIMEOUT_S = 30 * 60
 #: What a session prints when it is ready; what it prints when it stops for idleness.
 READY = "bt_jupyter: session kernel ready"
 IDLE_STOP = "bt_jupyter: session idle for"
+#: What a failed cell's process prints when it stays for ``%bt_debug``.
+POST_MORTEM = "bt_jupyter: the failed process is kept for debugging"
 
 
 def connection_file(home: Path | None = None) -> Path:
@@ -70,7 +72,7 @@ class IdleWatch:
             time.sleep(min(1.0, max(0.05, self.timeout - self.idle_for)))
 
 
-def serve(namespace: dict[str, Any], idle_timeout: float) -> int:
+def serve(namespace: dict[str, Any], idle_timeout: float, echo: bool = True) -> int:
     """Run the node's kernel until the session is stopped or idle; 0 when idle."""
     from ipykernel.kernelapp import IPKernelApp
 
@@ -85,7 +87,7 @@ def serve(namespace: dict[str, Any], idle_timeout: float) -> int:
             "--ip=127.0.0.1",
             f"--IPKernelApp.connection_file={path}",
             # a cell's output also goes to the job's log (the record of the session)
-            "--IPKernelApp.quiet=False",
+            f"--IPKernelApp.quiet={not echo}",
         ]
     )
     shell = app.shell

@@ -241,6 +241,28 @@ class SessionMagics:
 
         return show
 
+    # ------------------------------------------------------------------ %bt_debug
+
+    def debug(self, line: str) -> None:
+        parser = Parser(prog="%bt_debug", add_help=False)
+        parser.add_argument("job_id", metavar="JOB_ID")
+        parser.add_argument("--node", type=int, default=0)
+        args = parse_line(parser, line)
+        try:
+            live = remote.attach(self.magics.client(), args.job_id, post_mortem=True)
+            live.check_node(args.node)
+            self._keep(live)
+            show = self._shower(False)
+            results = live.run(FAILURE_SUMMARY, [args.node], show, None, _progress)
+        except BtJupyterError as exc:
+            raise UsageError(str(exc)) from None
+        if results[args.node].status != "ok":
+            raise _remote_error(results, self.magics._ns, several=False)
+        print(
+            f"%%bt_remote cells now run in job {live.id}'s failed process, with these "
+            "locals; %debug there opens pdb at the failure; %bt_session stop ends it"
+        )
+
     # ------------------------------------------------------------------ push / pull
 
     def push(self, line: str) -> None:
@@ -284,6 +306,21 @@ class SessionMagics:
                 raise UsageError(f"{limits.shown(name)} is not a variable name")
         values = live.pull(names, node, self.max_value_bytes)
         self.magics._ns.update(values)
+
+
+#: Run in a kept failed process by ``%bt_debug``: the error, where, and the frame's locals.
+FAILURE_SUMMARY = """
+import reprlib as _r, sys as _s
+_tb = _s.last_traceback
+while _tb.tb_next is not None:
+    _tb = _tb.tb_next
+_c = _tb.tb_frame.f_code
+print(f"{_s.last_type.__name__}: {_s.last_value}")
+print(f"in {_c.co_name}, {_c.co_filename} line {_tb.tb_lineno}; its locals:")
+for _k, _v in _tb.tb_frame.f_locals.items():
+    print(f"  {_k} = {_r.repr(_v)}")
+del _r, _s, _tb, _c, _k, _v
+"""
 
 
 def _ask(prompt: str, password: bool) -> str:

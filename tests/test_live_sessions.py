@@ -284,3 +284,38 @@ def test_all_nodes_at_once_with_torch_distributed(local_home: Home, ssh_keys: Pa
         session.stop()
         session.job.wait(60)
         session.job.client.close()
+
+
+def test_bt_debug_opens_the_failing_frame(ip: InteractiveShell) -> None:
+    """--interactive on_failure keeps the failed process; %bt_debug attaches to it and
+    the failing frame's locals are readable there."""
+    cell = (
+        "def train(steps):\n"
+        "    loss = 1.5\n"
+        "    for step in range(steps):\n"
+        "        loss = loss * 0.5\n"
+        "        if step == 2:\n"
+        "            raise ValueError('diverged')\n"
+        "train(5)"
+    )
+    ip.run_cell_magic("bt_train", "-o failing --no-checkpointing --interactive on_failure", cell)
+    job = ip.user_ns["failing"]
+    try:
+        with capture_output() as attached:
+            ip.run_line_magic("bt_debug", job.id)
+        assert "ValueError: diverged" in attached.stdout
+        assert "step = 2" in attached.stdout
+        assert "loss = 0.1875" in attached.stdout
+        with capture_output() as read:
+            ip.run_cell_magic("bt_remote", "", "print('at step', step, 'loss', loss)")
+        assert "at step 2 loss 0.1875" in read.stdout
+        assert job.refresh().status.short == "RUNNING"  # kept for debugging
+    finally:
+        ip.run_line_magic("bt_session", f"stop {job.id}")
+    assert job.wait(60).status.is_terminal
+
+
+def test_bt_debug_refuses_a_job_that_keeps_nothing(ip: InteractiveShell) -> None:
+    ip.run_cell_magic("bt_train", "-o plain --no-checkpointing --wait", "print('a cell')")
+    with pytest.raises(UsageError, match="keeps no failed process: submit it with"):
+        ip.run_line_magic("bt_debug", ip.user_ns["plain"].id)

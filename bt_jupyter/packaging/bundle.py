@@ -80,6 +80,9 @@ class PackageOptions:
     #: the manifest so runs can be compared.
     options: tuple[tuple[str, str], ...] = ()
     session: SessionMode | None = None
+    #: ``--interactive on_failure``: a failed cell's process serves its state to
+    #: ``%bt_debug`` for this many idle seconds.
+    post_mortem_s: float | None = None
 
 
 Data = bytes | memoryview
@@ -181,9 +184,9 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
     ]
     if options.launcher == "torchrun":  # torchrun itself comes with torch
         imported.append(imports.ImportedModule("torch", False, "--launcher torchrun"))
-    if options.session is not None:  # the node's kernel
+    if options.session is not None or options.post_mortem_s:  # the node's kernel
         imported.append(imports.ImportedModule("ipykernel", False, "%bt_session"))
-        if options.session.init_distributed:
+        if options.session is not None and options.session.init_distributed:
             imported.append(imports.ImportedModule("torch", False, "--init-distributed"))
     local, bundle_files = _local_code(imported)
     included = list(files.included_files(options.include, options.notebook_dir))
@@ -211,6 +214,8 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
         entry += f" --session --idle-timeout {options.session.idle_timeout_s:g}"
         if options.session.init_distributed:
             entry += " --init-distributed"
+    if options.post_mortem_s:
+        entry += f" --post-mortem {options.post_mortem_s:g}"
     listed = [
         {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         for path, data in sorted(bundle_files.items())
@@ -234,6 +239,8 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
     }
     if options.session is not None:
         manifest["session"] = vars(options.session)
+    if options.post_mortem_s:
+        manifest["post_mortem"] = {"idle_timeout_s": options.post_mortem_s}
     bundle_files.update(
         {
             MANIFEST: json.dumps(manifest, indent=1, sort_keys=True).encode(),

@@ -280,11 +280,18 @@ def start(
     return LiveSession(job)
 
 
-def attach(client: Client, job_id: str) -> LiveSession:
-    """The session of job ``job_id`` (after a kernel restart, from another notebook)."""
+def attach(client: Client, job_id: str, post_mortem: bool = False) -> LiveSession:
+    """The session of job ``job_id`` (after a kernel restart, from another notebook);
+    ``post_mortem``: the kept process of a job that failed with ``--interactive
+    on_failure``."""
     job = client.job(job_id)
     manifest = client.api.bundle_manifest(job.project_id, job.id) or {}
-    if "session" not in manifest:
+    if post_mortem and "post_mortem" not in manifest:
+        raise SessionError(
+            f"job {job.id} keeps no failed process: submit it with "
+            "%%bt_train --interactive on_failure to debug its failure"
+        )
+    if not post_mortem and "session" not in manifest:
         raise SessionError(
             f"job {job.id} is not a live session (it runs a cell); start one with %bt_session start"
         )
