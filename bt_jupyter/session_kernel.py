@@ -74,6 +74,8 @@ class IdleWatch:
 
 def serve(namespace: dict[str, Any], idle_timeout: float, echo: bool = True) -> int:
     """Run the node's kernel until the session is stopped or idle; 0 when idle."""
+    # debugpy (imported by ipykernel) warns about frozen modules in the job's log
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     from ipykernel.kernelapp import IPKernelApp
 
     path = connection_file()
@@ -88,6 +90,11 @@ def serve(namespace: dict[str, Any], idle_timeout: float, echo: bool = True) -> 
             f"--IPKernelApp.connection_file={path}",
             # a cell's output also goes to the job's log (the record of the session)
             f"--IPKernelApp.quiet={not echo}",
+            # Python's output only: with the descriptors captured too, each line reached
+            # the log twice (echoed, then captured again)
+            "--IPKernelApp.capture_fd_output=False",
+            # no "to connect another client" advice in the job's log
+            "--IPKernelApp.log_level=CRITICAL",
         ]
     )
     shell = app.shell

@@ -128,7 +128,7 @@ class SessionMagics:
             f"Session {live.id} started ({live.node_count} node(s), stops after "
             f"{args.timeout / 60:g} min idle); run cells in it with %%bt_remote"
         )
-        display(live.job)  # type: ignore[no-untyped-call]
+        display(live)  # type: ignore[no-untyped-call]
 
     def attach(self, line: str) -> None:
         job_id = line.strip()
@@ -137,6 +137,7 @@ class SessionMagics:
         live = remote.attach(self.magics.client(), job_id)
         self._keep(live)
         print(f"Attached to session {live.id} ({live.job.status.short}, {live.node_count} node(s))")
+        display(live)  # type: ignore[no-untyped-call]
 
     def stop(self, line: str) -> None:
         live = self._session(line.strip() or None)

@@ -59,10 +59,35 @@ class NodeOutput:
 
 
 class LiveSession:
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, idle_timeout_s: float = 0.0, post_mortem: bool = False) -> None:
         self.job = job
         self._nodes: dict[int, _Node] = {}
         self._lock = threading.Lock()
+        #: The session's idle clock, as this notebook sees it (the node's kernel keeps
+        #: the real one: :meth:`status`): seconds, and since when it has been idle.
+        self.idle_timeout_s = idle_timeout_s
+        self.idle_since = 0.0
+        self.busy = False
+        self.post_mortem = post_mortem
+        #: Called with this session when a cell starts or ends here (the widget's clock).
+        self.on_activity: list[Callable[[LiveSession], None]] = []
+
+    def clock(self) -> dict[str, Any]:
+        """The idle clock for a view: timeout, idle since (epoch s), busy, nodes."""
+        return {
+            "idle_timeout_s": self.idle_timeout_s,
+            "idle_since": self.idle_since,
+            "busy": self.busy,
+            "nodes": self.node_count,
+            "post_mortem": self.post_mortem,
+        }
+
+    def _activity(self, busy: bool) -> None:
+        self.busy = busy
+        if not busy:
+            self.idle_since = time.time()
+        for callback in list(self.on_activity):
+            callback(self)
 
     def __repr__(self) -> str:
         return f"<LiveSession {self.job.id} {self.job.status.short}, {self.job.node_count} node(s)>"
@@ -119,8 +144,20 @@ class LiveSession:
             except BaseException:
                 tunnel.close()
                 raise
+            self._read_clock(kernel)
             return _Node(tunnel, kernel, threading.Lock())
         raise AssertionError("not reached")
+
+    def _read_clock(self, kernel: RemoteKernel) -> None:
+        """The node's idle clock, when this notebook has not seen a cell run yet."""
+        if self.idle_since:
+            return
+        answer = kernel.status()
+        if answer.get("ok"):
+            self.idle_timeout_s = float(answer["idle_timeout"])
+            self.idle_since = time.time() - float(answer["idle_for"])
+            for callback in list(self.on_activity):
+                callback(self)
 
     def _wait_running(self, progress: Progress) -> None:
         said = None
@@ -218,6 +255,7 @@ class LiveSession:
         connected = {node: self.kernel(node, progress) for node in nodes}
         for node in nodes:
             connected[node].lock.acquire()
+        self._activity(busy=True)
         try:
             return self._run(code, connected, show, ask if len(nodes) == 1 else None)
         except SessionEnded:
@@ -230,6 +268,7 @@ class LiveSession:
         finally:
             for node in nodes:
                 connected[node].lock.release()
+            self._activity(busy=False)
 
     @staticmethod
     def _run(
@@ -277,7 +316,7 @@ def start(
     assert options.session is not None
     bundle = package_cell("", {}, options)
     job = client.submit(runs_bundle(project, bundle), bundle, team=team)
-    return LiveSession(job)
+    return LiveSession(job, options.session.idle_timeout_s)
 
 
 def attach(client: Client, job_id: str, post_mortem: bool = False) -> LiveSession:
@@ -297,4 +336,5 @@ def attach(client: Client, job_id: str, post_mortem: bool = False) -> LiveSessio
         )
     if job.status.is_terminal:
         raise LiveSession(job)._ended()
-    return LiveSession(job)
+    kept = manifest.get("post_mortem" if post_mortem else "session") or {}
+    return LiveSession(job, float(kept.get("idle_timeout_s") or 0), post_mortem)

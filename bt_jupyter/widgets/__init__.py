@@ -6,6 +6,7 @@ from typing import Any
 
 from bt_jupyter.compare import Comparison
 from bt_jupyter.jobs import Job
+from bt_jupyter.remote import LiveSession
 from bt_jupyter.sweeps import Sweep
 
 #: The widget shown most recently for each job id in this kernel.
@@ -39,6 +40,17 @@ def display_job(job: Job) -> None:
         print(job.summary())
 
 
+def display_session(session: LiveSession) -> None:
+    """IPython display hook for a LiveSession: its job's widget with the idle clock."""
+    if not in_kernel():
+        print(session.job.summary())
+        return
+    display_job(session.job)
+    widget = shown.get(session.job.id)
+    if widget is not None:
+        widget.show_session(session)
+
+
 def display_runs(runs: Sweep | Comparison) -> None:
     """IPython display hook for a Sweep or a Comparison: the runs widget, or the table."""
     from IPython.display import display
@@ -57,5 +69,6 @@ def display_runs(runs: Sweep | Comparison) -> None:
 def register(ipython: Any) -> None:
     formatter = ipython.display_formatter.ipython_display_formatter
     formatter.for_type(Job, display_job)
+    formatter.for_type(LiveSession, display_session)
     formatter.for_type(Sweep, display_runs)
     formatter.for_type(Comparison, display_runs)

@@ -31,6 +31,7 @@ from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import BtJupyterError, ConnectionFailed
 from bt_jupyter.jobs import Job
 from bt_jupyter.pricing import gpu_cost_per_hour
+from bt_jupyter.remote import LiveSession
 from bt_jupyter.sessions import expires_in, session_line
 
 TICK_SECONDS = 0.2
@@ -106,6 +107,9 @@ class JobWidget(anywidget.AnyWidget):
     system_metrics: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
     #: The job's open interactive sessions: per node, auth code, URL, expiry, directory.
     sessions: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
+    #: A live session's idle clock: ``idle_timeout_s``, ``idle_since`` (epoch s, 0 when
+    #: not known), ``busy``, ``nodes``, ``post_mortem`` (the view counts down from these).
+    live: traitlets.Dict[str, Any] = traitlets.Dict().tag(sync=True)
     #: Wall-clock seconds of the kernel's last word while the job runs (see BEAT_SECONDS).
     beat = traitlets.Float(0.0).tag(sync=True)
     #: Where the job's ``--out`` variables stand ("outputs: final → bound", or why not).
@@ -136,6 +140,9 @@ class JobWidget(anywidget.AnyWidget):
         lines += [
             "[session] " + session_line(api.AuthCodeV1.model_validate(s)) for s in self.sessions
         ]
+        if self.live:
+            minutes = self.live["idle_timeout_s"] / 60
+            lines.append(f"[live session] stops after {minutes:g} min without a cell")
         for line in self._last_lines():
             lines.append(log_text(line["node"], line["message"]))
         if self.outputs:
@@ -203,6 +210,15 @@ class JobWidget(anywidget.AnyWidget):
         job.on_outputs_state.append(self._show_outputs)
         self.watcher = JobWatcher(job, self)
         self.watcher.start()
+
+    def show_session(self, session: LiveSession) -> None:
+        """Show ``session``'s idle clock, kept current as its cells run."""
+
+        def update(current: LiveSession) -> None:
+            self.live = current.clock()
+
+        session.on_activity.append(update)
+        update(session)
 
     def _show_outputs(self, job: Job) -> None:
         """The binding of ``--out`` moved on (called from any thread)."""

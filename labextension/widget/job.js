@@ -14,6 +14,8 @@ const METRIC_PREFIX = "[bt-metric] ";
 const SILENCE_MS = 20_000;
 /** How long the kernel has to answer a ping before the view says "disconnected". */
 const PONG_MS = 5_000;
+/** A live session warns this long before it stops itself for idleness. */
+const LIVE_WARN_S = 120;
 /** The event the Training sidebar (labextension) listens for; it sets the flag below. */
 export const OPEN_JOB_EVENT = "bt-jupyter:open-job";
 /** The labextension answers this by inserting a code cell below the widget's cell. */
@@ -58,6 +60,7 @@ function render({ model, el: root }) {
   const banner = el("div", { class: "btj-banner", "data-testid": "disconnected" });
   const error = el("div", { class: "btj-error" });
   const notice = el("div", { class: "btj-notice", "data-testid": "notice" });
+  const liveLine = el("div", { class: "btj-live", "data-testid": "live-session" });
   const outputs = el("div", { class: "btj-muted", "data-testid": "outputs" });
   const buttons = el("div", { class: "btj-buttons" });
   const logBox = el("pre", { class: "btj-logs", "data-testid": "logs" });
@@ -136,7 +139,7 @@ function render({ model, el: root }) {
   const chartControls = el("div", { class: "btj-controls" }, metricNode, xSelect,
     el("label", {}, "smoothing ", smooth), el("label", {}, logScale, " log scale"));
 
-  root.append(header, stepper, banner, notice, error, outputs, sessionBox, buttons, dialog,
+  root.append(header, stepper, banner, notice, liveLine, error, outputs, sessionBox, buttons, dialog,
     el("details", { open: "" }, el("summary", {}, "Logs"), controls, logBox),
     el("details", { open: "" }, el("summary", {}, "Metrics"), resources, chartControls, chartBox,
       el("details", {}, el("summary", {}, "System: CPU, memory, GPUs, disk per node"), systemBox)),
@@ -169,12 +172,35 @@ function render({ model, el: root }) {
         s, el("small", {}, reached.has(s) ? ` ${fmtTime(reached.get(s))}` : ""))));
     error.textContent = model.get("error") || "";
     notice.textContent = model.get("notice") || "";
+    drawLive(TERMINAL.includes(short(status)));
     outputs.textContent = model.get("outputs") || "";
     openSidebar.hidden = document.body.dataset.btJupyterSidebar !== "1";
     const ended = TERMINAL.includes(final);
     stop.disabled = ended || disconnected;
     for (const b of [refresh, recreate, download]) b.disabled = disconnected;
     if (ended && follow) drawLogs(); // the end of the log ("Job COMPLETED") is in view
+  }
+
+  /** A live session: its idle countdown (the session stops itself after its timeout
+   * with no cell), a warning in its last WARN_S. */
+  function drawLive(ended) {
+    const live = model.get("live");
+    if (!live || !live.idle_timeout_s || ended) { liveLine.replaceChildren(); return; }
+    const timeout = live.idle_timeout_s;
+    const parts = [el("b", {}, live.post_mortem ? "Failed process kept for %bt_debug" : "Live session"),
+      ` · ${live.nodes} node(s) · %%bt_remote runs cells in it`];
+    let warn = false;
+    if (live.busy) parts.push(" · running a cell");
+    else if (live.idle_since) {
+      const idle = Math.max(0, Date.now() / 1000 - live.idle_since);
+      const left = Math.max(0, timeout - idle);
+      warn = left <= LIVE_WARN_S;
+      parts.push(` · idle ${fmtSeconds(idle)} of ${fmtSeconds(timeout)}`,
+        warn ? el("span", { "data-testid": "live-warning" }, ` · stops in ${fmtSeconds(left)} without a cell`)
+          : ` · stops in ${fmtSeconds(left)} without a cell`);
+    } else parts.push(` · stops after ${fmtSeconds(timeout)} without a cell`);
+    liveLine.className = `btj-live${warn ? " btj-live-warn" : ""}`;
+    liveLine.replaceChildren(...parts);
   }
 
   /** The kernel is gone: say so, stop the clock, and disable what needs it. */
@@ -336,6 +362,7 @@ function render({ model, el: root }) {
   model.on("change:error", drawHeader);
   model.on("change:notice", drawHeader);
   model.on("change:outputs", drawHeader);
+  model.on("change:live", drawHeader);
   model.on("change:log_tail", takeLogs);
   model.on("change:metrics", () => charts.draw(nodeMetrics()));
   model.on("change:checkpoints", drawCheckpoints);
