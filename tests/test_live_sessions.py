@@ -29,7 +29,7 @@ from bt_jupyter.errors import RemoteCellError
 from bt_jupyter.jobs import Client
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
-from bt_jupyter.packaging.bundle import PackageOptions, SessionMode
+from bt_jupyter.packaging.bundle import PackageOptions, SessionMode, package_cell
 from bt_jupyter.session_kernel import connection_file
 from tests.conftest import magics_on
 
@@ -319,3 +319,17 @@ def test_bt_debug_refuses_a_job_that_keeps_nothing(ip: InteractiveShell) -> None
     ip.run_cell_magic("bt_train", "-o plain --no-checkpointing --wait", "print('a cell')")
     with pytest.raises(UsageError, match="keeps no failed process: submit it with"):
         ip.run_line_magic("bt_debug", ip.user_ns["plain"].id)
+
+
+def test_a_sessions_pip_names_get_the_notebooks_versions() -> None:
+    """A session has no cell to detect imports from: a bare --pip name is pinned to the
+    version this notebook has (as detection pins a cell's), anything else kept."""
+    import numpy
+
+    options = PackageOptions(pip=("numpy", "torch>=2", "not-installed-here"), session=SessionMode())
+    bundle = package_cell("", {}, options)
+    assert f"numpy=={numpy.__version__}" in bundle.requirements
+    assert "torch>=2" in bundle.requirements
+    assert "not-installed-here" in bundle.requirements
+    assert any(r.startswith("ipykernel==") for r in bundle.requirements)
+    assert "--session --idle-timeout 1800" in bundle.manifest["entry_point"]

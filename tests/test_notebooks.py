@@ -37,7 +37,13 @@ def run_notebook(name: str, home: Home, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_every_notebook_has_a_test() -> None:
-    tested = {"quickstart.ipynb", "multinode.ipynb", "cloud.ipynb", "finetune_lora.ipynb"}
+    tested = {
+        "quickstart.ipynb",
+        "multinode.ipynb",
+        "cloud.ipynb",
+        "finetune_lora.ipynb",
+        "session.ipynb",
+    }
     # (finetune_lora.ipynb: tests/test_notebook_lora.py, a file of its own so the two
     # test workers share the notebooks' minutes)
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == tested
@@ -82,3 +88,18 @@ def test_cloud_notebook_runs_against_the_local_service(
     assert "checkpoints: ['checkpoint-5']" in out
     assert "losses: [1.0, 0.5, 0.3333333333333333, 0.25, 0.2]" in out
     assert "hf_notebook_test_value" not in out
+
+
+@pytest.mark.timeout(300)
+def test_session_notebook_loads_once_then_iterates(
+    local_home: Home, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BASETEN_SSH_DIR", str(tmp_path / "ssh"))
+    out = run_notebook("session.ipynb", local_home, monkeypatch)
+    assert "model ready on cpu" in out
+    assert "logits (4, 32)" in out
+    assert "Pushed lr, steps to node 0 of session" in out
+    first, last = (float(x) for x in out.split("loss ")[-1].split(" over")[0].split(" -> "))
+    assert last < first / 2  # it learned, remotely, and the losses came back
+    assert "stops after 20 min idle" in out
+    assert out.rstrip().endswith("stopped")

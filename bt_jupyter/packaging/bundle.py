@@ -197,11 +197,14 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
     explicit = (
         deps.read_requirements_file(options.requirements_file) if options.requirements_file else []
     )
-    detected = deps.requirements_for(imported, local, [*explicit, *options.pip])
+    pip = options.pip
+    if options.session is not None:
+        pip = tuple(deps.pin_bare(r) for r in pip)
+    detected = deps.requirements_for(imported, local, [*explicit, *pip])
     requirements = deps.merge(
         ("detected", detected),
         (str(options.requirements_file or "--requirements"), explicit),
-        ("--pip", options.pip),
+        ("--pip", pip),
     )
     base_image = options.base_image or deps.default_base_image(requirements)
     requirements = deps.check_image(base_image, requirements, options.gpu, options.image_python)

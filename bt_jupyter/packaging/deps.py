@@ -87,6 +87,24 @@ def pin(dist: str) -> str | None:
     return f"{metadata.metadata(dist)['Name'] or dist}=={version}"
 
 
+def pin_bare(line: str) -> str:
+    """``torch`` as ``torch==<this notebook's version>`` when installed here; anything
+    else as written. A session has no cell to detect its imports from: its ``--pip`` names
+    get the notebook's versions, as detection would give a cell."""
+    try:
+        req = Requirement(line)
+    except InvalidRequirement:
+        return line
+    if req.specifier or req.url or req.marker:
+        return line
+    pinned = pin(req.name)
+    if pinned is None:
+        return line
+    name, _, version = pinned.partition("==")
+    extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+    return f"{name}{extras}=={version}"
+
+
 def requirements_for(
     imported: Iterable[ImportedModule], local: Iterable[str], explicit: Iterable[str] = ()
 ) -> list[str]:
