@@ -95,6 +95,8 @@ def serve(namespace: dict[str, Any], idle_timeout: float, echo: bool = True) -> 
             "--IPKernelApp.capture_fd_output=False",
             # no "to connect another client" advice in the job's log
             "--IPKernelApp.log_level=CRITICAL",
+            # the notebook keeps the history: no SQLite write per remote cell
+            "--HistoryManager.enabled=False",
         ]
     )
     shell = app.shell

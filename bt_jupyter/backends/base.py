@@ -44,6 +44,9 @@ class Backend(Protocol):
     refused_key_advice: str | None
     #: How to create a missing secret (``{name}``: the secret's name).
     secret_advice: str
+    #: A live session's kernels listen on this machine (their ports may be used as they
+    #: are, once their key was read over SSH).
+    kernels_on_this_machine: bool
 
     def upload(self, archive: bytes) -> api.CreateTrainingJobS3Artifact:
         """Store a bundle where this service's jobs read it (sent once per content)."""

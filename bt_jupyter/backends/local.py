@@ -37,6 +37,8 @@ class LocalBackend:
         "the local training service refused its key (it was restarted?); try again"
     )
     secret_advice = "Store it with `bt-jupyter secrets set {name}` (or %bt_secret set {name})."
+    #: Live sessions: the nodes' kernels listen on this machine's loopback.
+    kernels_on_this_machine = True
 
     def __init__(self, rest: ApiClient) -> None:
         self.rest = rest

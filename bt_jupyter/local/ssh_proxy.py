@@ -44,6 +44,9 @@ OK, REFUSED = b"\x00", b"\x01"
 MAX_JWT_BYTES = 16 * 1024
 #: Seconds a connection has to send its JWT (a silent one is dropped).
 GATE_TIMEOUT_S = 10.0
+#: SSH flow control, as the client asks for it (remote/tunnel.py).
+WINDOW_BYTES = 16 * 1024 * 1024
+MAX_PACKET_BYTES = 256 * 1024
 #: How often connections are checked against their job's status.
 WATCH_S = 1.0
 
@@ -231,6 +234,8 @@ class SshProxy:
             agent_forwarding=False,
             login_timeout=30,
             keepalive_interval=30,
+            window=WINDOW_BYTES,
+            max_pktsize=MAX_PACKET_BYTES,
         )
         port = self._acceptor.sockets[0].getsockname()[1]
         self.address = f"127.0.0.1:{port}"

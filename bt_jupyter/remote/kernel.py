@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
 
 from bt_jupyter.errors import SessionEnded, TransferError
@@ -153,15 +154,20 @@ class RemoteKernel:
 
 
 class RunningCell:
-    """A cell running on one node, driven by :meth:`step` from the notebook's thread
-    (several nodes' cells are stepped in turn: no thread per node)."""
+    """A cell running on one node. Its sockets are watched with every other running
+    cell's in one poll (:func:`run_cells`): no thread per node, no waiting on one socket
+    while another has the message."""
 
     def __init__(self, kernel: RemoteKernel, code: str, ask: Ask | None) -> None:
         self.kernel, self.ask = kernel, ask
-        self.msg_id = kernel.client.execute(code, allow_stdin=ask is not None)
+        client = kernel.client
+        self.msg_id = client.execute(code, allow_stdin=ask is not None)
         self.reply: dict[str, Any] | None = None
         self.idle = False
         self.interrupted_at: float | None = None
+        self.sockets = [client.shell_channel.socket, client.iopub_channel.socket]
+        if ask is not None:
+            self.sockets.append(client.stdin_channel.socket)
 
     @property
     def done(self) -> bool:
@@ -179,31 +185,31 @@ class RunningCell:
             self.kernel.interrupt()
             self.interrupted_at = time.monotonic()
 
-    def step(self, on_output: Output, wait: float) -> None:
-        """Take the next message of this cell (waiting up to ``wait`` s for one): an
-        output goes to ``on_output`` with its ``msg_type``; an input request is asked."""
+    def take(self, on_output: Output) -> None:
+        """Every message that has arrived for this cell: outputs go to ``on_output``
+        (with their ``msg_type``), input requests are asked."""
         client = self.kernel.client
-        if self.ask is not None and client.stdin_channel.msg_ready():
+        while self.ask is not None and client.stdin_channel.msg_ready():
             request = client.get_stdin_msg(timeout=0)
             if request["msg_type"] == "input_request":
                 content = request["content"]
                 client.input(self.ask(content.get("prompt", ""), bool(content.get("password"))))
-        if client.shell_channel.msg_ready():
+        while client.shell_channel.msg_ready():
             msg = client.get_shell_msg(timeout=0)
             if msg["parent_header"].get("msg_id") == self.msg_id:
                 self.reply = msg["content"]
-        if not client.is_alive():
+        while client.iopub_channel.msg_ready():
+            msg = client.get_iopub_msg(timeout=0)
+            if msg["parent_header"].get("msg_id") != self.msg_id:
+                continue
+            if msg["msg_type"] == "status":
+                self.idle = msg["content"].get("execution_state") == "idle"
+            elif msg["msg_type"] in OUTPUT_TYPES:
+                on_output({"msg_type": msg["msg_type"], **msg["content"]})
+
+    def check_alive(self) -> None:
+        if not self.kernel.client.is_alive():
             raise SessionEnded(f"node {self.kernel.node}'s session kernel stopped answering")
-        try:
-            msg = client.get_iopub_msg(timeout=wait)
-        except queue.Empty:
-            return
-        if msg["parent_header"].get("msg_id") != self.msg_id:
-            return
-        if msg["msg_type"] == "status":
-            self.idle = msg["content"].get("execution_state") == "idle"
-        elif msg["msg_type"] in OUTPUT_TYPES:
-            on_output({"msg_type": msg["msg_type"], **msg["content"]})
 
     def result(self) -> CellResult:
         reply = self.reply
@@ -218,3 +224,31 @@ class RunningCell:
             traceback=list(reply.get("traceback") or []),
             interrupted=self.interrupted_at is not None,
         )
+
+
+#: How often (s) a waiting cell's kernel is checked for life.
+ALIVE_CHECK_S = 1.0
+
+
+def run_cells(cells: dict[int, RunningCell], show: Callable[[int, dict[str, Any]], None]) -> None:
+    """Wait for every cell to end, showing outputs as they come (``show(node, output)``).
+    Ctrl-C interrupts them all (on their nodes) and keeps waiting for their ends."""
+    poller = zmq.Poller()
+    for cell in cells.values():
+        for sock in cell.sockets:
+            poller.register(sock, zmq.POLLIN)
+    checked = time.monotonic()
+    while not all(cell.done for cell in cells.values()):
+        try:
+            poller.poll(timeout=200)
+            for node, cell in cells.items():
+                if not cell.done:
+                    cell.take(lambda o, n=node: show(n, o))  # type: ignore[misc]
+            if time.monotonic() - checked > ALIVE_CHECK_S:
+                checked = time.monotonic()
+                for cell in cells.values():
+                    if not cell.done:
+                        cell.check_alive()
+        except KeyboardInterrupt:
+            for cell in cells.values():
+                cell.interrupt()

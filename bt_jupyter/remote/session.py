@@ -10,6 +10,7 @@ these connections, and ``attach`` makes them again with the remote variables int
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from bt_jupyter.errors import SessionEnded, SessionError
 from bt_jupyter.packaging.bundle import PackageOptions, package_cell, runs_bundle
 from bt_jupyter.packaging.capture import Capture
 from bt_jupyter.remote import keys
-from bt_jupyter.remote.kernel import Ask, CellResult, RemoteKernel
+from bt_jupyter.remote.kernel import Ask, CellResult, RemoteKernel, run_cells
 from bt_jupyter.remote.tunnel import NodeTunnel, TunnelClosed
 from bt_jupyter.session_kernel import CONNECTION_FILE, SESSION_DIR
 
@@ -33,6 +34,8 @@ S = spec.TrainingJobStatus
 #: install the requirements first (on Baseten, minutes for a big image).
 KERNEL_START_TIMEOUT_S = 20 * 60
 POLL_S = 0.5
+#: ``ssh``: reach a local node's kernel through SSH too (what Baseten needs).
+TRANSPORT_ENV = "BT_JUPYTER_SESSION_TRANSPORT"
 #: Times a connection that drops while it is being made is made again.
 RECONNECTS = 3
 #: The kernel's ports in its connection file.
@@ -134,8 +137,11 @@ class LiveSession:
             tunnel = NodeTunnel.open(signed, key, self.job.client.backend.ssh_proxy_tls(), node)
             try:
                 info = self._connection_info(tunnel, node, progress)
-                forwarded = {name: tunnel.forward(int(info[name])) for name in PORTS}
-                kernel = RemoteKernel(node, {**info, **forwarded, "ip": "127.0.0.1"})
+                if self._direct():
+                    ports = {name: int(info[name]) for name in PORTS}
+                else:
+                    ports = {name: tunnel.forward(int(info[name])) for name in PORTS}
+                kernel = RemoteKernel(node, {**info, **ports, "ip": "127.0.0.1"})
             except TunnelClosed:
                 tunnel.close()
                 if attempt == RECONNECTS or self.job.refresh().status.is_terminal:
@@ -158,6 +164,15 @@ class LiveSession:
             self.idle_since = time.time() - float(answer["idle_for"])
             for callback in list(self.on_activity):
                 callback(self)
+
+    def _direct(self) -> bool:
+        """Whether the kernel's ports are used as they are, not forwarded through SSH:
+        the local service's nodes listen on this machine's loopback (an optimisation the
+        backend allows; the kernel's key still comes only over SSH). The environment
+        variable :data:`TRANSPORT_ENV` set to ``ssh`` forwards them as on Baseten."""
+        if os.environ.get(TRANSPORT_ENV, "").lower() == "ssh":
+            return False
+        return self.job.client.backend.kernels_on_this_machine
 
     def _wait_running(self, progress: Progress) -> None:
         said = None
@@ -278,15 +293,7 @@ class LiveSession:
         ask: Ask | None,
     ) -> dict[int, CellResult]:
         cells = {node: c.kernel.start(code, ask) for node, c in connected.items()}
-        wait = 0.05 if len(cells) == 1 else 0.005
-        while not all(cell.done for cell in cells.values()):
-            try:
-                for node, cell in cells.items():
-                    if not cell.done:
-                        cell.step(lambda o, n=node: show(NodeOutput(n, o)), wait)  # type: ignore[misc]
-            except KeyboardInterrupt:
-                for cell in cells.values():
-                    cell.interrupt()
+        run_cells(cells, lambda node, output: show(NodeOutput(node, output)))
         return {node: cell.result() for node, cell in cells.items()}
 
     def push(self, captured: Capture, nodes: list[int]) -> list[str]:

@@ -25,6 +25,9 @@ from bt_jupyter.errors import SessionEnded, SessionRefused
 T = TypeVar("T")
 SSH_USER = "baseten"
 CONNECT_TIMEOUT_S = 30.0
+#: SSH flow control: how much a channel may have in flight, and the largest packet.
+WINDOW_BYTES = 16 * 1024 * 1024
+MAX_PACKET_BYTES = 256 * 1024
 
 
 class _Loop:
@@ -196,6 +199,9 @@ async def _connect(
                 config=[],
                 preferred_auth="publickey",
                 keepalive_interval=30,
+                # large transfers (%bt_pull) move in fewer, bigger packets
+                window=WINDOW_BYTES,
+                max_pktsize=MAX_PACKET_BYTES,
             ),
             CONNECT_TIMEOUT_S,
         )

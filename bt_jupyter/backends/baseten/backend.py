@@ -23,6 +23,8 @@ class BasetenBackend:
     follows_by_cursor = False
     refused_key_advice: str | None = None
     secret_advice = "Add it under Settings > Secrets in Baseten's app, or name another."
+    #: Live sessions: a node's kernel is reached through Baseten's SSH proxy only.
+    kernels_on_this_machine = False
 
     def __init__(self, rest: ApiClient) -> None:
         self.rest = rest
