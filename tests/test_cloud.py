@@ -23,7 +23,7 @@ import httpx
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from bt_jupyter import Client, Job, spec
+from bt_jupyter import Client, Job, remote, spec
 from bt_jupyter.backends.baseten import deploy as cloud_deploy
 from bt_jupyter.backends.baseten.deploy import DeployError
 from bt_jupyter.backends.baseten.teams import UnknownTeam
@@ -36,6 +36,8 @@ from bt_jupyter.local.home import Home
 from bt_jupyter.local.secrets import SecretStore
 from bt_jupyter.local.store import new_id
 from bt_jupyter.packaging import PackageOptions, package_cell
+from bt_jupyter.packaging.bundle import SessionMode
+from bt_jupyter.remote import keys
 from tests.helpers import INSTALL, bundle, requirements, running_service, wait_for
 from tests.openapi import OpenAPI
 from tests.test_deploy import LORA, TINY_GPT
@@ -549,3 +551,49 @@ LIVE_KEY = os.environ.get("BASETEN_API_KEY")
 def test_live_baseten_answers_the_same_api() -> None:
     with Client.baseten(api_key=LIVE_KEY, base_url="https://api.baseten.co") as client:
         assert isinstance(client.api.projects(), list)
+
+
+@pytest.mark.timeout(300)
+def test_a_live_session_goes_through_baseten_s_ssh_sign_and_proxy(
+    cloud: tuple[Client, Recorder],
+    cloud_home: Home,
+    openapi_spec: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cloud client's session: ssh/sign as the spec has it, then TLS to the proxy
+    (checked against the system's trust store, here the stand-in's certificate), JWT,
+    certificate, and the kernel's ports forwarded through SSH (no /v1/local/ shortcut)."""
+    client, recorder = cloud
+    monkeypatch.setenv("BASETEN_SSH_DIR", str(tmp_path / "ssh"))
+    project = spec.TrainingProject(
+        name=f"cloud-live-{new_id()}",
+        job=spec.TrainingJob(
+            image=spec.Image(base_image="pending"),
+            compute=spec.Compute(accelerator="H100:1"),
+            runtime=spec.Runtime(),
+        ),
+    )
+    session = remote.start(client, project, PackageOptions(session=SessionMode(idle_timeout_s=300)))
+    try:
+        # the stand-in's proxy (and its certificate) starts with a first signature
+        line = keys.public_line(keys.ensure_key())
+        session._wait_running(lambda _: None)
+        client.api.sign_ssh(session.job.project_id, session.id, line, 0)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cloud_home.root / "ssh" / "proxy.crt"))
+        shown: list[str] = []
+        results = session.run(
+            "answer = 6 * 7\nprint('node says', answer)",
+            [0],
+            lambda o: shown.append(o.content.get("text", "")),
+        )
+        assert results[0].status == "ok"
+        assert "node says 42" in "".join(shown)
+        assert session.pull(["answer"], 0, 1_000_000) == {"answer": 42}
+    finally:
+        session.stop()
+    signs = [e for e in recorder.exchanges if e.path.endswith("/ssh/sign")]
+    assert signs
+    assert all(e.status == 200 for e in signs)
+    assert [e.path for e in recorder.exchanges if e.path.startswith("/v1/local/")] == []
+    assert _off_contract(openapi_spec, recorder) == []

@@ -30,6 +30,7 @@ from bt_jupyter.jobs import Client
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from bt_jupyter.packaging.bundle import PackageOptions, SessionMode, package_cell
+from bt_jupyter.remote.session import TRANSPORT_ENV
 from bt_jupyter.session_kernel import connection_file
 from tests.conftest import magics_on
 
@@ -38,15 +39,19 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(scope="module", autouse=True)
 def ssh_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The user's SSH key in a folder of the test's own (never ~/.ssh)."""
+    """The user's SSH key in a folder of the test's own (never ~/.ssh), and the kernels'
+    ports forwarded through SSH as on Baseten (the notebook and browser tests take the
+    local service's direct path)."""
     folder = tmp_path_factory.mktemp("baseten_ssh")
-    saved = os.environ.get("BASETEN_SSH_DIR")
-    os.environ["BASETEN_SSH_DIR"] = str(folder)
+    wanted = {"BASETEN_SSH_DIR": str(folder), TRANSPORT_ENV: "ssh"}
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
     yield folder
-    if saved is None:
-        os.environ.pop("BASETEN_SSH_DIR", None)
-    else:
-        os.environ["BASETEN_SSH_DIR"] = saved
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _project(name: str, nodes: int = 1) -> spec.TrainingProject:
@@ -333,3 +338,25 @@ def test_a_sessions_pip_names_get_the_notebooks_versions() -> None:
     assert "not-installed-here" in bundle.requirements
     assert any(r.startswith("ipykernel==") for r in bundle.requirements)
     assert "--session --idle-timeout 1800" in bundle.manifest["entry_point"]
+
+
+def test_the_local_shortcut_still_reads_the_key_over_ssh(
+    local_home: Home, live: remote.LiveSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the local service the kernel's own ports may be used (an optimisation); over
+    SSH (what Baseten needs, and these tests use) they are forwarded. Either way the key
+    came through the SSH connection."""
+    import json
+
+    info = json.loads(connection_file(local_home.node_home(live.id, 0)).read_text())
+    live.close()
+    monkeypatch.delenv(TRANSPORT_ENV)
+    direct = live.kernel(0)
+    assert direct.kernel.client.shell_port == info["shell_port"]
+    assert direct.tunnel.is_open
+    out: list[str] = []
+    live.run("print('direct')", [0], lambda o: out.append(o.content.get("text", "")))
+    assert "direct" in "".join(out)
+    live.close()
+    monkeypatch.setenv(TRANSPORT_ENV, "ssh")
+    assert live.kernel(0).kernel.client.shell_port != info["shell_port"]
