@@ -229,3 +229,42 @@ def test_a_session_survives_a_closed_connection(two: tuple[remote.LiveSession, .
     first.kernel(0).tunnel.close()
     first.run("print(survivor)", [0], lambda o: out.append(o.content.get("text", "")))
     assert "7" in "".join(out)
+
+
+def test_a_service_restart_keeps_the_session_and_its_variables(
+    tmp_path_factory: pytest.TempPathFactory, ssh_keys: Path
+) -> None:
+    """The service (and its SSH proxy) restarts under a session: the job's kernel lives
+    on; the next cell signs again, reaches the new proxy, and finds its variables."""
+    from bt_jupyter.local import daemon
+    from tests.helpers import running_service
+
+    home = Home(tmp_path_factory.mktemp("restarted"))
+    with running_service(home):
+        session = start_session(home)
+        try:
+            session.run("kept = 'through the restart'", [0], lambda _: None)
+            daemon.stop(home)
+            daemon.ensure_running(home)
+            out: list[str] = []
+            session.run("print(kept)", [0], lambda o: out.append(o.content.get("text", "")))
+            assert "through the restart" in "".join(out)
+        finally:
+            session.stop()
+            session.job.wait(60)
+            session.job.client.close()
+
+
+def test_a_killed_kernel_is_one_clear_line(local_home: Home, ssh_keys: Path) -> None:
+    """kill -9 of the node's process: the job fails, and the next cell says the session
+    ended (no traceback of ours, no hang)."""
+    import psutil
+
+    session = start_session(local_home)
+    try:
+        psutil.Process(int(session.status(0)["pid"])).kill()
+        with pytest.raises(SessionEnded, match=f"session {session.id} has ended"):
+            session.run("1", [0], lambda _: None)
+        assert session.job.refresh().status.is_terminal
+    finally:
+        session.job.client.close()
