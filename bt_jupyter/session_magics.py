@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from bt_jupyter import limits, remote, spec
 from bt_jupyter.errors import BtJupyterError, NoLiveSession, RemoteCellError
 from bt_jupyter.jobs import Client
 from bt_jupyter.magic_args import Parser, parse_line, train_parser
-from bt_jupyter.packaging import PackageOptions
+from bt_jupyter.packaging import PackageOptions, describe
 from bt_jupyter.packaging.bundle import SessionMode
 from bt_jupyter.packaging.capture import capture
 from bt_jupyter.remote import LiveSession, NodeOutput
@@ -119,6 +120,13 @@ class SessionMagics:
             max_value_bytes=self.max_value_bytes,
             session=SessionMode(args.timeout, args.init_distributed),
         )
+        if args.dry_run:
+            planned, bundle = remote.plan(project, options)
+            wire = {"training_project": planned.to_wire(), "training_job": planned.job.to_wire()}
+            print(json.dumps(wire, indent=2))
+            print("\n".join(describe(bundle)))
+            print("dry run: nothing was submitted")
+            return
         client = self.magics.client(args.backend)
         live = remote.start(client, project, options, team=args.team)
         self._keep(live)

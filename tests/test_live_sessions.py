@@ -360,3 +360,17 @@ def test_the_local_shortcut_still_reads_the_key_over_ssh(
     live.close()
     monkeypatch.setenv(TRANSPORT_ENV, "ssh")
     assert live.kernel(0).kernel.client.shell_port != info["shell_port"]
+
+
+def test_start_dry_run_shows_the_session_job_and_submits_nothing(ip: InteractiveShell) -> None:
+    with capture_output() as shown:
+        ip.run_line_magic(
+            "bt_session", "start --gpu H100:2 --nodes 2 --pip numpy --timeout 2h --dry-run"
+        )
+    out = shown.stdout
+    assert "python -m bt_jupyter.runtime --session --idle-timeout 7200" in out
+    assert '"node_count": 2' in out
+    assert "ipykernel==" in out
+    assert "dry run: nothing was submitted" in out
+    magics = ip.magics_manager.registry["BtMagics"]
+    assert magics.live.current is None

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from bt_jupyter import spec
 from bt_jupyter.errors import SessionEnded, SessionError
-from bt_jupyter.packaging.bundle import PackageOptions, package_cell, runs_bundle
+from bt_jupyter.packaging.bundle import Bundle, PackageOptions, package_cell, runs_bundle
 from bt_jupyter.packaging.capture import Capture
 from bt_jupyter.remote import keys
 from bt_jupyter.remote.kernel import Ask, CellResult, RemoteKernel, run_cells
@@ -321,9 +321,17 @@ def start(
     """Submit a session job: ``project.job``'s compute and runtime, serving a kernel per
     node (``options.session``) with ``options``' requirements installed."""
     assert options.session is not None
-    bundle = package_cell("", {}, options)
-    job = client.submit(runs_bundle(project, bundle), bundle, team=team)
+    planned, bundle = plan(project, options)
+    job = client.submit(planned, bundle, team=team)
     return LiveSession(job, options.session.idle_timeout_s)
+
+
+def plan(
+    project: spec.TrainingProject, options: PackageOptions
+) -> tuple[spec.TrainingProject, Bundle]:
+    """The session job as it would be submitted (``--dry-run`` shows it)."""
+    bundle = package_cell("", {}, options)
+    return runs_bundle(project, bundle), bundle
 
 
 def attach(client: Client, job_id: str, post_mortem: bool = False) -> LiveSession:
