@@ -218,6 +218,15 @@ EXAMPLES: list[BaseModel] = [
     SESSION,
     api.PatchInteractiveSessionRequestV1(timeout_minutes=60, trigger="on_demand"),
     api.PatchInteractiveSessionResponseV1(interactive_session=SESSION, message="extended"),
+    api.SignSSHCertificateRequestV1(
+        public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGkq baseten-training", replica_id="0"
+    ),
+    api.SignSSHCertificateResponseV1(
+        ssh_certificate="ssh-ed25519-cert-v01@openssh.com AAAAIHNzaC1lZDI1NTE5LWNlcnQ",
+        jwt="eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ0cmFpbmluZy1qb2ItYWJjLTAifQ.c2ln",
+        proxy_address="ssh.baseten.co:443",
+        ssh_cert_expires_at=datetime(2026, 12, 1, 13, 0, tzinfo=timezone.utc),
+    ),
     api.TrainingGpuCapacityItemV1(gpu_type="H100", baseline=8, limit=16, usage_count=8),
     api.GetTrainingGpuCapacityResponseV1(gpu_capacities=[], team_gpu_capacities=[TEAM_CAPACITY]),
     api.PatchTeamTrainingGpuCapacityRequestV1(team_id="t", gpu_type="H100", max_gpus=8),

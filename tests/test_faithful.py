@@ -139,7 +139,10 @@ def test_a_module_nothing_provides_is_named_before_sending(shell: InteractiveShe
 
 def test_the_runtime_and_installer_need_only_the_standard_library_and_cloudpickle() -> None:
     allowances = (
-        ("runtime", {"cloudpickle"}),
+        # torch only for --init-distributed, whose session requirements name it
+        ("runtime", {"cloudpickle", "torch"}),
+        # a session's requirements name ipykernel (bundle.py adds it)
+        ("session_kernel", {"ipykernel", "cloudpickle"}),
         ("trackers", {"accelerate", "lightning", "pytorch_lightning"}),  # once the cell has
         ("install", set()),
     )

@@ -94,6 +94,9 @@ def rip(local_home: Home, live: remote.LiveSession) -> Iterator[InteractiveShell
         magics = shell.magics_manager.registry["BtMagics"]
         magics.live.sessions[live.id] = magics.live.current = live
         yield shell
+        for other in magics.live.sessions.values():
+            if other is not live:  # attached anew by the test: its connections end here
+                other.close()
         magics.live.current = None
         magics.live.sessions.clear()
 
@@ -216,6 +219,9 @@ def test_bad_input_is_one_line_and_the_session_keeps_working(rip: InteractiveShe
     rip.run_cell("import pandas as pd\nframe = pd.DataFrame({'a': [1]})")
     with pytest.raises(UsageError, match=r"No module named 'pandas'.*start one with --pip pandas"):
         rip.run_line_magic("bt_push", "frame")
+    rip.run_cell_magic("bt_remote", "", "import threading\nremote_lock = threading.Lock()")
+    with pytest.raises(UsageError, match="node 0 could not send remote_lock: TypeError"):
+        rip.run_line_magic("bt_pull", "remote_lock")
     rip.user_ns["lock"] = threading.Lock()
     with pytest.raises(UsageError, match="lock"):
         rip.run_line_magic("bt_push", "lock")
