@@ -247,13 +247,19 @@ class LiveSession:
                 with connected.lock:
                     return work(connected)
             except SessionEnded:
-                if self.job.refresh().status.is_terminal:
-                    raise self._ended() from None
-                with self._lock:
-                    self._drop(node)
+                self._broken([node])
                 if attempt:
                     raise
         raise AssertionError("not reached")
+
+    def _broken(self, nodes: list[int]) -> None:
+        """A connection broke: say so if the job ended, else drop the nodes' connections
+        (the next use makes them again)."""
+        if self.job.refresh().status.is_terminal:
+            raise self._ended() from None
+        with self._lock:
+            for node in nodes:
+                self._drop(node)
 
     def run(
         self,
@@ -274,11 +280,7 @@ class LiveSession:
         try:
             return self._run(code, connected, show, ask if len(nodes) == 1 else None)
         except SessionEnded:
-            if self.job.refresh().status.is_terminal:
-                raise self._ended() from None
-            with self._lock:
-                for node in nodes:
-                    self._drop(node)
+            self._broken(nodes)  # a cell is not run twice: the error stands
             raise
         finally:
             for node in nodes:
