@@ -231,7 +231,7 @@ def _post_mortem(exc: BaseException, namespace: dict[str, Any], idle_timeout: fl
     job = os.environ.get("BT_TRAINING_JOB_ID", "")
     print(
         f"{session_kernel.POST_MORTEM}: %bt_debug {job} opens the failing frame "
-        f"(this process ends after {idle_timeout / 60:g} min without a cell)",
+        f"(this process ends after {idle_timeout / 60:.4g} min without a cell)",
         flush=True,
     )
     # quiet: what the debugging prints must not become the job's error

@@ -129,7 +129,7 @@ def serve(namespace: dict[str, Any], idle_timeout: float, echo: bool = True) -> 
 
 
 def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+    return f"{seconds / 60:.4g} min" if seconds >= 120 else f"{seconds:g} s"
 
 
 def _transfer(comm: Any, user_ns: dict[str, Any], watch: IdleWatch) -> None:

@@ -28,6 +28,7 @@ from bt_jupyter.packaging.capture import capture
 from bt_jupyter.remote import LiveSession, NodeOutput
 from bt_jupyter.remote.kernel import CellResult
 from bt_jupyter.session_kernel import DEFAULT_IDLE_TIMEOUT_S
+from bt_jupyter.sessions import duration
 
 
 class MagicsHost(Protocol):
@@ -134,7 +135,7 @@ class SessionMagics:
             self.magics._ns[args.bind] = live
         print(
             f"Session {live.id} started ({live.node_count} node(s), stops after "
-            f"{args.timeout / 60:g} min idle); run cells in it with %%bt_remote"
+            f"{duration(args.timeout)} without a cell); run cells in it with %%bt_remote"
         )
         display(live)  # type: ignore[no-untyped-call]
 
@@ -179,8 +180,8 @@ class SessionMagics:
         left = max(0.0, answer["idle_timeout"] - answer["idle_for"])
         print(
             f"Session {live.id}: {live.job.refresh().status.short}, {live.node_count} node(s); "
-            f"idle {answer['idle_for'] / 60:.1f} min, stops after "
-            f"{answer['idle_timeout'] / 60:g} min idle ({left / 60:.1f} min left)"
+            f"idle {duration(answer['idle_for'])}, stops after "
+            f"{duration(answer['idle_timeout'])} without a cell ({duration(left)} left)"
         )
 
     def _keep(self, live: LiveSession) -> None:

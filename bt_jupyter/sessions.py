@@ -8,6 +8,13 @@ from datetime import datetime, timezone
 from bt_jupyter import api
 
 
+def duration(seconds: float) -> str:
+    """``1m 40s``, ``20m``, ``2h 30m``: a timeout as people write it."""
+    left = max(0, round(seconds))
+    parts = [(left // 3600, "h"), (left % 3600 // 60, "m"), (left % 60, "s")]
+    return " ".join(f"{n}{unit}" for n, unit in parts if n) or "0s"
+
+
 def expires_in(expires_at: str | None, now: datetime | None = None) -> str:
     """``7h59m``, ``12m``, ``< 1m``, ``expired``; empty when there is no expiry."""
     if not expires_at:

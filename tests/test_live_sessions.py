@@ -7,6 +7,7 @@ forwarded (the proxy here is the service's stand-in, see local/ssh_proxy.py).
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -380,3 +381,14 @@ def test_start_dry_run_shows_the_session_job_and_submits_nothing(ip: Interactive
     assert "dry run: nothing was submitted" in out
     magics = ip.magics_manager.registry["BtMagics"]
     assert magics.live.current is None
+
+
+def test_timeouts_read_as_people_write_them() -> None:
+    from bt_jupyter.session_magics import parse_timeout
+    from bt_jupyter.sessions import duration
+
+    assert [duration(s) for s in (100, 1200, 9000, 0.4)] == ["1m 40s", "20m", "2h 30m", "0s"]
+    assert [parse_timeout(t) for t in ("45m", "2h", "90s", "30")] == [2700, 7200, 90, 1800]
+    for bad in ("0s", "8d", "-5m", "soon", "1e9"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_timeout(bad)

@@ -101,5 +101,5 @@ def test_session_notebook_loads_once_then_iterates(
     assert "Pushed lr, steps to node 0 of session" in out
     first, last = (float(x) for x in out.split("loss ")[-1].split(" over")[0].split(" -> "))
     assert last < first / 2  # it learned, remotely, and the losses came back
-    assert "stops after 20 min idle" in out
+    assert "stops after 20m without a cell" in out
     assert out.rstrip().endswith("stopped")

@@ -32,7 +32,7 @@ from bt_jupyter.errors import BtJupyterError, ConnectionFailed
 from bt_jupyter.jobs import Job
 from bt_jupyter.pricing import gpu_cost_per_hour
 from bt_jupyter.remote import LiveSession
-from bt_jupyter.sessions import expires_in, session_line
+from bt_jupyter.sessions import duration, expires_in, session_line
 
 TICK_SECONDS = 0.2
 TAIL_LINES = 300
@@ -141,8 +141,8 @@ class JobWidget(anywidget.AnyWidget):
             "[session] " + session_line(api.AuthCodeV1.model_validate(s)) for s in self.sessions
         ]
         if self.live:
-            minutes = self.live["idle_timeout_s"] / 60
-            lines.append(f"[live session] stops after {minutes:g} min without a cell")
+            timeout = duration(self.live["idle_timeout_s"])
+            lines.append(f"[live session] stops after {timeout} without a cell")
         for line in self._last_lines():
             lines.append(log_text(line["node"], line["message"]))
         if self.outputs:
