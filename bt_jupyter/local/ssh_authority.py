@@ -102,23 +102,7 @@ class SshAuthority:
         if cert_path.exists() and key_path.exists():
             return cert_path, key_path
         key = self._ec_key("proxy.key")
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bt-jupyter local SSH proxy")])
-        now = dt.datetime.now(dt.timezone.utc)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False,
-            )
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
+        cert = loopback_certificate(key, "bt-jupyter local SSH proxy", days=3650)
         write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM).decode())
         return cert_path, key_path
 
@@ -186,6 +170,29 @@ class SshAuthority:
         return asyncssh.import_authorized_keys(
             f'cert-authority,principals="{admission.principal}" {ca}\n'
         )
+
+
+def loopback_certificate(
+    key: ec.EllipticCurvePrivateKey, common_name: str, days: int
+) -> x509.Certificate:
+    """A self-signed TLS certificate for 127.0.0.1: what a client trusts by pinning it."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
 
 
 def _node(replica_id: str | None, node_count: int) -> int:
