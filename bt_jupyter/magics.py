@@ -659,7 +659,7 @@ class BtMagics(Magics):
         changes them (minutes are added; -1: ten years)."""
         words = line.split()
         if words and words[0] in ("start", "attach", "stop", "list", "status"):
-            self.live.session(words, self._expand(line) if words[0] == "start" else line)
+            self.live.session(words, line)  # IPython expanded $names and {expressions}
             return
         parser = Parser(prog="%bt_session", add_help=False)
         parser.add_argument("words", nargs="+", metavar="[update] JOB_ID")

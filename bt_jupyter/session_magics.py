@@ -42,8 +42,6 @@ class MagicsHost(Protocol):
 
     def client(self, backend: str | None = None) -> Client: ...
 
-    def _expand(self, line: str) -> str: ...
-
     def _project(self, args: argparse.Namespace, name: str) -> spec.TrainingProject: ...
 
 
@@ -106,7 +104,7 @@ class SessionMagics:
         parser.prog = "%bt_session start"
         parser.add_argument("--timeout", type=parse_timeout, default=DEFAULT_IDLE_TIMEOUT_S)
         parser.add_argument("--init-distributed", action="store_true")
-        args = parse_line(parser, self.magics._expand(line))
+        args = parse_line(parser, line)
         for dest, flag in NOT_FOR_SESSIONS.items():
             if getattr(args, dest) not in (None, False, "", []):
                 raise UsageError(f"%bt_session start: {flag} is for %%bt_train, not a session")

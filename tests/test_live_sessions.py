@@ -392,3 +392,13 @@ def test_timeouts_read_as_people_write_them() -> None:
     for bad in ("0s", "8d", "-5m", "soon", "1e9"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_timeout(bad)
+
+
+def test_start_options_take_notebook_values_once(ip: InteractiveShell) -> None:
+    """$name and {expression} in the start line are the notebook's, expanded once."""
+    ip.user_ns["hours"] = 2
+    ip.user_ns["lib"] = "numpy"
+    with capture_output() as shown:
+        ip.run_line_magic("bt_session", "start --pip $lib --timeout {hours}h --dry-run")
+    assert "--idle-timeout 7200" in shown.stdout
+    assert "numpy==" in shown.stdout
