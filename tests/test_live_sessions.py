@@ -402,3 +402,14 @@ def test_start_options_take_notebook_values_once(ip: InteractiveShell) -> None:
         ip.run_line_magic("bt_session", "start --pip $lib --timeout {hours}h --dry-run")
     assert "--idle-timeout 7200" in shown.stdout
     assert "numpy==" in shown.stdout
+
+
+def test_list_shows_the_projects_live_sessions(
+    rip: InteractiveShell, live: remote.LiveSession
+) -> None:
+    with capture_output() as listed:
+        rip.run_line_magic("bt_session", "list")
+    assert f"* {live.id}  RUNNING" in listed.stdout
+    with capture_output() as empty:
+        rip.run_line_magic("bt_session", "list no-such-project")
+    assert "No live sessions in project 'no-such-project'" in empty.stdout
