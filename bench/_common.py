@@ -159,7 +159,7 @@ def job_spec(commands: list[str], name: str | None = None) -> spec.TrainingJob:
 
 
 @contextmanager
-def bench_service(keep: bool = False) -> Iterator[Bench]:
+def bench_service(keep: bool = False, port: int = 0) -> Iterator[Bench]:
     """A local service on a private temporary home, torn down afterwards.
 
     On exit: every job still running is stopped and awaited, the service is stopped
@@ -170,7 +170,7 @@ def bench_service(keep: bool = False) -> Iterator[Bench]:
     os.environ["BT_JUPYTER_HOME"] = str(root)
     home = Home(root)
     try:
-        with running_service(home):
+        with running_service(home, port=port):
             client = ApiClient.local(root)
             try:
                 project = client.upsert_project(f"bench-{int(time.time())}")

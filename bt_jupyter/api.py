@@ -75,6 +75,8 @@ __all__ = [
 ]
 
 MAX_LOG_LIMIT = 1000
+#: Log levels, least severe first (the local service stores a level as its index).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Baseten refuses a log window longer than this (start to end).
 MAX_LOG_WINDOW_MS = 7 * 24 * 3600 * 1000
 #: Without ``start_epoch_millis`` Baseten returns only this much before the end.

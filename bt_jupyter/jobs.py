@@ -8,6 +8,7 @@ the same REST API through :class:`bt_jupyter.client.ApiClient`.
 
 from __future__ import annotations
 
+import collections
 import configparser
 import os
 import sys
@@ -31,8 +32,10 @@ from bt_jupyter.client import (
     ApiClient,
     FollowedLog,
     LogBatch,
+    LogLine,
+    LogPage,
     LogPoller,
-    node_of,
+    log_text,
 )
 from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import (
@@ -388,6 +391,29 @@ class Client:
         return Job(self, found[0])
 
 
+class JobLog:
+    """A job's log as written so far: each iteration reads it afresh, page by page, so
+    ``for line in job.logs()`` runs at the speed of the store in bounded memory."""
+
+    def __init__(self, job: Job, node: int | None) -> None:
+        self.job, self.node = job, node
+
+    def __iter__(self) -> Iterator[LogLine]:
+        return self.job.client.backend.read_logs(self.job._wire, self.node, follow=False)
+
+    def tail(self, lines: int) -> list[LogLine]:
+        """The newest ``lines`` lines, oldest first."""
+        return list(collections.deque(self, maxlen=lines)) if lines > 0 else []
+
+    def text(self) -> str:
+        """The log as ``truss train logs`` prints it: one ``[node] message`` per line."""
+        return "\n".join(log_text(line.replica, line.message) for line in self)
+
+    def __repr__(self) -> str:
+        of = f" of node {self.node}" if self.node is not None else ""
+        return f"<log{of} of job {self.job.id}: iterate it, or .tail(n), .text(), list(...)>"
+
+
 class Job:
     """A handle on one training job; cheap to keep, refreshed on demand."""
 
@@ -529,19 +555,17 @@ class Job:
         return hold.finish(failed=True)[1]
 
     @overload
-    def logs(self, follow: Literal[False] = False, node: int | None = None) -> list[api.LogV1]: ...
+    def logs(self, follow: Literal[False] = False, node: int | None = None) -> JobLog: ...
 
     @overload
-    def logs(self, follow: Literal[True], node: int | None = None) -> Iterator[api.LogV1]: ...
+    def logs(self, follow: Literal[True], node: int | None = None) -> Iterator[LogLine]: ...
 
-    def logs(
-        self, follow: bool = False, node: int | None = None
-    ) -> list[api.LogV1] | Iterator[api.LogV1]:
-        """Every log line so far (of one node, or all); ``follow=True``: live, to the end."""
+    def logs(self, follow: bool = False, node: int | None = None) -> JobLog | Iterator[LogLine]:
+        """The log so far (of one node, or all), to iterate; ``follow=True``: every line,
+        live, to the job's end. Read in pages: a log of millions of lines is never held."""
         if follow:
-            return (f.log for f in self.follow() if node is None or node_of(f.log.replica) == node)
-        lines = self._rest.all_logs(self.project_id, self.id)
-        return [line for line in lines if node is None or node_of(line.replica) == node]
+            return self.client.backend.read_logs(self._wire, node, follow=True)
+        return JobLog(self, node)
 
     def follow(self) -> Iterator[FollowedLog]:
         """Every log line, live, until the job ends."""
@@ -676,6 +700,14 @@ class Job:
             self.project_id, self.id, cursor=cursor, poll_timeout=poll_timeout, tail=tail
         )
         return next(iter(batches))
+
+    def log_before(self, position: int, limit: int, node: int | None = None) -> LogPage:
+        """The newest ``limit`` lines before a position (0: the end), oldest first, with
+        the positions of the first and last (services that follow by cursor): one
+        request however long the log is."""
+        return self._rest.log_page(
+            self.project_id, self.id, before=position, limit=limit, node=node
+        )
 
     def log_window(self, start_ms: int, end_ms: int, limit: int) -> list[api.LogV1]:
         """The newest ``limit`` lines between two times, oldest first (one request)."""

@@ -246,6 +246,33 @@ class OutputBinder:
         return True
 
 
+#: Jobs ``%bt_jobs`` shows unless ``--limit`` says otherwise: the newest, a screenful.
+JOBS_SHOWN = 50
+#: The largest ``--limit`` (0 shows every job).
+MAX_JOBS_SHOWN = 10**6
+
+
+def _jobs_table(jobs: list[Job]) -> str:
+    """``%bt_jobs``'s table, built as one string (one write for a thousand rows)."""
+    lines = [f"{'id':9} {'status':14} {'project':20} {'name':20} created"]
+    for j in jobs:
+        name = (j.name or "")[:20]
+        created = f"{j.created_at:%Y-%m-%d %H:%M:%S}"
+        lines.append(f"{j.id:9} {j.status.short:14} {j.project[:20]:20} {name:20} {created}")
+        if j.notice:  # why a PENDING or QUEUED job waits, and where it is in the queue
+            lines.append(f"{'':9} {j.notice}")
+    return "\n".join(lines)
+
+
+def _more_jobs(shown: int, total: int) -> str:
+    """What ``%bt_jobs`` left out, and how to see it."""
+    more = total - shown
+    return (
+        f"... {more:,} older job{'s' if more > 1 else ''} not shown (the newest {shown:,} of "
+        f"{total:,}): add --limit 0 to show all, or --limit N for the newest N"
+    )
+
+
 def _outputs_of(job: Job) -> dict[str, Any] | str:
     """An ended job's ``--out`` values, or why it has none."""
     job.refresh()
@@ -523,11 +550,13 @@ class BtMagics(Magics):
 
     @line_magic
     def bt_jobs(self, line: str) -> None:
-        """``%bt_jobs [--project P] [--status S] [--all]``: recent jobs as a table."""
+        """``%bt_jobs [--project P] [--status S] [--all] [--limit N]``: the newest jobs as a
+        table (``--limit``, default 50; 0 shows every job), saying how many more there are."""
         parser = Parser(prog="%bt_jobs", add_help=False)
         parser.add_argument("--project")
         parser.add_argument("--status")
         parser.add_argument("--all", action="store_true")
+        parser.add_argument("--limit", type=bounded(0, MAX_JOBS_SHOWN), default=JOBS_SHOWN)
         args = parse_line(parser, line)
         project = None if args.all else (args.project or self.default_project)
         try:
@@ -538,13 +567,10 @@ class BtMagics(Magics):
         if not jobs:
             print(f"no jobs{f' in project {project!r}' if project else ''}{hint}")
             return
-        print(f"{'id':9} {'status':14} {'project':20} {'name':20} created")
-        for j in jobs:
-            name = (j.name or "")[:20]
-            created = f"{j.created_at:%Y-%m-%d %H:%M:%S}"
-            print(f"{j.id:9} {j.status.short:14} {j.project[:20]:20} {name:20} {created}")
-            if j.notice:  # why a PENDING or QUEUED job waits, and where it is in the queue
-                print(f"{'':9} {j.notice}")
+        shown = jobs[: args.limit] if args.limit else jobs
+        print(_jobs_table(shown))
+        if len(shown) < len(jobs):
+            print(_more_jobs(len(shown), len(jobs)))
 
     @line_magic
     def bt_priority(self, line: str) -> None:
@@ -567,10 +593,12 @@ class BtMagics(Magics):
 
     def _elsewhere(self, project: str | None) -> str:
         """A hint when other projects have jobs (after a kernel restart the default
-        project is ``notebook`` again, and the jobs seem gone)."""
+        project is ``notebook`` again, and the jobs seem gone). The project list says
+        which have jobs (their latest job), without listing every job."""
         if project is None:
             return ""
-        others = sorted({j.project for j in self.client().jobs()} - {project})
+        having = {p.name for p in self.client().projects() if p.latest_job is not None}
+        others = sorted(having - {project})
         if not others:
             return ""
         named = ", ".join(repr(p) for p in others[:3]) + (", ..." if len(others) > 3 else "")
@@ -593,9 +621,11 @@ class BtMagics(Magics):
         parser.add_argument("--tail", type=bounded(1, 10**9))
         parser.add_argument("--node", type=bounded(0, limits.MAX_NODE_COUNT - 1))
         args = parse_line(parser, line)
-        lines = self._job(args.job_id).logs(node=args.node)
-        for log in lines[-args.tail :] if args.tail else lines:
-            print(log_text(log.replica, log.message))
+        job_log = self._job(args.job_id).logs(node=args.node)
+        lines = job_log.tail(args.tail) if args.tail else job_log
+        texts = (log_text(entry.replica, entry.message) for entry in lines)
+        while chunk := list(itertools.islice(texts, 10_000)):  # one write per 10,000 lines
+            print("\n".join(chunk))
 
     @line_magic
     def bt_stop(self, line: str) -> None:

@@ -309,7 +309,10 @@ def test_every_endpoint_on_a_finished_job(
     assert call("jobs", job.id, "logs", node=1).body["logs"] == []
     assert all(isinstance(line["timestamp"], int) for line in last5["logs"])
     rest = call("jobs", job.id, "logs", cursor=last5["cursor"]).body
-    assert rest == {"logs": [], "cursor": last5["cursor"], "done": True}
+    assert rest == {"logs": [], "cursor": last5["cursor"], "done": True, "earlier": ""}
+    back = call("jobs", job.id, "logs", tail=5, before=last5["earlier"]).body
+    assert [line["message"] for line in back["logs"]] == expected[-10:-5]
+    assert back["cursor"] == ""  # reading back leaves the follow where it was
 
     assert_error(call("jobs", job.id, "logs", tail=0), 400, "tail")
     assert_error(call("jobs", job.id, "logs", tail="many"), 400, "tail")
@@ -380,7 +383,7 @@ def test_follow_a_running_job_then_stop_it(
         # nothing new: the long-poll waits out its timeout, same cursor
         started = time.monotonic()
         idle = call("jobs", job.id, "logs", cursor=cursor, follow=1, timeout=1).body
-        assert idle == {"logs": [], "cursor": cursor, "done": False}
+        assert idle == {"logs": [], "cursor": cursor, "done": False, "earlier": ""}
         assert time.monotonic() - started >= 0.9
 
         assert_error(call("jobs", job.id, "deploy", method="POST"), 400, "no checkpoints")

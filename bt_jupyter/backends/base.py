@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bt_jupyter import api, spec
-from bt_jupyter.client import ApiClient, FollowedLog
+from bt_jupyter.client import ApiClient, FollowedLog, LogLine
 from bt_jupyter.deployments import Deployment
 
 #: (new lines, lines skipped before them) of a followed log.
@@ -66,6 +66,13 @@ class Backend(Protocol):
 
     def follow(self, job: api.TrainingJobV1) -> Iterator[FollowedLog]:
         """Every line of the job, live, until it ends; each once."""
+        ...
+
+    def read_logs(
+        self, job: api.TrainingJobV1, node: int | None, follow: bool
+    ) -> Iterator[LogLine]:
+        """The job's lines (of one node, or all) in order, each once: what was written so
+        far, or (``follow``) live to the job's end; read in pages, never held whole."""
         ...
 
     def log_batches(

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from bt_jupyter import api, spec
 from bt_jupyter.backends.base import DeployRequest, LinesBatch
-from bt_jupyter.client import ApiClient, FollowedLog
+from bt_jupyter.client import ApiClient, FollowedLog, LogLine
 from bt_jupyter.deployments import Deployment, LocalDeployment
 from bt_jupyter.errors import BtJupyterError, DeployError
 
@@ -57,6 +57,11 @@ class LocalBackend:
 
     def follow(self, job: api.TrainingJobV1) -> Iterator[FollowedLog]:
         return self.rest.follow_logs(job.training_project_id, job.id)  # long-poll, cursor
+
+    def read_logs(
+        self, job: api.TrainingJobV1, node: int | None, follow: bool
+    ) -> Iterator[LogLine]:
+        return self.rest.read_log(job.training_project_id, job.id, node=node, follow=follow)
 
     def log_batches(
         self, job: api.TrainingJobV1, tail: int, keep_prefix: str

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -36,7 +37,7 @@ from bt_jupyter import api, spec
 from bt_jupyter.local import checkpoints, envs, gpus, jobroot, weights
 from bt_jupyter.local.containment import Containment
 from bt_jupyter.local.home import Home, private_member
-from bt_jupyter.local.log_sink import LogSink, level_of
+from bt_jupyter.local.log_sink import LEVEL, LogSink, levels_of
 from bt_jupyter.local.secrets import SecretStore
 from bt_jupyter.local.settings import Settings, s3_client
 from bt_jupyter.local.store import CheckpointRow, JobRow, MetricRow, Store
@@ -44,6 +45,13 @@ from bt_jupyter.spec import TrainingJobStatus
 
 S = TrainingJobStatus
 MAX_LINE = 64 * 1024
+#: A node's output is read this much at a time (and its pipe made this big).
+READ_BYTES = 1 << 20
+#: Output with no line end is held up to this much, then stored as a line anyway.
+MAX_PARTIAL = 16 * MAX_LINE
+#: fcntl's F_SETPIPE_SZ (Linux; Python names it only from 3.10 on some builds).
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+ERROR, DEBUG = LEVEL["ERROR"], LEVEL["DEBUG"]
 SAMPLE_SECONDS = 2.0
 FAIL_FAST_GRACE = 5.0
 #: How bt_jupyter.runtime reports a cell's ``raise SystemExit("why")``: the job's error.
@@ -438,20 +446,55 @@ class Runner:
         return target
 
     def _read(self, node: Node, stream: IO[bytes], is_err: bool) -> None:
-        for raw in iter(stream.readline, b""):
-            # redacted whole, before a long line is cut: a secret across a cut stays hidden
-            text = self.log.redact(raw.decode("utf-8", "replace").rstrip("\r\n"))
-            for start in range(0, max(len(text), 1), MAX_LINE):
-                chunk = text[start : start + MAX_LINE]
-                level = "ERROR" if chunk.startswith(SYSTEM_EXIT) else level_of(chunk)
-                # The error is the last ERROR line on stderr (a traceback's last line,
-                # pip's "ERROR: ..."), not a notice printed after it.
-                if is_err and chunk.strip() and level != "DEBUG":
-                    if level == "ERROR" or not node.saw_error:
-                        node.last_error = chunk.strip()
-                    node.saw_error |= level == "ERROR"
-                self.log.add(chunk, node=node.rank, level=level)
+        """Reads whatever the node wrote (up to 1 MiB at a time) and hands its complete
+        lines to the sink together: a job printing a million lines a second is read as
+        fast as it prints."""
+        fd = stream.fileno()
+        with contextlib.suppress(OSError):  # a bigger pipe: the job waits less on us
+            fcntl.fcntl(fd, F_SETPIPE_SZ, READ_BYTES)
+        partial, since = b"", time.time_ns()
+        while data := os.read(fd, READ_BYTES):
+            end = data.rfind(b"\n")
+            if end < 0 and len(partial) + len(data) < MAX_PARTIAL:
+                partial += data  # no line ended yet
+                continue
+            if end < 0:
+                end = len(data)  # an endless line: stored in pieces
+            self._lines(node, partial + data[:end], is_err, since)
+            partial, since = data[end + 1 :], time.time_ns()
+        if partial:
+            self._lines(node, partial, is_err, since)
         stream.close()
+
+    def _lines(self, node: Node, raw: bytes, is_err: bool, since: int) -> None:
+        # redacted whole, before lines are cut: a secret across a cut stays hidden
+        text = self.log.redact(raw.decode("utf-8", "replace"))
+        lines = text.split("\n")
+        if "\r" in text:  # as readline().rstrip("\r\n") would
+            lines = [line.rstrip("\r") for line in lines]
+        if max(map(len, lines)) > MAX_LINE:
+            lines = [
+                line[start : start + MAX_LINE]
+                for line in lines
+                for start in range(0, max(len(line), 1), MAX_LINE)
+            ]
+        levels = levels_of(text, lines)
+        if SYSTEM_EXIT in text or is_err:
+            self._note_errors(node, lines, levels, is_err)
+        self.log.add_lines(lines, node.rank, levels, since)
+
+    @staticmethod
+    def _note_errors(node: Node, lines: list[str], levels: list[int], is_err: bool) -> None:
+        """The error is the last ERROR line on stderr (a traceback's last line, pip's
+        "ERROR: ..."), not a notice printed after it."""
+        for index, line in enumerate(lines):
+            if line.startswith(SYSTEM_EXIT):
+                levels[index] = ERROR
+            level = levels[index]
+            if is_err and line.strip() and level != DEBUG:
+                if level == ERROR or not node.saw_error:
+                    node.last_error = line.strip()
+                node.saw_error |= level == ERROR
 
     # ------------------------------------------------------------------ supervise
 

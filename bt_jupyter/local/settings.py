@@ -78,6 +78,10 @@ class Settings:
     queue_s: float = 0.0
     checkpoint_sync_s: float = 0.0
     log_late_s: float = 0.0
+    #: Seconds each log window request waits before answering (the round trip to
+    #: Baseten's log API, ``BT_JUPYTER_SERVICE_LOG_LATENCY_S``): benches measure against
+    #: the cloud's latency, not a local socket's. Off (0) unless set.
+    log_latency_s: float = 0.0
     #: Never launch a job (``BT_JUPYTER_LOCAL_NO_RUN=1``): a created job is stored and goes
     #: straight to DEPLOY_FAILED, saying why. For the property-based fuzz run of the API,
     #: whose generated start commands must never run as shell commands on this machine.
@@ -100,6 +104,7 @@ class Settings:
             queue_s=_float("BT_JUPYTER_SERVICE_QUEUE_S", 0.5 * baseten),
             checkpoint_sync_s=_float("BT_JUPYTER_SERVICE_CHECKPOINT_SYNC_S", 1.5 * baseten),
             log_late_s=_float("BT_JUPYTER_SERVICE_LOG_LATE_S", 1.5 * baseten),
+            log_latency_s=_float("BT_JUPYTER_SERVICE_LOG_LATENCY_S", 0.0),
             stop_grace=_float("BT_JUPYTER_STOP_GRACE_S", cls.stop_grace),
             require_gpu=os.environ.get("BT_JUPYTER_REQUIRE_GPU", "") not in ("", "0", "false"),
             max_artifact_bytes=int(_float("BT_JUPYTER_MAX_ARTIFACT_BYTES", cls.max_artifact_bytes)),

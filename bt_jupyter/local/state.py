@@ -139,49 +139,74 @@ class ServiceState:
     # ------------------------------------------------------------------ wire shapes
 
     def job_wire(self, job: JobRow, project: ProjectRow | None = None) -> api.TrainingJobV1:
-        """The job as Baseten shows it. Read tolerantly: a stored spec whose compute is
-        absurd (written by an older service, or by hand) shows sane values instead."""
+        """The job as Baseten shows it (:meth:`job_json` as the model)."""
+        return api.TrainingJobV1.model_validate(self.job_json(job, project))
+
+    def job_json(self, job: JobRow, project: ProjectRow | None = None) -> dict[str, Any]:
+        """The job as Baseten shows it, as the JSON of :class:`api.TrainingJobV1` (what
+        its ``model_dump(mode="json")`` gives), built without a model: a list of 1,000
+        jobs spent most of its time validating models only to dump them again. Read
+        tolerantly: a stored spec whose compute is absurd (written by an older service,
+        or by hand) shows sane values instead."""
         project = project or self.project(job.project_id)
         compute = job.spec.get("compute")
         compute = compute if isinstance(compute, dict) else {}
         availability = compute.get("availability_model")
-        if availability not in {m.value for m in spec.AvailabilityModel}:
+        if availability not in _AVAILABILITY:
             availability = spec.AvailabilityModel.DEDICATED.value
-        return api.TrainingJobV1(
-            id=job.id,
-            created_at=utc(job.created_at),
-            current_status=job.status.value,
-            error_message=job.error_message,
-            instance_type=_instance_type(compute),
-            node_count=job.node_count,
-            updated_at=utc(job.updated_at),
-            training_project_id=project.id,
-            training_project=api.TrainingProjectSummaryV1(id=project.id, name=project.name),
-            name=job.name,
-            checkpoint_sync_status=self.checkpoint_sync_status(job),
-            priority=job.priority,
-            availability_model=availability,
-            user=self.user,
-        )
+        return {
+            "id": job.id,
+            "created_at": _utc_json(job.created_at),
+            "current_status": job.status.value,
+            "error_message": job.error_message,
+            "instance_type": _instance_type(compute),
+            "node_count": job.node_count,
+            "updated_at": _utc_json(job.updated_at),
+            "training_project_id": project.id,
+            "training_project": {"id": project.id, "name": project.name},
+            "name": job.name,
+            "checkpoint_sync_status": self.checkpoint_sync_status(job),
+            "priority": job.priority,
+            "availability_model": availability,
+            "user": {"email": self.user.email},
+        }
+
+    def jobs_json(self, jobs: list[JobRow], project: ProjectRow | None = None) -> list[Any]:
+        """:meth:`job_json` of each job; their projects are looked up once each (404 for
+        a job whose project is gone, as for one job)."""
+        projects = {project.id: project} if project else {}
+        shown = []
+        for job in jobs:
+            owner = projects.get(job.project_id)
+            if owner is None:
+                owner = projects[job.project_id] = self.project(job.project_id)
+            shown.append(self.job_json(job, owner))
+        return shown
 
     def project_wire(self, project: ProjectRow) -> api.TrainingProjectV1:
+        """The project as Baseten shows it (:meth:`project_json` as the model)."""
+        return api.TrainingProjectV1.model_validate(self.project_json(project))
+
+    def project_json(self, project: ProjectRow) -> dict[str, Any]:
+        """The JSON of :class:`api.TrainingProjectV1`, with its newest job."""
         latest = self.store.latest_job(project.id)
-        return api.TrainingProjectV1(
-            id=project.id,
-            name=project.name,
-            created_at=utc(project.created_at),
-            updated_at=utc(project.updated_at),
-            team_name=project.team_name,
-            latest_job=self.job_wire(latest, project) if latest else None,
-        )
+        return {
+            "id": project.id,
+            "name": project.name,
+            "created_at": _utc_json(project.created_at),
+            "updated_at": _utc_json(project.updated_at),
+            "team_name": project.team_name,
+            "latest_job": self.job_json(latest, project) if latest else None,
+        }
 
     # ------------------------------------------------------------------ checkpoint sync
 
     def checkpoint_sync_status(self, job: JobRow) -> str | None:
         """SYNCING while the job runs and for ``checkpoint_sync_s`` after it ended (the
         last files written are then in storage); None without checkpointing."""
-        runtime = job.spec.get("runtime") or {}
-        if not (runtime.get("checkpointing_config") or {}).get("enabled"):
+        runtime = job.spec.get("runtime")
+        config = runtime.get("checkpointing_config") if isinstance(runtime, dict) else None
+        if not (isinstance(config, dict) and config.get("enabled")):
             return None
         if not job.status.is_terminal:
             return api.CHECKPOINT_SYNCING
@@ -333,7 +358,17 @@ async def _current(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(_current)]
 
 
-def _instance_type(compute: dict[str, Any]) -> api.InstanceTypeV1:
+#: The availability models a job may show (others, stored by hand, show DEDICATED).
+_AVAILABILITY = frozenset(m.value for m in spec.AvailabilityModel)
+
+
+def _utc_json(epoch: float) -> str:
+    """A stored time as pydantic writes a UTC datetime in JSON (``...T12:00:00.5Z``)."""
+    return utc(epoch).isoformat().replace("+00:00", "Z")
+
+
+def _instance_type(compute: dict[str, Any]) -> dict[str, Any]:
+    """The JSON of :class:`api.InstanceTypeV1` for a stored compute."""
     accelerator = compute.get("accelerator")
     accelerator = accelerator if isinstance(accelerator, dict) else {}
     gpu_type = accelerator.get("accelerator")
@@ -341,15 +376,15 @@ def _instance_type(compute: dict[str, Any]) -> api.InstanceTypeV1:
     gpu_count = _count(accelerator.get("count"), 1, limits.MAX_GPUS_PER_NODE) if gpu_type else 0
     cpus = _count(compute.get("cpu_count"), 1, limits.MAX_CPU_COUNT)
     name = f"{gpu_type}:{gpu_count}" if gpu_type else f"CPU:{cpus}"
-    return api.InstanceTypeV1(
-        id=f"local-{name}",
-        name=name,
-        memory_limit_mib=_mib(str(compute.get("memory", "2Gi"))),
-        millicpu_limit=cpus * 1000,
-        gpu_count=gpu_count,
-        gpu_type=gpu_type,
-        gpu_memory_limit_mib=None,
-    )
+    return {
+        "id": f"local-{name}",
+        "name": name,
+        "memory_limit_mib": _mib(str(compute.get("memory", "2Gi"))),
+        "millicpu_limit": cpus * 1000,
+        "gpu_count": gpu_count,
+        "gpu_type": gpu_type,
+        "gpu_memory_limit_mib": None,
+    }
 
 
 def _count(value: Any, low: int, high: int) -> int:

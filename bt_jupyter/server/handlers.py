@@ -95,7 +95,8 @@ class JobsHandler(BaseHandler):
     async def get(self) -> None:
         project = self.arg("project") or None
         status = spec.TrainingJobStatus.parse(self.arg("status")) if self.arg("status") else None
-        self.finish(await self.run(lambda client: operations.jobs(client, project, status)))
+        page = operations.page_of(self.arg("limit"), self.arg("cursor"))
+        self.finish(await self.run(lambda client: operations.jobs(client, project, status, page)))
 
 
 class JobHandler(BaseHandler):

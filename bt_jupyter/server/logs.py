@@ -12,6 +12,10 @@ once each and none are missed across calls:
 An empty cursor starts with the newest ``tail`` lines. With ``follow`` the call waits,
 up to ``timeout`` seconds, for at least one new line. ``done`` is true once the job has
 ended and a read after that found nothing new.
+
+Scrolling back: each answer that starts at the newest lines (or goes back) carries
+``earlier``, a cursor for the ``tail`` lines before its first one (empty: none before);
+``before=<earlier>`` reads them, so a million-line log is browsed a page at a time.
 """
 
 from __future__ import annotations
@@ -21,12 +25,12 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from bt_jupyter import api
-from bt_jupyter.client import LOG_GRACE_S, LOG_LOOK_BACK_MS, LogPoller, node_of
+from bt_jupyter.client import LOG_GRACE_S, LOG_LOOK_BACK_MS, LogLine, LogPoller, node_of
 from bt_jupyter.jobs import Client, Job
 from bt_jupyter.server.errors import BadRequest
 from bt_jupyter.server.wire import JSON, updated_at
@@ -50,6 +54,7 @@ class LogQuery:
     follow: bool = False
     timeout: float = DEFAULT_TIMEOUT_S
     node: int | None = None
+    before: str = ""
 
 
 def _int(
@@ -87,24 +92,31 @@ def parse_query(args: Mapping[str, str]) -> LogQuery:
         follow=follow in ("1", "true"),
         timeout=min(timeout, MAX_TIMEOUT_S),
         node=_int(args, "node", None, 0, 100_000),
+        before=args.get("before", ""),
     )
+
+
+Line = api.LogV1 | LogLine
 
 
 @dataclass(frozen=True)
 class LogPage:
-    lines: list[api.LogV1]
+    lines: Sequence[Line]
     cursor: str
     done: bool
+    #: Where the lines before these start ("": none, or not asked).
+    earlier: str = ""
 
     def json(self) -> JSON:
         return {
             "logs": [line_json(line) for line in self.lines],
             "cursor": self.cursor,
             "done": self.done,
+            "earlier": self.earlier,
         }
 
 
-def line_json(line: api.LogV1) -> JSON:
+def line_json(line: Line) -> JSON:
     return {"timestamp": _ms(line), "message": line.message, "node": node_of(line.replica)}
 
 
@@ -112,16 +124,19 @@ def read(client: Client, job_id: str, query: LogQuery) -> JSON:
     """One page of the job's log after ``query.cursor`` (blocking up to the timeout)."""
     job = client.job(job_id)
     deadline = time.monotonic() + (query.timeout if query.follow else 0.0)
-    if client.backend.follows_by_cursor:
+    local = client.backend.follows_by_cursor
+    if query.before:
+        return (_earlier_local(job, query) if local else _earlier_cloud(job, query)).json()
+    if local:
         return _read_local(job, query, deadline).json()
     return _read_cloud(job, query, deadline).json()
 
 
-def _ms(line: api.LogV1) -> int:
+def _ms(line: Line) -> int:
     return int(line.timestamp) // 1_000_000
 
 
-def _on_node(line: api.LogV1, node: int | None) -> bool:
+def _on_node(line: Line, node: int | None) -> bool:
     return node is None or node_of(line.replica) == node
 
 
@@ -137,19 +152,37 @@ def _local_position(cursor: str) -> int | None:
 
 
 def _read_local(job: Job, query: LogQuery, deadline: float) -> LogPage:
-    start = _local_position(query.cursor)
-    position, tail = (start or 0), (query.tail if start is None else None)
-    moved = start is not None
+    position = _local_position(query.cursor)
+    if position is None:  # the newest lines, one indexed read however long the log is
+        return _local_before(job, query, 0)
     while True:
         wait = max(0, math.ceil(deadline - time.monotonic()))
-        batch = job.follow_batch(position, wait, tail)
+        batch = job.follow_batch(position, wait, None)
         if batch.logs:
-            position, tail, moved = batch.logs[-1].cursor, None, True
+            position = batch.logs[-1].cursor
         lines: list[api.LogV1] = [line for line in batch.logs if _on_node(line, query.node)]
         # read after the job had ended (the service reads the status first) and empty
         done = batch.status.is_terminal and not batch.logs
         if lines or done or time.monotonic() >= deadline:
-            return LogPage(lines, f"L{position}" if moved else query.cursor, done)
+            return LogPage(lines, f"L{position}", done)
+
+
+def _earlier_local(job: Job, query: LogQuery) -> LogPage:
+    position = _local_position(query.before)
+    if not position:
+        raise BadRequest(f"invalid log cursor {query.before!r} to read back from")
+    return _local_before(job, query, position)
+
+
+def _local_before(job: Job, query: LogQuery, position: int) -> LogPage:
+    """The ``tail`` lines before a position (0: the end); a read back keeps the caller's
+    follow cursor, a tail starts one."""
+    page = job.log_before(position, query.tail, query.node)
+    lines = list(page.lines())
+    earlier = f"L{page.first}" if page.count == query.tail else ""
+    if position:
+        return LogPage(lines, query.cursor, False, earlier)
+    return LogPage(lines, f"L{page.last}", page.status.is_terminal and not lines, earlier)
 
 
 # --------------------------------------------------------------------------- cloud
@@ -208,6 +241,19 @@ def _cloud_tail(job: Job, tail: int) -> list[api.LogV1]:
     return job.log_window(since, end, min(tail, api.MAX_LOG_LIMIT))
 
 
+def _earlier_cloud(job: Job, query: LogQuery) -> LogPage:
+    """The newest ``tail`` lines up to a millisecond (inclusive: the panel drops the lines
+    of that millisecond it already shows), at most 7 days back."""
+    if not (query.before.startswith("T") and query.before[1:].isdigit()):
+        raise BadRequest(f"invalid log cursor {query.before!r} to read back from")
+    end = int(query.before[1:])
+    since = max(job.wire.log_since_ms, end - api.MAX_LOG_WINDOW_MS)
+    lines = job.log_window(since, end, min(query.tail, api.MAX_LOG_LIMIT)) if since <= end else []
+    full = len(lines) == min(query.tail, api.MAX_LOG_LIMIT)
+    shown = [line for line in lines if _on_node(line, query.node)]
+    return LogPage(shown, query.cursor, False, f"T{_ms(lines[0])}" if full else "")
+
+
 def _read_cloud(job: Job, query: LogQuery, deadline: float) -> LogPage:
     if query.cursor:
         token, reader = _POLLERS.find(job, query.cursor)
@@ -229,5 +275,8 @@ def _read_cloud(job: Job, query: LogQuery, deadline: float) -> LogPage:
         done = ended and not fresh and ended_for >= CLOUD_LINGER_S
         left = deadline - time.monotonic()
         if lines or done or left <= 0:
-            return LogPage(lines, _cursor(token, reader), done)
+            full = query.tail if query.tail < api.MAX_LOG_LIMIT else api.MAX_LOG_LIMIT
+            older = not query.cursor and fresh and len(fresh) >= full
+            earlier = f"T{_ms(fresh[0])}" if older else ""
+            return LogPage(lines, _cursor(token, reader), done, earlier)
         time.sleep(min(CLOUD_POLL_S, left))

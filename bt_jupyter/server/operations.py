@@ -7,7 +7,11 @@ its answer. The work itself is the client's (``Client.jobs``, ``Job.stop``,
 
 from __future__ import annotations
 
+import base64
 import json
+import math
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from bt_jupyter import spec
@@ -15,7 +19,8 @@ from bt_jupyter._version import __version__
 from bt_jupyter.compare import compare, run_row, view_state
 from bt_jupyter.deployments import Deployment
 from bt_jupyter.errors import MissingApiKey
-from bt_jupyter.jobs import Client, find_api_key
+from bt_jupyter.jobs import Client, Job, find_api_key
+from bt_jupyter.limits import shown
 from bt_jupyter.server.backends import BACKENDS
 from bt_jupyter.server.cost import cost_json
 from bt_jupyter.server.errors import BadRequest, Conflict, NoSuchDeployment
@@ -47,8 +52,91 @@ def projects(client: Client) -> JSON:
     return {"projects": [project_json(p) for p in client.projects()]}
 
 
-def jobs(client: Client, project: str | None, status: spec.TrainingJobStatus | None) -> JSON:
-    return {"jobs": [job_json(job) for job in client.jobs(project=project, status=status)]}
+#: The most jobs one page of the sidebar's list may ask for.
+MAX_PAGE = 1000
+#: The longest cursor this server gives (a job id and a time, encoded), with room to spare.
+MAX_CURSOR_CHARS = 400
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which jobs of a list to answer: ``limit`` of them (None: all) after the job that
+    ``cursor`` names (None: from the newest)."""
+
+    limit: int | None = None
+    cursor: str | None = None
+
+
+def page_of(limit: str, cursor: str) -> Page:
+    """The page a request asks for (empty strings: not given); 400 with one line if the
+    limit is no integer in 1..MAX_PAGE or the cursor is none this server gave."""
+    count = None
+    if limit:
+        text = limit.strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= 8) or not (
+            1 <= int(text) <= MAX_PAGE
+        ):
+            raise BadRequest(f"limit must be an integer from 1 to {MAX_PAGE}, got {shown(limit)}")
+        count = int(text)
+    if cursor:
+        _cursor_parts(cursor)  # refused now, before any work
+    return Page(count, cursor or None)
+
+
+def _cursor(job: Job) -> str:
+    """Where the next page starts: after this job (its id, and its creation time for when
+    it was deleted meanwhile). Opaque to the browser."""
+    raw = json.dumps([job.id, job.created_at.timestamp()]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_parts(cursor: str) -> tuple[str, float]:
+    try:
+        if len(cursor) > MAX_CURSOR_CHARS:
+            raise ValueError("too long")
+        job_id, at = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if isinstance(job_id, str) and isinstance(at, (int, float)) and math.isfinite(at):
+            return job_id, float(at)
+    except (ValueError, TypeError):
+        pass
+    raise BadRequest(
+        f"cursor {shown(cursor)} is not one this server gave; ask without a cursor for the "
+        "first page, then pass the cursor of each page to get the next"
+    )
+
+
+def _start(found: list[Job], cursor: str | None) -> int:
+    """Index of the first job after the cursor's: new jobs (at the front of the list) do
+    not move a page; if its job was deleted, the first job created before it."""
+    if cursor is None:
+        return 0
+    job_id, at = _cursor_parts(cursor)
+    for index, job in enumerate(found):
+        if job.id == job_id:
+            return index + 1
+    return next((i for i, j in enumerate(found) if j.created_at.timestamp() < at), len(found))
+
+
+def jobs(
+    client: Client,
+    project: str | None,
+    status: spec.TrainingJobStatus | None,
+    page: Page | None = None,
+) -> JSON:
+    """A page of the jobs, newest first, with how many there are (in each status) and the
+    cursor of the next page (None on the last). Only the page is turned into JSON: the
+    sidebar of a 10,000-job service asks for the newest few."""
+    page = page or Page()
+    found = client.jobs(project=project, status=status)
+    start = _start(found, page.cursor)
+    end = len(found) if page.limit is None else start + page.limit
+    shown_jobs = found[start:end]
+    return {
+        "jobs": [job_json(job) for job in shown_jobs],
+        "total": len(found),
+        "status_counts": dict(Counter(job.status.short for job in found)),
+        "cursor": _cursor(shown_jobs[-1]) if shown_jobs and end < len(found) else None,
+    }
 
 
 def job(client: Client, job_id: str) -> JSON:

@@ -69,12 +69,12 @@ def baseten_cost_per_hour(job: Job, prices: dict[str, float] | None = None) -> f
     return gpu_cost_per_hour(kind.gpu_type, kind.gpu_count, job.node_count, prices)
 
 
-def iso_time(timestamp_ns: str) -> str:
+def iso_time(timestamp_ns: str | int) -> str:
     """A log line's epoch-nanosecond timestamp as ISO 8601 UTC (what people and tools read)."""
     try:
         seconds = int(timestamp_ns) / 1e9
     except ValueError:
-        return timestamp_ns
+        return str(timestamp_ns)
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
 
 
@@ -253,7 +253,7 @@ class JobWidget(anywidget.AnyWidget):
         runner's own lines), message."""
         rows = []
         for line in self.job.logs():
-            node = node_of(line.replica)
+            node = line.node
             rows.append(
                 f"{iso_time(line.timestamp)} {'runner' if node is None else f'node {node}'} "
                 f"{line.message}"

@@ -10,11 +10,13 @@ import type {
   Deployment,
   Job,
   JobDetail,
+  JobPage,
   LogsPage,
   MetricRecord,
   Project,
   ServerConfig
 } from './model';
+import { pageOf } from './model';
 
 /** The slice of `fetch`'s Response that the client reads. */
 export interface ResponseLike {
@@ -44,6 +46,10 @@ type Query = Record<string, string | number | boolean | undefined | null>;
 export interface JobsQuery {
   project?: string;
   status?: string;
+  /** At most this many jobs, the newest first (the server allows 1..1000); all if unset. */
+  limit?: number;
+  /** The `cursor` of the page before: the jobs after its last one. */
+  cursor?: string;
 }
 
 export interface LogsQuery {
@@ -53,6 +59,8 @@ export interface LogsQuery {
   /** Seconds the server may hold a follow request before answering with no lines. */
   timeout?: number;
   node?: number;
+  /** A page's `earlier` cursor: the `tail` lines before it, instead of after `cursor`. */
+  before?: string;
 }
 
 export class TrainingApi {
@@ -82,8 +90,13 @@ export class TrainingApi {
   }
 
   async jobs(backend: Backend, query: JobsQuery = {}): Promise<Job[]> {
-    const reply = await this.call<{ jobs: Job[] }>('GET', 'jobs', { backend, ...query });
-    return reply.jobs;
+    return (await this.jobPage(backend, query)).jobs;
+  }
+
+  /** A page of the job list, with how many jobs there are in all and in each status. */
+  async jobPage(backend: Backend, query: JobsQuery = {}): Promise<JobPage> {
+    const reply = await this.call<Partial<JobPage> & { jobs: Job[] }>('GET', 'jobs', { backend, ...query });
+    return pageOf(reply);
   }
 
   async job(backend: Backend, jobId: string): Promise<JobDetail> {
@@ -96,11 +109,11 @@ export class TrainingApi {
     query: LogsQuery = {},
     signal?: AbortSignal
   ): Promise<LogsPage> {
-    const { cursor = '', tail = 500, follow = false, timeout = 20, node } = query;
+    const { cursor = '', tail = 500, follow = false, timeout = 20, node, before } = query;
     return this.call<LogsPage>(
       'GET',
       `jobs/${encodeURIComponent(jobId)}/logs`,
-      { backend, cursor, tail, follow, timeout, node },
+      { backend, cursor, tail, follow, timeout, node, before },
       undefined,
       signal
     );

@@ -88,6 +88,11 @@ export class JobController {
     this.pollMs = pollMs(seconds);
   }
 
+  /** Read the page of log lines before the first one shown. */
+  readBack(): Promise<void> {
+    return this.follower.readBack();
+  }
+
   /** Follow (stream and scroll) the logs, or pause. */
   setFollow(on: boolean): void {
     if (on) {

@@ -385,7 +385,8 @@ function LogsSection(props: {
     () => visibleLogLines(logs.lines, { showMetrics, search, node }),
     [logs.lines, showMetrics, search, node]
   );
-  const rendered = shown.length > MAX_RENDERED ? shown.slice(shown.length - MAX_RENDERED) : shown;
+  const most = MAX_RENDERED + logs.readBack; // what was read back is shown too
+  const rendered = shown.length > most ? shown.slice(shown.length - most) : shown;
   React.useEffect(() => {
     if (follow && box.current) {
       box.current.scrollTop = box.current.scrollHeight;
@@ -451,6 +452,19 @@ function LogsSection(props: {
       </h3>
       <ErrorLine message={logs.error} />
       <div className="bt-Logs" data-testid="bt-logs" ref={box} role="log">
+        {logs.earlier && (
+          <button
+            className="bt-Logs-earlier"
+            data-testid="bt-logs-earlier"
+            title="Read the lines before these (the log is read a page at a time)"
+            onClick={() => {
+              toggle(false); // reading history: stay where the reader is
+              void controller.readBack();
+            }}
+          >
+            Show earlier lines
+          </button>
+        )}
         {rendered.map((line, i) => (
           <div className="bt-LogLine" key={`${line.timestamp}-${i}`}>
             <span className="bt-LogLine-time">{formatClock(line.timestamp)} </span>

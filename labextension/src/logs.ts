@@ -5,7 +5,7 @@
  */
 
 import { ApiError, type TrainingApi } from './api';
-import { mergeLogs, type Backend, type LogLine } from './model';
+import { mergeLogs, prependLogs, type Backend, type LogLine } from './model';
 import { messageOf } from './store';
 
 export interface LogFollowerOptions {
@@ -23,11 +23,26 @@ export interface LogState {
   done: boolean;
   error: string | null;
   following: boolean;
+  /** Cursor of the lines before the first one held ('': the log's start is shown). */
+  earlier: string;
+  /** Lines read back through history: kept on top of the `MAX_LINES` newest. */
+  readBack: number;
 }
+
+/** Newest lines a panel holds while following (plus those read back on request). */
+export const MAX_LINES = 10000;
 
 export class LogFollower {
   private cursor = '';
-  private _state: LogState = { lines: [], done: false, error: null, following: false };
+  private _state: LogState = {
+    lines: [],
+    done: false,
+    error: null,
+    following: false,
+    earlier: '',
+    readBack: 0
+  };
+  private readingBack = false;
   private controller: AbortController | null = null;
   private loop: Promise<void> | null = null;
   private readonly tail: number;
@@ -68,6 +83,28 @@ export class LogFollower {
     return this.loop;
   }
 
+  /**
+   * Read the `tail` lines before the first one held and put them on top: history a page
+   * at a time, however long the log (the server reads only that page).
+   */
+  async readBack(): Promise<void> {
+    const before = this._state.earlier;
+    if (!before || this.readingBack) {
+      return;
+    }
+    this.readingBack = true;
+    try {
+      const page = await this.api.logs(this.backend, this.jobId, { before, tail: this.tail });
+      const lines = prependLogs(this._state.lines, page.logs);
+      const readBack = this._state.readBack + (lines.length - this._state.lines.length);
+      this.update({ lines, earlier: page.earlier ?? '', readBack, error: null });
+    } catch (error) {
+      this.update({ error: messageOf(error) });
+    } finally {
+      this.readingBack = false;
+    }
+  }
+
   /** Stop following; the request in flight is aborted. */
   stop(): void {
     this.controller?.abort();
@@ -84,9 +121,16 @@ export class LogFollower {
           { cursor: this.cursor, tail: this.tail, follow, timeout: this.timeout },
           signal
         );
+        const first = this.cursor === '';
         this.cursor = page.cursor;
-        const lines = mergeLogs(this._state.lines, page.logs);
-        this.update({ lines, done: page.done, error: null });
+        const lines = mergeLogs(this._state.lines, page.logs, MAX_LINES + this._state.readBack);
+        const earlier = first && this._state.lines.length === 0 ? page.earlier ?? '' : null;
+        this.update({
+          lines,
+          done: page.done,
+          error: null,
+          ...(earlier === null ? {} : { earlier })
+        });
         if (page.done) {
           return;
         }

@@ -54,6 +54,31 @@ export interface Job {
   notice?: string | null;
 }
 
+/** A page of the job list (`GET bt-jupyter/jobs?limit=N`), newest first. */
+export interface JobPage {
+  jobs: Job[];
+  /** Jobs in the whole list (the page is the newest of them). */
+  total: number;
+  /** Jobs of the whole list in each status (`status_short`). */
+  status_counts: Partial<Record<StatusShort, number>>;
+  /** Where the next page starts; null on the last page. */
+  cursor: string | null;
+}
+
+/** A page as the server answered it; an older server answers every job, without counts. */
+export function pageOf(reply: Partial<JobPage> & { jobs: Job[] }): JobPage {
+  const counts: Partial<Record<StatusShort, number>> = {};
+  for (const job of reply.jobs) {
+    counts[job.status_short] = (counts[job.status_short] ?? 0) + 1;
+  }
+  return {
+    jobs: reply.jobs,
+    total: reply.total ?? reply.jobs.length,
+    status_counts: reply.status_counts ?? counts,
+    cursor: reply.cursor ?? null
+  };
+}
+
 export interface HistoryEntry {
   status: string;
   status_short: StatusShort;
@@ -199,6 +224,8 @@ export interface LogsPage {
   cursor: string;
   /** The job is terminal and every line has been returned. */
   done: boolean;
+  /** Where the lines before this page start, to read back through history ('': none). */
+  earlier?: string;
 }
 
 // ------------------------------------------------------------------------------ statuses
@@ -259,6 +286,19 @@ export function filterCounts(jobs: readonly Pick<Job, 'status_short'>[]): Record
 /** Jobs that have not ended: the "⚙ N training" of the status bar. */
 export function runningCount(jobs: readonly Pick<Job, 'status_short'>[]): number {
   return jobs.filter(isActive).length;
+}
+
+/** How many jobs of the whole list each filter would show, from its counts per status. */
+export function filterCountsOf(statusCounts: JobPage['status_counts']): Record<StatusFilter, number> {
+  const counts = { all: 0, running: 0, completed: 0, failed: 0, stopped: 0 };
+  for (const option of FILTERS) {
+    for (const [status, count] of Object.entries(statusCounts)) {
+      if (option.statuses === null || option.statuses.has(status as StatusShort)) {
+        counts[option.id] += count ?? 0;
+      }
+    }
+  }
+  return counts;
 }
 
 /** A CSS modifier per status, so the badge colour follows the status family. */
@@ -448,6 +488,32 @@ export function mergeLogs(
     merged.push(line);
   }
   return merged.length > max ? merged.slice(merged.length - max) : merged;
+}
+
+/**
+ * Put `older` (a page read back through history) before `existing`. The page may end
+ * with lines of the millisecond `existing` starts with (the cloud reads back by time):
+ * those already shown are dropped, matched as a multiset as in `mergeLogs`.
+ */
+export function prependLogs(existing: readonly LogLine[], older: readonly LogLine[]): LogLine[] {
+  if (existing.length === 0) {
+    return [...older];
+  }
+  const first = existing[0].timestamp;
+  const seen = new Map<string, number>();
+  for (let i = 0; i < existing.length && existing[i].timestamp <= first; i++) {
+    const key = logKey(existing[i]);
+    seen.set(key, (seen.get(key) ?? 0) + 1);
+  }
+  const kept = older.filter(line => {
+    if (line.timestamp < first) {
+      return true;
+    }
+    const count = seen.get(logKey(line)) ?? 0;
+    seen.set(logKey(line), count - 1);
+    return count <= 0;
+  });
+  return [...kept, ...existing];
 }
 
 export const METRIC_PREFIX = '[bt-metric] ';

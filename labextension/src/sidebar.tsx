@@ -11,7 +11,7 @@ import { trainingIcon } from './icons';
 import {
   BACKENDS,
   FILTERS,
-  filterCounts,
+  filterCountsOf,
   filterJobs,
   formatAgo,
   formatElapsed,
@@ -23,7 +23,7 @@ import {
   type Backend,
   type Job
 } from './model';
-import type { TrainingStore } from './store';
+import { JOB_PAGE, MAX_JOBS, type TrainingStore } from './store';
 
 export const SIDEBAR_ID = 'bt-jupyter-training';
 
@@ -58,7 +58,8 @@ function SidebarView(props: {
   const visible = filterJobs(state.jobs, state.filter);
   // ticks every second while a job runs; "3m ago" needs no faster than the polls otherwise
   const now = useNow(visible.some(isActive));
-  const counts = filterCounts(state.jobs);
+  // of the whole list (the server counts it), not only of the page shown
+  const counts = filterCountsOf(state.statusCounts);
   const groups = groupByProject(state.projects, visible, state.filter === 'all');
   const [collapsed, setCollapsed] = React.useState<ReadonlySet<string>>(new Set());
   // jobs ticked for "Compare", of the backend shown (switching backends clears them)
@@ -203,6 +204,18 @@ function SidebarView(props: {
           </li>
         ))}
       </ul>
+      {state.total > state.jobs.length && (
+        <p className="bt-Empty bt-More">
+          <span data-testid="bt-shown">
+            Newest {state.jobs.length.toLocaleString()} of {state.total.toLocaleString()} jobs
+          </span>{' '}
+          {state.limit < MAX_JOBS && (
+            <button className="bt-Button" data-testid="bt-more" onClick={() => void store.showMore()}>
+              Show {Math.min(JOB_PAGE, state.total - state.jobs.length)} more
+            </button>
+          )}
+        </p>
+      )}
     </div>
   );
 }

@@ -4,7 +4,7 @@ import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { useStore } from './components';
-import { runningCount } from './model';
+import { filterCountsOf } from './model';
 import type { TrainingStore } from './store';
 
 export class RunningJobsItem extends ReactWidget {
@@ -23,7 +23,7 @@ export class RunningJobsItem extends ReactWidget {
 
 function RunningJobs(props: { store: TrainingStore; onClick: () => void }): JSX.Element {
   const state = useStore(props.store);
-  const count = runningCount(state.jobs);
+  const count = filterCountsOf(state.statusCounts).running;
   return (
     <span
       className={`jp-StatusBar-TextItem bt-StatusItem-text${count > 0 ? ' bt-mod-active' : ''}`}

@@ -6,8 +6,9 @@
 
 import type { TrainingApi } from './api';
 import {
-  runningCount,
+  filterCountsOf,
   type Backend,
+  type JobPage,
   type Job,
   type Project,
   type ServerConfig,
@@ -18,7 +19,13 @@ export interface StoreState {
   backend: Backend;
   filter: StatusFilter;
   projects: Project[];
+  /** The newest jobs: the first `limit` of the list (the sidebar's "Show more" adds a page). */
   jobs: Job[];
+  /** Jobs in the whole list, and in each status: what the filters and status bar count. */
+  total: number;
+  statusCounts: JobPage['status_counts'];
+  /** How many of the newest jobs are asked for. */
+  limit: number;
   /** When `jobs` was fetched (epoch ms), to tick elapsed times between polls. */
   fetchedAt: number;
   /** The last refresh's error message; cleared by the next good refresh. */
@@ -35,6 +42,10 @@ type Listener = (state: StoreState) => void;
 /** How long (ms) a submit is expected after a `%%bt_train` cell starts, and the poll then. */
 export const EXPECT_WINDOW_MS = 60_000;
 export const EXPECT_POLL_MS = 1000;
+/** Jobs a page of the sidebar holds ("Show more" asks for one more page). */
+export const JOB_PAGE = 50;
+/** The most jobs the server extension answers at once. */
+export const MAX_JOBS = 1000;
 
 export interface StoreOptions {
   backend: Backend;
@@ -74,6 +85,9 @@ export class TrainingStore {
       filter: 'all',
       projects: [],
       jobs: [],
+      total: 0,
+      statusCounts: {},
+      limit: JOB_PAGE,
       fetchedAt: this.now(),
       error: null,
       loading: false,
@@ -87,7 +101,13 @@ export class TrainingStore {
   }
 
   get runningCount(): number {
-    return runningCount(this._state.jobs);
+    return filterCountsOf(this._state.statusCounts).running;
+  }
+
+  /** Ask for one more page of older jobs (kept on every poll after). */
+  showMore(): Promise<void> {
+    this.update({ limit: Math.min(MAX_JOBS, this._state.limit + JOB_PAGE) });
+    return this.refreshNow();
   }
 
   subscribe(listener: Listener): () => void {
@@ -123,7 +143,16 @@ export class TrainingStore {
       return;
     }
     this.generation += 1;
-    this.update({ backend, projects: [], jobs: [], error: null, loaded: false });
+    this.update({
+      backend,
+      projects: [],
+      jobs: [],
+      total: 0,
+      statusCounts: {},
+      limit: JOB_PAGE,
+      error: null,
+      loaded: false
+    });
     void this.refreshNow();
   }
 
@@ -136,10 +165,14 @@ export class TrainingStore {
 
   /** Replace one job with a fresher copy (after Stop) without waiting for the next poll. */
   upsertJob(job: Job): void {
-    const jobs = this._state.jobs.some(j => j.id === job.id)
-      ? this._state.jobs.map(j => (j.id === job.id ? job : j))
-      : [job, ...this._state.jobs];
-    this.update({ jobs });
+    const old = this._state.jobs.find(j => j.id === job.id);
+    const jobs = old ? this._state.jobs.map(j => (j.id === job.id ? job : j)) : [job, ...this._state.jobs];
+    const statusCounts = { ...this._state.statusCounts };
+    if (old) {
+      statusCounts[old.status_short] = Math.max(0, (statusCounts[old.status_short] ?? 0) - 1);
+    }
+    statusCounts[job.status_short] = (statusCounts[job.status_short] ?? 0) + 1;
+    this.update({ jobs, statusCounts, total: this._state.total + (old ? 0 : 1) });
   }
 
   /**
@@ -193,15 +226,25 @@ export class TrainingStore {
     const backend = this._state.backend;
     this.update({ loading: true });
     try {
-      const [projects, jobs] = await Promise.all([
+      const [projects, page] = await Promise.all([
         this.api.projects(backend),
-        this.api.jobs(backend)
+        this.api.jobPage(backend, { limit: this._state.limit })
       ]);
       if (generation === this.generation) {
+        const jobs = page.jobs;
         if (this.expecting && jobs.some(j => !this.knownIds.has(j.id))) {
           this.expectUntil = 0; // it arrived: back to the settings' interval
         }
-        this.update({ projects, jobs, fetchedAt: this.now(), error: null, loading: false, loaded: true });
+        this.update({
+          projects,
+          jobs,
+          total: page.total,
+          statusCounts: page.status_counts,
+          fetchedAt: this.now(),
+          error: null,
+          loading: false,
+          loaded: true
+        });
       }
     } catch (error) {
       if (generation === this.generation) {

@@ -11,7 +11,7 @@ from bt_jupyter.backends.base import DeployRequest, LinesBatch
 from bt_jupyter.backends.baseten import deploy as cloud_deploy
 from bt_jupyter.backends.baseten.teams import team_id
 from bt_jupyter.backends.baseten.upload import upload_bundle
-from bt_jupyter.client import ApiClient, FollowedLog
+from bt_jupyter.client import ApiClient, FollowedLog, LogLine
 from bt_jupyter.deployments import CloudDeployment, Deployment
 from bt_jupyter.errors import BtJupyterError
 from bt_jupyter.preflight import latest_checkpoint
@@ -65,6 +65,16 @@ class BasetenBackend:
 
     def follow(self, job: api.TrainingJobV1) -> Iterator[FollowedLog]:
         return self.rest.poll_logs(job.training_project_id, job.id)  # time windows only
+
+    def read_logs(
+        self, job: api.TrainingJobV1, node: int | None, follow: bool
+    ) -> Iterator[LogLine]:
+        lines: Iterator[LogLine]
+        if follow:
+            lines = (LogLine.of(f.log) for f in self.follow(job))
+        else:  # concurrent time windows: the cloud pages 1,000 lines at a time
+            lines = map(LogLine.of, self.rest.all_logs(job.training_project_id, job.id))
+        return lines if node is None else (line for line in lines if line.node == node)
 
     def log_batches(
         self, job: api.TrainingJobV1, tail: int, keep_prefix: str

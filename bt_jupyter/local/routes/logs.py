@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from bt_jupyter import api, limits
 from bt_jupyter.local.state import ServiceState, State
@@ -33,6 +33,8 @@ async def _logs(
     _, job = state.job(project_id, job_id)
     start, end = _log_window(query)
     late_s = state.settings.log_late_s if state.settings.baseten_mode else 0.0
+    if state.settings.log_latency_s > 0:  # the cloud's round trip, for benches
+        await asyncio.sleep(state.settings.log_latency_s)
     rows = await run(
         state.store.logs,
         job.id,
@@ -169,7 +171,7 @@ async def follow_logs(project_id: str, job_id: str, request: Request, state: Sta
     start with ``keep_prefix``, and ``skipped`` counts the rest.
     """
     _, job = state.job(project_id, job_id)
-    cursor = int_param(request, "cursor", 0, 0, MAX_INT64)
+    cursor = await run(_cursor, state, job.id, request, "cursor") or 0
     limit = int_param(request, "limit", 1000, 1, 5000)
     tail = int_param(request, "tail", 0, 0, 5000)
     keep_prefix = request.query_params.get("keep_prefix", "")
@@ -215,6 +217,72 @@ async def follow_logs(project_id: str, job_id: str, request: Request, state: Sta
             "done": terminal and (bool(tail) or len(rows) < limit),
         }
     )
+
+
+#: Most lines of one bulk page (about 4 MB of JSON for short lines).
+MAX_PAGE_LINES = 100_000
+
+
+def _cursor(state: ServiceState, job_id: str, request: Request, name: str) -> int | None:
+    """A line position the caller got from this job's log; None when not given. A cursor
+    of another job's log would silently read from the wrong place, so it is refused."""
+    raw = request.query_params.get(name)
+    if raw is None or (name == "before" and raw == "end"):
+        return None if raw is None else MAX_INT64
+    cursor = int_param(request, name, 0, 0, MAX_INT64)
+    if cursor and not state.store.owns_log_line(job_id, cursor):
+        raise HttpError(
+            422,
+            "INVALID_REQUEST",
+            f"{name}={cursor} is not a position in job {job_id}'s log (a cursor of another "
+            "job?); start from 0, or pass a cursor this job's log returned",
+        )
+    return cursor
+
+
+@router.get("/local/training_projects/{project_id}/jobs/{job_id}/logs/lines")
+async def log_lines(project_id: str, job_id: str, request: Request, state: State) -> Response:
+    """Bulk read: up to ``limit`` lines after cursor ``after`` (or the newest before
+    ``before``; ``before=end``: the newest of all) as JSON columns SQLite writes itself.
+
+    ``wait`` seconds (with ``after``): long-poll until there is a line. ``last`` is the
+    cursor to continue from, ``first`` the one to read further back from; ``done`` is true
+    once the job is terminal and every line after the cursor was returned.
+    """
+    _, job = state.job(project_id, job_id)
+    after = await run(_cursor, state, job.id, request, "after") or 0
+    before = await run(_cursor, state, job.id, request, "before")
+    if before is not None and "after" in request.query_params:
+        raise HttpError(422, "INVALID_REQUEST", "give after= or before=, not both")
+    limit = int_param(request, "limit", 50_000, 1, MAX_PAGE_LINES)
+    node = (
+        int_param(request, "node", 0, 0, limits.MAX_NODE_COUNT - 1)
+        if "node" in request.query_params
+        else None
+    )
+    deadline = time.monotonic() + int_param(request, "wait", 0, 0, 60)
+    while True:
+        current = await run(state.store.job, job.id) or job  # before the read: see done
+        page = await run(state.store.log_page, job.id, after, before, limit, node)
+        terminal = current.status.is_terminal
+        if (
+            page.count
+            or terminal
+            or before is not None
+            or time.monotonic() >= deadline
+            or await request.is_disconnected()
+        ):
+            break
+        await asyncio.sleep(FOLLOW_POLL_SECONDS)
+    done = terminal and page.count < limit and before is None
+    last = page.last_id if page.count else after
+    body = (
+        f'{{"first":{page.first_id or 0},"last":{last or 0},"count":{page.count},'
+        f'"status":"{current.status.value}","done":{"true" if done else "false"},'
+        f'"ts":{page.ts_ns},"nodes":{page.nodes},"levels":{page.levels},'
+        f'"messages":{page.messages}}}'
+    )
+    return Response(body, media_type="application/json")
 
 
 @router.get("/local/training_projects/{project_id}/jobs/{job_id}/history")

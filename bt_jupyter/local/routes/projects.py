@@ -50,12 +50,10 @@ async def upsert_team_project(team_id: str, request: Request, state: State) -> J
 
 @router.get("/training_projects")
 async def list_projects(state: State) -> JSONResponse:
-    projects = await run(state.store.projects)
-    return ok(
-        api.ListTrainingProjectsResponseV1(
-            training_projects=[state.project_wire(p) for p in projects]
-        )
-    )
+    def listed() -> dict[str, Any]:
+        return {"training_projects": [state.project_json(p) for p in state.store.projects()]}
+
+    return JSONResponse(await run(listed))
 
 
 @router.get("/training_projects/{project_id}")
@@ -126,14 +124,18 @@ def _body_hash(project_id: str, job_spec: dict[str, Any]) -> str:
 
 @router.get("/training_projects/{project_id}/jobs")
 async def list_jobs(project_id: str, state: State) -> JSONResponse:
-    project = state.project(project_id)
-    jobs = await run(state.store.jobs, project.id)
-    return ok(
-        api.ListTrainingJobsResponseV1(
-            training_project=state.project_wire(project),
-            training_jobs=[state.job_wire(j, project) for j in jobs],
-        )
-    )
+    """Every job of the project, as Baseten lists them (no pages). The JSON is built
+    without models (``ServiceState.job_json``), off the event loop."""
+
+    def listed() -> dict[str, Any]:
+        project = state.project(project_id)
+        jobs = state.store.job_listing(project.id)
+        return {
+            "training_project": state.project_json(project),
+            "training_jobs": state.jobs_json(jobs, project),
+        }
+
+    return JSONResponse(await run(listed))
 
 
 @router.get("/training_projects/{project_id}/jobs/{job_id}")
@@ -196,7 +198,11 @@ async def search_jobs(request: Request, state: State) -> JSONResponse:
     body = await parse_body(request, api.SearchTrainingJobsRequestV1)
     order = body.order_by[0] if body.order_by else api.OrderByV1(field="created_at", order="desc")
     statuses = [S.parse(s).value for s in body.statuses or []] if body.statuses else None
-    jobs = await run(
-        state.store.jobs, body.project_id, body.job_id, statuses, order.order, order.field
-    )
-    return ok(api.SearchTrainingJobsResponseV1(training_jobs=[state.job_wire(j) for j in jobs]))
+
+    def found() -> dict[str, Any]:
+        jobs = state.store.job_listing(
+            body.project_id, body.job_id, statuses, order.order, order.field
+        )
+        return {"training_jobs": state.jobs_json(jobs)}
+
+    return JSONResponse(await run(found))

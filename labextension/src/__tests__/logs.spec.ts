@@ -31,6 +31,27 @@ describe('LogFollower', () => {
     ]);
   });
 
+  it('reads back through history a page at a time, on top of what it shows', async () => {
+    const pages: LogsPage[] = [
+      { logs: [line(5, 'e'), line(6, 'f')], cursor: 'c1', done: true, earlier: 'L5' },
+      // the cloud reads back to the first millisecond shown: 'e' comes again, once
+      { logs: [line(3, 'c'), line(4, 'd'), line(5, 'e')], cursor: '', done: false, earlier: 'L3' },
+      { logs: [line(1, 'a'), line(2, 'b')], cursor: '', done: false, earlier: '' }
+    ];
+    const { request, calls } = fakeServer(() => ({ body: pages.shift() }));
+    const follower = new LogFollower(new TrainingApi(request, '/'), 'local', 'j', () => undefined);
+    await follower.start();
+    expect(follower.state.earlier).toBe('L5');
+    await follower.readBack();
+    expect(follower.state.lines.map(l => l.message)).toEqual(['c', 'd', 'e', 'f']);
+    expect(follower.state.readBack).toBe(2);
+    await follower.readBack();
+    await follower.readBack(); // at the start: nothing more is asked
+    expect(follower.state.lines.map(l => l.message)).toEqual(['a', 'b', 'c', 'd', 'e', 'f']);
+    expect(follower.state.earlier).toBe('');
+    expect(calls.map(c => c.url.searchParams.get('before'))).toEqual([null, 'L5', 'L3']);
+  });
+
   it('shows an error, retries after a pause, and gives up on 404', async () => {
     let n = 0;
     const { request } = fakeServer(() => {
