@@ -350,6 +350,18 @@ class SearchTrainingJobsResponseV1(_Response):
     training_jobs: list[TrainingJobV1]
 
 
+class LocalJobPageV1(_Response):
+    """``GET /v1/local/training_jobs``: a page of jobs, newest first, with how many match
+    in all (not in Baseten's API, whose search answers every job at once)."""
+
+    training_jobs: list[TrainingJobV1]
+    total: int
+    #: How many matching jobs are in each status (wire names).
+    status_counts: dict[str, int]
+    #: Whether jobs older than the page's last one match too.
+    more: bool
+
+
 class StopTrainingJobRequestV1(_Request):
     pass
 

@@ -509,6 +509,21 @@ class ApiClient:
             "/v1/training_jobs/search", body, api.SearchTrainingJobsResponseV1, retry_ambiguous=True
         ).training_jobs
 
+    def job_page(
+        self,
+        project_id: str | None,
+        statuses: list[spec.TrainingJobStatus] | None,
+        limit: int | None,
+        after: tuple[str, float] | None = None,
+    ) -> api.LocalJobPageV1:
+        """A page of jobs, newest first (the local service's ``/v1/local/training_jobs``)."""
+        params: dict[str, Any] = {"limit": limit or 0, "status": [s.value for s in statuses or []]}
+        if project_id is not None:
+            params["project_id"] = project_id
+        if after is not None:
+            params["after"], params["after_created"] = after
+        return self._get("/v1/local/training_jobs", api.LocalJobPageV1, **params)
+
     def stop_job(self, project_id: str, job_id: str) -> api.TrainingJobV1:
         path = f"{self._job_path(project_id, job_id)}/stop"
         body = api.StopTrainingJobRequestV1()

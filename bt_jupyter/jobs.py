@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from typing_extensions import Unpack
 
 from bt_jupyter import api, downloads, preflight, spec
-from bt_jupyter.backends import Backend, DeployRequest, backend_named
+from bt_jupyter.backends import After, Backend, DeployRequest, JobPage, backend_named
 from bt_jupyter.cache_summary import CacheView, SortKey, cache_view
 from bt_jupyter.checkpoints import Checkpoint
 from bt_jupyter.client import (
@@ -380,6 +380,25 @@ class Client:
         return [
             Job(self, j) for j in self.api.search_jobs(project_id=project_id, statuses=statuses)
         ]
+
+    def job_page(
+        self,
+        project: str | None = None,
+        status: spec.TrainingJobStatus | str | None = None,
+        limit: int | None = None,
+        after: After | None = None,
+    ) -> tuple[list[Job], JobPage]:
+        """The newest ``limit`` jobs (None: all) after ``after``, of one project (by name)
+        and/or in one status, and how many match in all: a 10,000-job service shows its
+        newest at once."""
+        project_id = None
+        if project is not None:
+            project_id = self._project_id(project)
+            if project_id is None:
+                return [], JobPage([], 0, {}, False)
+        statuses = [S.parse(status)] if status else None
+        page = self.backend.job_page(project_id, statuses, limit, after)
+        return [Job(self, j) for j in page.jobs], page
 
     def job(self, job_id: str) -> Job:
         """Re-attach to a job by id (after a kernel restart, from another notebook, ...)."""

@@ -560,17 +560,16 @@ class BtMagics(Magics):
         args = parse_line(parser, line)
         project = None if args.all else (args.project or self.default_project)
         try:
-            jobs = self.client().jobs(project=project, status=args.status)
-            hint = "" if jobs or args.status else self._elsewhere(project)
+            shown, listed = self.client().job_page(project, args.status, args.limit or None)
+            hint = "" if shown or args.status else self._elsewhere(project)
         except BtJupyterError as exc:
             raise UsageError(str(exc)) from None
-        if not jobs:
+        if not shown:
             print(f"no jobs{f' in project {project!r}' if project else ''}{hint}")
             return
-        shown = jobs[: args.limit] if args.limit else jobs
         print(_jobs_table(shown))
-        if len(shown) < len(jobs):
-            print(_more_jobs(len(shown), len(jobs)))
+        if len(shown) < listed.total:
+            print(_more_jobs(len(shown), listed.total))
 
     @line_magic
     def bt_priority(self, line: str) -> None:

@@ -95,7 +95,8 @@ def test_a_sink_and_a_paged_reader_at_once_lose_and_repeat_nothing(local_home: H
     def write() -> None:
         for base in range(0, total, chunk):
             messages = [str(i) for i in range(base, base + chunk)]
-            sink.add_lines(messages, base // chunk % 3, [1] * chunk, 0)
+            levels = [3 if i % 7 == 0 else 1 for i in range(base, base + chunk)]
+            sink.add_lines(messages, base // chunk % 3, levels, 0)
         sink.close()
 
     writer = threading.Thread(target=write)
@@ -111,6 +112,9 @@ def test_a_sink_and_a_paged_reader_at_once_lose_and_repeat_nothing(local_home: H
         assert len(seen) <= total
     writer.join()
     assert seen == list(range(total))
+    page = store.log_page("sinkjob", 0, limit=100)
+    levels = json.loads(page.levels)  # the few lines not INFO keep their level
+    assert levels == [3 if i % 7 == 0 else 1 for i in range(100)]
     assert pages > total // 7_777  # it read in many pages, while writing went on
 
 
@@ -120,7 +124,7 @@ def test_job_logs_is_a_view_read_afresh_with_tail_text_and_node(
     wire = submit(
         client,
         project,
-        ['echo "node $BT_NODE_RANK"', "echo WARNING: careful >&2"],
+        ['echo "node $BT_NODE_RANK"', "echo WARNING: careful"],
         compute=spec.Compute(node_count=2),
     )
     job = bt.job(wire.id)

@@ -23,6 +23,7 @@ from IPython.utils.capture import capture_output
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 
 from bt_jupyter import api, spec
+from bt_jupyter.backends.base import page_of
 from bt_jupyter.client import ApiClient
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
@@ -338,3 +339,51 @@ def test_the_job_json_is_the_wire_models_json(
     answer = client.request("POST", "/v1/training_jobs/search", json={}).json()
     for job in answer["training_jobs"][:200]:
         assert api.TrainingJobV1.model_validate(job).model_dump(mode="json") == job
+
+
+def test_baseten_pages_are_cut_from_its_search_as_the_local_service_pages(
+    many: tuple[Home, ApiClient], big: api.TrainingProjectV1
+) -> None:
+    """Baseten's search answers every job: ``page_of`` cuts the same pages out of it as
+    the local service's page endpoint answers (moving on from a deleted job too)."""
+    _, client = many
+    found = client.search_jobs(project_id=big.id)
+    after = None
+    local_ids: list[str] = []
+    cut_ids: list[str] = []
+    while True:
+        local = client.job_page(big.id, None, 300, after)
+        cut = page_of(found, 300, after)
+        assert (cut.total, cut.more) == (local.total, local.more)
+        assert {s.value: n for s, n in cut.status_counts.items()} == local.status_counts
+        local_ids += [j.id for j in local.training_jobs]
+        cut_ids += [j.id for j in cut.jobs]
+        if not local.more:
+            break
+        last = local.training_jobs[-1]
+        after = (last.id, last.created_at.timestamp())
+    assert local_ids == cut_ids == [j.id for j in found]
+    gone = (f"gone-{new_id()}", found[499].created_at.timestamp())  # as if deleted
+    assert [j.id for j in page_of(found, 2, gone).jobs] == [j.id for j in found[500:502]]
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({"limit": -1}, "limit must be between 0 and 100000"),
+        ({"limit": 10**12}, "limit must be between 0 and 100000"),
+        ({"status": "FINISHED"}, "unknown job status 'FINISHED'"),
+        ({"after": "abc", "after_created": "nan"}, "after_created must be a time"),
+        ({"after": "abc", "after_created": "soon"}, "after_created must be a time"),
+        ({"after": "x" * 5000}, "is no job id"),
+    ],
+)
+def test_the_local_job_page_refuses_what_it_cannot_use(
+    many: tuple[Home, ApiClient], params: dict[str, Any], words: str
+) -> None:
+    _, client = many
+    response = client._http.get("/v1/local/training_jobs", params=params)
+    assert response.status_code == 422, response.text
+    assert words in response.json()["message"]
+    missing = client._http.get("/v1/local/training_jobs", params={"project_id": "../nope"})
+    assert missing.status_code == 404

@@ -7,10 +7,10 @@ outside this package asks which one it talks to: :func:`backend_named` picks it 
 
 from __future__ import annotations
 
-from bt_jupyter.backends.base import Backend, DeployRequest, LinesBatch
+from bt_jupyter.backends.base import After, Backend, DeployRequest, JobPage, LinesBatch
 from bt_jupyter.client import ApiClient
 
-__all__ = ["Backend", "DeployRequest", "LinesBatch", "backend_named"]
+__all__ = ["After", "Backend", "DeployRequest", "JobPage", "LinesBatch", "backend_named"]
 
 
 def backend_named(name: str, rest: ApiClient) -> Backend:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -26,6 +27,37 @@ class DeployRequest:
     gpu: str | None = None
     hf_secret: str | None = None
     env: dict[str, str] | None = None
+
+
+#: Where a page of jobs starts: after this job (its id, and its creation time in epoch
+#: seconds, for when it was deleted meanwhile).
+After = tuple[str, float]
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """A page of jobs, newest first, and how many match in all (in each status)."""
+
+    jobs: list[api.TrainingJobV1]
+    total: int
+    status_counts: dict[spec.TrainingJobStatus, int]
+    #: Whether older jobs match too (a next page).
+    more: bool
+
+
+def page_of(found: list[api.TrainingJobV1], limit: int | None, after: After | None) -> JobPage:
+    """A page cut out of every matching job, newest first (services that only search)."""
+    start = 0
+    if after is not None:
+        ids = [job.id for job in found]
+        if after[0] in ids:
+            start = ids.index(after[0]) + 1  # new jobs do not move a page
+        else:  # its job was deleted: the first created before it
+            older = (i for i, job in enumerate(found) if job.created_at.timestamp() < after[1])
+            start = next(older, len(found))
+    end = len(found) if limit is None else start + limit
+    counts = Counter(job.status for job in found)
+    return JobPage(found[start:end], len(found), dict(counts), end < len(found))
 
 
 class Backend(Protocol):
@@ -80,6 +112,16 @@ class Backend(Protocol):
     ) -> Iterator[LinesBatch]:
         """The job's log, live, to its end: at most the newest ``tail`` lines of each
         batch plus every line starting with ``keep_prefix`` where the service can skip."""
+        ...
+
+    def job_page(
+        self,
+        project_id: str | None,
+        statuses: list[spec.TrainingJobStatus] | None,
+        limit: int | None,
+        after: After | None,
+    ) -> JobPage:
+        """The newest ``limit`` jobs (None: all) after ``after``, of a project or all."""
         ...
 
     def deploy(self, job: api.TrainingJobV1, request: DeployRequest) -> Deployment:

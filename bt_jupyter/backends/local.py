@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import ssl
+from collections import Counter
 from collections.abc import Iterator
 
 from bt_jupyter import api, spec
-from bt_jupyter.backends.base import DeployRequest, LinesBatch
+from bt_jupyter.backends.base import After, DeployRequest, JobPage, LinesBatch
 from bt_jupyter.client import ApiClient, FollowedLog, LogLine
 from bt_jupyter.deployments import Deployment, LocalDeployment
 from bt_jupyter.errors import BtJupyterError, DeployError
@@ -70,6 +71,19 @@ class LocalBackend:
             job.training_project_id, job.id, tail=tail, keep_prefix=keep_prefix
         ):
             yield list(batch.logs), batch.skipped
+
+    def job_page(
+        self,
+        project_id: str | None,
+        statuses: list[spec.TrainingJobStatus] | None,
+        limit: int | None,
+        after: After | None,
+    ) -> JobPage:
+        wire = self.rest.job_page(project_id, statuses, limit, after)
+        counts: Counter[spec.TrainingJobStatus] = Counter()
+        for status, count in wire.status_counts.items():
+            counts[spec.TrainingJobStatus.from_wire(status)] += count
+        return JobPage(wire.training_jobs, wire.total, dict(counts), wire.more)
 
     def deploy(self, job: api.TrainingJobV1, request: DeployRequest) -> Deployment:
         if request.gpu or request.hf_secret or request.env:

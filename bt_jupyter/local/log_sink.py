@@ -6,15 +6,18 @@ through it, and the model server should not import the runner to do so.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import threading
 import time
-from itertools import repeat
 
 from bt_jupyter import api
-from bt_jupyter.local.store import Store
+from bt_jupyter.local.store import LogChunk, Store
 
 FLUSH_SECONDS = 0.05
+#: The writer thread's niceness (Linux: a thread's own priority).
+WRITER_NICENESS = 10
 #: Lines waiting for the store before a reader waits for the writer (about 100 MB of
 #: short lines): a job printing faster than SQLite stores is slowed, never lost.
 MAX_PENDING = 1_000_000
@@ -58,10 +61,8 @@ class LogSink:
     def __init__(self, store: Store, job_id: str, redact: list[str]) -> None:
         self.store, self.job_id = store, job_id
         self.secrets = [s for s in redact if s]
-        self._ts: list[int] = []
-        self._nodes: list[int | None] = []
-        self._levels: list[int] = []
-        self._messages: list[str] = []
+        self._chunks: list[LogChunk] = []
+        self._pending = 0
         self._last_ns = store.last_log_ns(job_id)  # a restarted runner goes on after
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -95,30 +96,31 @@ class LogSink:
             start = max(since_ns, self._last_ns + 1)
             step = max(1, (now - start) // count)
             first = max(start, now - step * (count - 1))
-            self._ts.extend(range(first, first + step * count, step))
             self._last_ns = first + step * (count - 1)
-            self._nodes.extend(repeat(node, count))
-            self._levels.extend(levels)
-            self._messages.extend(messages)
-            if len(self._messages) >= 20_000:
+            self._chunks.append(LogChunk(first, step, node, levels, messages))
+            self._pending += count
+            if self._pending >= 20_000:
                 self._wake.set()
-            while len(self._messages) >= MAX_PENDING and not self._closed:
+            while self._pending >= MAX_PENDING and not self._closed:
                 self._room.wait(1.0)
 
-    def _take(self) -> tuple[list[int], list[int | None], list[int], list[str]]:
+    def _take(self) -> list[LogChunk]:
         with self._lock:
-            batch = self._ts, self._nodes, self._levels, self._messages
-            self._ts, self._nodes, self._levels, self._messages = [], [], [], []
+            chunks, self._chunks, self._pending = self._chunks, [], 0
             self._room.notify_all()
-        return batch
+        return chunks
 
     def _write(self) -> bool:
-        ts, nodes, levels, messages = self._take()
-        if messages:
-            self.store.add_logs(self.job_id, ts, nodes, levels, messages)
-        return bool(messages)
+        chunks = self._take()
+        if chunks:
+            self.store.add_logs(self.job_id, chunks)
+        return bool(chunks)
 
     def _run(self) -> None:
+        # Storing can wait a moment; the job cannot: it yields the CPU to the job's own
+        # processes (on a busy machine the lines are stored a little later, not lost).
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
         while True:
             self._wake.wait(FLUSH_SECONDS)
             self._wake.clear()

@@ -47,6 +47,7 @@ _PAGE = (
 #: ``before`` this: from the end of the log.
 MAX_ID = 2**63 - 1
 LEVELS = api.LOG_LEVELS
+INFO = LEVELS.index("INFO")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -75,6 +76,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project_id, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at);
 CREATE TABLE IF NOT EXISTS status_history (
     job_id TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -197,6 +199,18 @@ class LogRow:
     node: int | None
     level: str
     message: str
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Lines read together from one node (or the runner's own): line ``i`` is stamped
+    ``first_ns + i * step_ns``; ``levels`` are indexes of ``LEVELS``."""
+
+    first_ns: int
+    step_ns: int
+    node: int | None
+    levels: list[int]
+    messages: list[str]
 
 
 @dataclass(frozen=True)
@@ -442,6 +456,35 @@ class Store:
         db = self._db()
         return [_job(r, _listed_spec(db, r)) for r in db.execute(sql, args).fetchall()]
 
+    def job_page(
+        self,
+        project_id: str | None,
+        statuses: list[str] | None,
+        limit: int | None,
+        after: tuple[str, float] | None = None,
+    ) -> tuple[list[JobRow], dict[str, int]]:
+        """The newest ``limit`` jobs (None: all) older than ``after`` (a job's id, and its
+        creation time for when it was deleted meanwhile), as :meth:`job_listing` reads
+        them, and how many jobs match in each status: one indexed read, however many."""
+        where, args = _job_filter(project_id, None, statuses)
+        db = self._db()
+        counts = dict(db.execute(f"SELECT status, count(*) FROM jobs{where} GROUP BY status", args))
+        page_args: list[Any] = list(args)
+        if after is not None:
+            anchor = db.execute(
+                "SELECT created_at, rowid FROM jobs WHERE id = ?", (after[0],)
+            ).fetchone()
+            where += " AND " if where else " WHERE "
+            if anchor is None:  # deleted: the jobs created before it
+                where += "created_at < ?"
+                page_args.append(after[1])
+            else:  # new jobs do not move a page
+                where += "(created_at, rowid) < (?, ?)"
+                page_args += [anchor[0], anchor[1]]
+        sql = f"SELECT {_LISTING_COLUMNS} FROM jobs{where}{_job_order('DESC', 'created_at')}"
+        rows = db.execute(f"{sql} LIMIT ?", [*page_args, -1 if limit is None else limit])
+        return [_job(r, _listed_spec(db, r)) for r in rows.fetchall()], counts
+
     def latest_job(self, project_id: str) -> JobRow | None:
         """The project's newest job (the first of :meth:`jobs`), by its index alone."""
         row = (
@@ -577,25 +620,32 @@ class Store:
 
     # ------------------------------------------------------------------ logs
 
-    def add_logs(
-        self,
-        job_id: str,
-        ts_ns: list[int],
-        nodes: list[int | None],
-        levels: list[int],
-        messages: list[str],
-    ) -> None:
-        """Append lines, given as columns (``levels``: indexes of ``LEVELS``), in one
-        transaction; the rows are zipped in C, as fast as SQLite inserts them."""
-        # one JSON text SQLite takes apart itself: binding five values a row from Python
-        # costs more than the insert
-        rows = orjson.dumps(list(zip(ts_ns, nodes, levels, messages, strict=True)))
+    def add_logs(self, job_id: str, chunks: Iterable[LogChunk]) -> None:
+        """Append chunks of lines in one transaction. Each chunk's messages go to SQLite as
+        one JSON text it takes apart itself, its times and node computed there: binding
+        five values a line from Python (or making a tuple a line) costs more than the
+        insert, and holds the GIL the job's output readers need."""
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO logs (job_id, ts_ns, node, level, message)"
-                " SELECT ?, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?)",
-                (job_id, rows.decode()),
-            )
+            for chunk in chunks:
+                db.execute(
+                    "INSERT INTO logs (job_id, ts_ns, node, level, message)"
+                    " SELECT ?, ? + key * ?, ?, ?, value FROM json_each(?)",
+                    (
+                        job_id,
+                        chunk.first_ns,
+                        chunk.step_ns,
+                        chunk.node,
+                        INFO,
+                        orjson.dumps(chunk.messages).decode(),
+                    ),
+                )
+                if chunk.levels.count(INFO) < len(chunk.levels):  # rare: not all INFO
+                    last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+                    first = last - len(chunk.messages) + 1  # one statement's rows follow on
+                    db.executemany(
+                        "UPDATE logs SET level = ? WHERE id = ?",
+                        [(lvl, first + i) for i, lvl in enumerate(chunk.levels) if lvl != INFO],
+                    )
 
     def logs(
         self,
@@ -908,7 +958,7 @@ _LISTING_COLUMNS = (
 def _listed_spec(db: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
     """The listed parts of the row's spec; the whole spec, read as :func:`_spec` reads it,
     where SQLite could not read it (rare: a row written by hand)."""
-    parts = json.loads(row["parts"]) if row["parts"] is not None else None
+    parts = orjson.loads(row["parts"]) if row["parts"] is not None else None
     if not isinstance(parts, list) or len(parts) != 2:
         whole = db.execute("SELECT spec FROM jobs WHERE id = ?", (row["id"],)).fetchone()
         return _spec(whole["spec"] if whole else None)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
@@ -42,8 +43,16 @@ def utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(min(max(epoch, 0.0), 253402300799.0), tz=timezone.utc)
 
 
+class FastJSON(JSONResponse):
+    """A JSON response encoded by orjson: a 1,000-job list spent half its time in the
+    standard library's encoder, on the event loop."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def ok(model: BaseModel) -> JSONResponse:
-    return JSONResponse(model.model_dump(mode="json"))
+    return FastJSON(model.model_dump(mode="json"))
 
 
 def log_wire(row: LogRow) -> api.LogV1:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,18 +104,6 @@ def _cursor_parts(cursor: str) -> tuple[str, float]:
     )
 
 
-def _start(found: list[Job], cursor: str | None) -> int:
-    """Index of the first job after the cursor's: new jobs (at the front of the list) do
-    not move a page; if its job was deleted, the first job created before it."""
-    if cursor is None:
-        return 0
-    job_id, at = _cursor_parts(cursor)
-    for index, job in enumerate(found):
-        if job.id == job_id:
-            return index + 1
-    return next((i for i, j in enumerate(found) if j.created_at.timestamp() < at), len(found))
-
-
 def jobs(
     client: Client,
     project: str | None,
@@ -127,15 +114,13 @@ def jobs(
     cursor of the next page (None on the last). Only the page is turned into JSON: the
     sidebar of a 10,000-job service asks for the newest few."""
     page = page or Page()
-    found = client.jobs(project=project, status=status)
-    start = _start(found, page.cursor)
-    end = len(found) if page.limit is None else start + page.limit
-    shown_jobs = found[start:end]
+    after = _cursor_parts(page.cursor) if page.cursor else None
+    shown_jobs, listed = client.job_page(project, status, page.limit, after)
     return {
         "jobs": [job_json(job) for job in shown_jobs],
-        "total": len(found),
-        "status_counts": dict(Counter(job.status.short for job in found)),
-        "cursor": _cursor(shown_jobs[-1]) if shown_jobs and end < len(found) else None,
+        "total": listed.total,
+        "status_counts": {s.short: n for s, n in listed.status_counts.items()},
+        "cursor": _cursor(shown_jobs[-1]) if shown_jobs and listed.more else None,
     }
 
 

@@ -7,7 +7,7 @@ import ssl
 from collections.abc import Iterator
 
 from bt_jupyter import api, spec
-from bt_jupyter.backends.base import DeployRequest, LinesBatch
+from bt_jupyter.backends.base import After, DeployRequest, JobPage, LinesBatch, page_of
 from bt_jupyter.backends.baseten import deploy as cloud_deploy
 from bt_jupyter.backends.baseten.teams import team_id
 from bt_jupyter.backends.baseten.upload import upload_bundle
@@ -81,6 +81,18 @@ class BasetenBackend:
     ) -> Iterator[LinesBatch]:
         for followed in self.follow(job):
             yield [followed.log], 0
+
+    def job_page(
+        self,
+        project_id: str | None,
+        statuses: list[spec.TrainingJobStatus] | None,
+        limit: int | None,
+        after: After | None,
+    ) -> JobPage:
+        # Baseten's search answers every job at once: the page is cut out here
+        return page_of(
+            self.rest.search_jobs(project_id=project_id, statuses=statuses), limit, after
+        )
 
     def deploy(self, job: api.TrainingJobV1, request: DeployRequest) -> Deployment:
         if request.model_archive is not None or request.port is not None:

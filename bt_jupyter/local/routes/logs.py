@@ -13,7 +13,16 @@ from fastapi.responses import JSONResponse, Response
 
 from bt_jupyter import api, limits
 from bt_jupyter.local.state import ServiceState, State
-from bt_jupyter.local.wire import HttpError, int_param, log_wire, ok, parse_body, parse_query, utc
+from bt_jupyter.local.wire import (
+    FastJSON,
+    HttpError,
+    int_param,
+    log_wire,
+    ok,
+    parse_body,
+    parse_query,
+    utc,
+)
 from bt_jupyter.local.wire import blocking as run
 
 FOLLOW_POLL_SECONDS = 0.02
@@ -198,7 +207,7 @@ async def follow_logs(project_id: str, job_id: str, request: Request, state: Sta
             break
         await asyncio.sleep(FOLLOW_POLL_SECONDS)
     next_cursor = rows[-1].id if rows else cursor
-    return JSONResponse(
+    return FastJSON(
         {
             "logs": [  # plain dicts: this path carries every line of every job
                 {

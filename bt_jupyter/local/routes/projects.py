@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from typing import Any
 
@@ -12,9 +13,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from bt_jupyter import api, limits, spec
+from bt_jupyter.errors import InvalidConfigError
 from bt_jupyter.local.state import State
 from bt_jupyter.local.store import IdempotencyConflict
-from bt_jupyter.local.wire import HttpError, ok, parse_body
+from bt_jupyter.local.wire import FastJSON, HttpError, int_param, ok, parse_body
 from bt_jupyter.local.wire import blocking as run
 
 S = spec.TrainingJobStatus
@@ -53,7 +55,7 @@ async def list_projects(state: State) -> JSONResponse:
     def listed() -> dict[str, Any]:
         return {"training_projects": [state.project_json(p) for p in state.store.projects()]}
 
-    return JSONResponse(await run(listed))
+    return FastJSON(await run(listed))
 
 
 @router.get("/training_projects/{project_id}")
@@ -135,7 +137,7 @@ async def list_jobs(project_id: str, state: State) -> JSONResponse:
             "training_jobs": state.jobs_json(jobs, project),
         }
 
-    return JSONResponse(await run(listed))
+    return FastJSON(await run(listed))
 
 
 @router.get("/training_projects/{project_id}/jobs/{job_id}")
@@ -193,6 +195,50 @@ async def recreate_job(project_id: str, job_id: str, state: State) -> JSONRespon
     return ok(api.RecreateTrainingJobResponseV1(training_job=state.job_wire(new, project)))
 
 
+@router.get("/local/training_jobs")
+async def job_page(request: Request, state: State) -> JSONResponse:
+    """A page of jobs, newest first (``limit``; 0: all), older than the job ``after``
+    (``after_created``: its creation time, for when it was deleted meanwhile), with how
+    many match in each status: the sidebar of a 10,000-job service reads one page."""
+    query = request.query_params
+    project_id = query.get("project_id") or None
+    try:
+        statuses = [S.parse(s).value for s in query.getlist("status")] or None
+    except InvalidConfigError as exc:
+        raise HttpError(422, "INVALID_REQUEST", str(exc)) from None
+    limit = int_param(request, "limit", 0, 0, 100_000) or None
+    after_id = query.get("after")
+    after = None
+    if after_id is not None:
+        if len(after_id) > limits.MAX_NAME_CHARS:
+            raise HttpError(422, "INVALID_REQUEST", f"after {limits.shown(after_id)} is no job id")
+        created = query.get("after_created", "0")
+        try:
+            after = (after_id, float(created))
+        except ValueError:
+            after = None
+        if after is None or not math.isfinite(after[1]):
+            raise HttpError(
+                422,
+                "INVALID_REQUEST",
+                f"after_created must be a time in epoch seconds, got {limits.shown(created)}",
+            )
+
+    def page() -> dict[str, Any]:
+        if project_id is not None:
+            state.project(project_id)  # 404 for a project that is not there
+        # one more than asked: whether there is a next page
+        jobs, counts = state.store.job_page(project_id, statuses, limit and limit + 1, after)
+        return {
+            "training_jobs": state.jobs_json(jobs[:limit]),
+            "total": sum(counts.values()),
+            "status_counts": counts,
+            "more": limit is not None and len(jobs) > limit,
+        }
+
+    return FastJSON(await run(page))
+
+
 @router.post("/training_jobs/search")
 async def search_jobs(request: Request, state: State) -> JSONResponse:
     body = await parse_body(request, api.SearchTrainingJobsRequestV1)
@@ -205,4 +251,4 @@ async def search_jobs(request: Request, state: State) -> JSONResponse:
         )
         return {"training_jobs": state.jobs_json(jobs)}
 
-    return JSONResponse(await run(found))
+    return FastJSON(await run(found))
