@@ -181,7 +181,9 @@ def bench_service(keep: bool = False, port: int = 0) -> Iterator[Bench]:
                     _stop_all(bench)
             finally:
                 client.close()
-        left = _leftovers(root)
+        deadline = time.monotonic() + 10  # a service or runner may still be exiting
+        while (left := _leftovers(root)) and time.monotonic() < deadline:
+            time.sleep(0.2)
         if left:
             print(f"WARNING: processes still running from {root}: {left}", file=sys.stderr)
     finally:

@@ -9,6 +9,7 @@ service honours, and against a service that does not, an ambiguous create is not
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import io
@@ -192,6 +193,8 @@ class LogPage:
     last: int
     count: int
     done: bool
+    #: Where the next page of as many lines ends (0: not full yet, or not asked).
+    next_end: int
     status: spec.TrainingJobStatus
     ts: list[int]
     nodes: list[int | None]
@@ -206,6 +209,7 @@ class LogPage:
             last=body["last"],
             count=body["count"],
             done=body["done"],
+            next_end=body.get("next_end", 0),
             status=spec.TrainingJobStatus.from_wire(body["status"]),
             ts=body["ts"],
             nodes=body["nodes"],
@@ -772,11 +776,13 @@ class ApiClient:
         limit: int = LOG_PAGE_LINES,
         node: int | None = None,
         wait: int = 0,
+        ahead: bool = False,
     ) -> LogPage:
         """One page of the local service's bulk read (``/v1/local/.../logs/lines``):
-        lines after the cursor ``after``, or the newest before ``before`` (0: the end)."""
+        lines after the cursor ``after``, or the newest before ``before`` (0: the end);
+        ``ahead``: with where the page after it ends."""
         path = f"/v1/local/training_projects/{project_id}/jobs/{job_id}/logs/lines"
-        params: dict[str, Any] = {"limit": limit, "wait": wait}
+        params: dict[str, Any] = {"limit": limit, "wait": wait, "ahead": int(ahead)}
         if before is None:
             params["after"] = after
         else:
@@ -795,25 +801,34 @@ class ApiClient:
         follow: bool = False,
     ) -> Iterator[LogLine]:
         """Every line after the cursor: what was written so far, or (``follow``) live to
-        the job's end. Pages of up to ``LOG_PAGE_LINES``; the next page is fetched while
-        this one is read, so the service and the reader work at the same time, and no more
-        than two pages are held."""
+        the job's end, in pages of up to ``LOG_PAGE_LINES``.
+
+        While a page is read here the next two are being read by the service (each page
+        says where the one after it ends), so the service uses both of a machine's cores
+        and the reader a third; at most three pages are held.
+        """
         wait = 20 if follow else 0
 
         def fetch(cursor: int) -> LogPage:
-            return self.log_page(project_id, job_id, after=cursor, node=node, wait=wait)
+            return self.log_page(project_id, job_id, after=cursor, node=node, wait=wait, ahead=True)
 
-        pool = ThreadPoolExecutor(1, thread_name_prefix="bt-log-read")
+        pool = ThreadPoolExecutor(2, thread_name_prefix="bt-log-read")
+        # (the cursor a page starts after, the page), in log order
+        pending: collections.deque[tuple[int, Future[LogPage]]] = collections.deque()
         try:
-            pending: Future[LogPage] = pool.submit(fetch, after)
-            while True:
-                page = pending.result()
-                more = not page.done and (follow or page.count == LOG_PAGE_LINES)
-                if more:
-                    pending = pool.submit(fetch, page.last)
-                yield from page.lines()
-                if not more:
+            pending.append((after, pool.submit(fetch, after)))
+            while pending:
+                page = pending.popleft()[1].result()
+                if pending and pending[0][0] != page.last:  # a guess that did not hold
+                    pending.clear()
+                if page.done or not (follow or page.count == LOG_PAGE_LINES):
+                    yield from page.lines()
                     return
+                if not pending:
+                    pending.append((page.last, pool.submit(fetch, page.last)))
+                if len(pending) == 1 and page.next_end:  # the page after the next one
+                    pending.append((page.next_end, pool.submit(fetch, page.next_end)))
+                yield from page.lines()
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 

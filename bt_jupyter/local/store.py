@@ -224,6 +224,8 @@ class LogPage:
     nodes: str
     levels: str
     messages: str
+    #: Where the next page (of as many lines) ends, when asked and it is full.
+    next_end: int | None = None
 
 
 @dataclass(frozen=True)
@@ -734,10 +736,13 @@ class Store:
         before_id: int | None = None,
         limit: int = 50_000,
         node: int | None = None,
+        ahead: bool = False,
     ) -> LogPage:
         """Up to ``limit`` lines after ``after_id`` (or the newest ones before
-        ``before_id``), in append order, as JSON arrays SQLite writes itself: the bulk
-        read path, where building a Python row per line would cost more than SQLite does."""
+        ``before_id``), in log order, as JSON arrays SQLite writes itself: the bulk read
+        path, where building a Python row per line would cost more than SQLite does.
+        ``ahead``: also where the next full page would end, so a reader can ask for the
+        page after it at once (two pages read at the same time)."""
         where: list[str] = ["job_id = ?"]
         args: list[str | int] = [job_id]
         if before_id is None:
@@ -771,7 +776,12 @@ class Store:
             ids = f"SELECT id {at} LIMIT 1 OFFSET ?"
             ends = [db.execute(ids, [*args, n]).fetchone()[0] for n in (0, count - 1)]
         first, last = ends[::-1] if newest_first else ends
-        return LogPage(count, first, last, found[1], found[2], found[3], found[4])
+        next_end = None
+        if ahead and count == limit and not newest_first:
+            walk = f"SELECT id {at} LIMIT 1 OFFSET ?"
+            row = db.execute(walk, [job_id, last, last, *args[3:], limit - 1]).fetchone()
+            next_end = row[0] if row else None
+        return LogPage(count, first, last, found[1], found[2], found[3], found[4], next_end)
 
     def last_log_ns(self, job_id: str) -> int:
         """The newest line's timestamp (0: none): a new writer continues after it."""

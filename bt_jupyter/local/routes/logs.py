@@ -256,7 +256,9 @@ async def log_lines(project_id: str, job_id: str, request: Request, state: State
 
     ``wait`` seconds (with ``after``): long-poll until there is a line. ``last`` is the
     cursor to continue from, ``first`` the one to read further back from; ``done`` is true
-    once the job is terminal and every line after the cursor was returned.
+    once the job is terminal and every line after the cursor was returned. ``ahead=1``:
+    ``next_end`` is where the next page of ``limit`` lines ends (0: it is not full yet),
+    so a reader can ask for two pages at a time.
     """
     _, job = state.job(project_id, job_id)
     after = await run(_cursor, state, job.id, request, "after") or 0
@@ -269,10 +271,11 @@ async def log_lines(project_id: str, job_id: str, request: Request, state: State
         if "node" in request.query_params
         else None
     )
+    ahead = bool(int_param(request, "ahead", 0, 0, 1))
     deadline = time.monotonic() + int_param(request, "wait", 0, 0, 60)
     while True:
         current = await run(state.store.job, job.id) or job  # before the read: see done
-        page = await run(state.store.log_page, job.id, after, before, limit, node)
+        page = await run(state.store.log_page, job.id, after, before, limit, node, ahead)
         terminal = current.status.is_terminal
         if (
             page.count
@@ -287,6 +290,7 @@ async def log_lines(project_id: str, job_id: str, request: Request, state: State
     last = page.last_id if page.count else after
     body = (
         f'{{"first":{page.first_id or 0},"last":{last or 0},"count":{page.count},'
+        f'"next_end":{page.next_end or 0},'
         f'"status":"{current.status.value}","done":{"true" if done else "false"},'
         f'"ts":{page.ts_ns},"nodes":{page.nodes},"levels":{page.levels},'
         f'"messages":{page.messages}}}'
