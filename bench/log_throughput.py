@@ -41,6 +41,7 @@ from _common import (
 )
 
 from bt_jupyter import api
+from tests.helpers import RESOLVER
 
 EMITTER = """
 import sys, time
@@ -76,16 +77,6 @@ rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"count": count, "seconds": seconds, "rss_mb": rss, "ordered": ordered}))
 """
 
-#: As tests/test_truss_cli.py: truss maps localhost:8000 to api.localhost:8000.
-RESOLVER = """
-import socket
-_getaddrinfo = socket.getaddrinfo
-def _loopback(host, *args, **kwargs):
-    if isinstance(host, str) and host.endswith(".localhost"):
-        host = "127.0.0.1"
-    return _getaddrinfo(host, *args, **kwargs)
-socket.getaddrinfo = _loopback
-"""
 TRUSS_PORT = 8000
 GOAL_READ = 500_000
 GOAL_STORE = 200_000

@@ -22,6 +22,19 @@ from bt_jupyter.local.home import Home
 T = TypeVar("T")
 
 
+#: A ``sitecustomize`` that resolves ``*.localhost`` to 127.0.0.1, for a truss process
+#: pointed at ``http://localhost:8000`` (truss maps it to ``api.localhost``).
+RESOLVER = """
+import socket
+_getaddrinfo = socket.getaddrinfo
+def _loopback(host, *args, **kwargs):
+    if isinstance(host, str) and host.endswith(".localhost"):
+        host = "127.0.0.1"
+    return _getaddrinfo(host, *args, **kwargs)
+socket.getaddrinfo = _loopback
+"""
+
+
 @contextmanager
 def running_service(home: Home, port: int = 0, **env: str) -> Iterator[daemon.ServiceInfo]:
     """Start a service on ``home`` (on ``port``, if given) with extra environment

@@ -384,3 +384,64 @@ def test_ticked_jobs_open_side_by_side_in_a_compare_panel(
         facts = panel.locator("[data-testid=bt-compare-facts]")
         expect(facts).to_contain_text("final loss")
         page.screenshot(path=str(ARTIFACTS / "panel-compare.png"), full_page=True)
+
+
+# --------------------------------------------------------------------------- long lists
+
+
+def test_a_long_job_list_pages_and_a_long_log_reads_back(
+    lab: tuple[str, str], local_home: Home
+) -> None:
+    """120 jobs more: the sidebar shows the newest 50 and a "Show more" row; a job's
+    panel shows the newest 500 lines of its log and reads back 500 at a time to the top."""
+    from tests.test_many_jobs import insert_jobs
+
+    expect = pytest.importorskip("playwright.sync_api").expect
+    root = _LAB_ROOTS[lab[0]]
+    _fresh_workspace(lab)
+    with Client.local(local_home.root) as client:
+        project = client.api.upsert_project(f"panel-many-{new_id()}")
+        insert_jobs(local_home, project.id, 120, start=datetime.now().timestamp() - 86400)
+        printer = "print('\\n'.join(f'line {i:04d}' for i in range(1800)))"
+        wire = submit(client.api, project, [f'python -c "{printer}"'], name="long-log")
+        assert client.job(wire.id).wait(timeout=120).status == spec.TrainingJobStatus.COMPLETED
+    write_notebook(root / "many.ipynb", "1 + 1")
+    with notebook_page(lab, "many.ipynb", height=1100) as page:
+        page.locator(".jp-SideBar.jp-mod-left [data-id='bt-jupyter-training']").click()
+        sidebar = page.locator("#bt-jupyter-training")
+        rows = sidebar.locator("[data-testid=bt-job]")
+        expect(rows).to_have_count(50, timeout=30_000)
+        total = _api(lab, "GET", "jobs?limit=1").json()["total"]
+        assert total >= 121
+        expect(sidebar.locator("[data-testid=bt-shown]")).to_have_text(
+            f"Newest 50 of {total:,} jobs"
+        )
+        sidebar.locator("[data-testid=bt-more]").click()
+        expect(rows).to_have_count(100)
+        page.screenshot(path=str(ARTIFACTS / "panel-sidebar-more.png"))
+
+        sidebar.locator(f"[data-job-id='{wire.id}']").click()
+        panel = page.locator(".bt-JobPanel:not(.lm-mod-hidden) [data-testid=bt-job-detail]")
+        logs = panel.locator("[data-testid=bt-logs]")
+        expect(logs).to_contain_text("line 1799", timeout=30_000)
+        lines = panel.locator(".bt-LogLine")
+        expect(lines).to_have_count(500)
+        assert "line 1000" not in logs.inner_text()
+        earlier = panel.locator("[data-testid=bt-logs-earlier]")
+        earlier.click()
+        expect(lines).to_have_count(1000)
+        expect(logs).to_contain_text("line 1000")
+        assert panel.locator("[data-testid=bt-follow]").is_checked() is False  # reading back
+        page.screenshot(path=str(ARTIFACTS / "panel-logs-earlier.png"), full_page=True)
+        while earlier.count():
+            before = lines.count()
+            earlier.click()
+            wait_for(
+                lambda n=before: lines.count() > n or not earlier.count(),
+                15,
+                "the earlier lines",
+                every=0.1,
+            )
+        texts = [t.split(" ", 2)[-1] for t in lines.all_text_contents()]
+        shown = [t for t in texts if t.startswith("line ")]
+        assert shown == [f"line {i:04d}" for i in range(1800)]

@@ -23,20 +23,11 @@ import pytest
 
 from bt_jupyter import Client, spec
 from bt_jupyter.local.home import Home
-from tests.helpers import running_service, wait_for
+from tests.helpers import RESOLVER, running_service, wait_for
 
 TRUSS = Path(sys.executable).parent / "truss"
 PORT = 8000  # the only local remote_url truss maps to a REST API
 
-RESOLVER = """
-import socket
-_getaddrinfo = socket.getaddrinfo
-def _loopback(host, *args, **kwargs):
-    if isinstance(host, str) and host.endswith(".localhost"):
-        host = "127.0.0.1"
-    return _getaddrinfo(host, *args, **kwargs)
-socket.getaddrinfo = _loopback
-"""
 
 CONFIG = """
 from truss.base import truss_config

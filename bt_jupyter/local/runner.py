@@ -452,16 +452,20 @@ class Runner:
         fd = stream.fileno()
         with contextlib.suppress(OSError):  # a bigger pipe: the job waits less on us
             fcntl.fcntl(fd, F_SETPIPE_SZ, READ_BYTES)
+        # one buffer for every read: os.read(fd, 1 MiB) maps and unmaps a megabyte each
+        # time, which made a job printing flat out wait on its pipe
+        buffer = bytearray(READ_BYTES)
+        view = memoryview(buffer)
         partial, since = b"", time.time_ns()
-        while data := os.read(fd, READ_BYTES):
-            end = data.rfind(b"\n")
-            if end < 0 and len(partial) + len(data) < MAX_PARTIAL:
-                partial += data  # no line ended yet
+        while count := os.readv(fd, [buffer]):
+            end = buffer.rfind(b"\n", 0, count)
+            if end < 0 and len(partial) + count < MAX_PARTIAL:
+                partial += view[:count]  # no line ended yet
                 continue
             if end < 0:
-                end = len(data)  # an endless line: stored in pieces
-            self._lines(node, partial + data[:end], is_err, since)
-            partial, since = data[end + 1 :], time.time_ns()
+                end = count  # an endless line: stored in pieces
+            self._lines(node, partial + view[:end], is_err, since)
+            partial, since = bytes(view[end + 1 : count]), time.time_ns()
         if partial:
             self._lines(node, partial, is_err, since)
         stream.close()
