@@ -416,9 +416,11 @@ def test_a_long_job_list_pages_and_a_long_log_reads_back(
         expect(sidebar.locator("[data-testid=bt-shown]")).to_have_text(
             f"Newest 50 of {total:,} jobs"
         )
-        sidebar.locator("[data-testid=bt-more]").click()
-        expect(rows).to_have_count(100)
+        more = sidebar.locator("[data-testid=bt-more]")
+        more.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "panel-sidebar-more.png"))
+        more.click()
+        expect(rows).to_have_count(100)
 
         sidebar.locator(f"[data-job-id='{wire.id}']").click()
         panel = page.locator(".bt-JobPanel:not(.lm-mod-hidden) [data-testid=bt-job-detail]")
