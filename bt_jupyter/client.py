@@ -13,6 +13,7 @@ import collections
 import functools
 import hashlib
 import io
+import itertools
 import json
 import os
 import pickle
@@ -181,6 +182,8 @@ class LogLine(NamedTuple):
         return cls(int(line.timestamp), line.message, node_of(line.replica), level)
 
 
+#: A stored level's name (one it does not know, from a row edited by hand: INFO).
+_LEVEL_NAMES = dict(enumerate(api.LOG_LEVELS))
 #: A LogLine from a tuple, in C (``LogLine._make`` runs Python code per line).
 _new_line = functools.partial(tuple.__new__, LogLine)
 
@@ -219,7 +222,7 @@ class LogPage:
 
     def lines(self) -> Iterator[LogLine]:
         """The page's lines, made in C loops (zip, map): no Python code runs per line."""
-        levels = map(api.LOG_LEVELS.__getitem__, self.levels)
+        levels = map(_LEVEL_NAMES.get, self.levels, itertools.repeat("INFO"))
         return map(_new_line, zip(self.ts, self.messages, self.nodes, levels, strict=True))
 
 

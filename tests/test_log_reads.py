@@ -9,17 +9,20 @@ one.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
+from typing import Any
 
 import pytest
 
 from bt_jupyter import Client, api, spec
-from bt_jupyter.client import ApiClient, LogLine
+from bt_jupyter.client import ApiClient, LogLine, LogPage
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.log_sink import LogSink
-from bt_jupyter.local.store import Store
+from bt_jupyter.local.store import MAX_ID, Store
 from bt_jupyter.server import logs as panel_logs
 from bt_jupyter.server.errors import BadRequest
 from tests.helpers import submit, wait_status, wait_terminal
@@ -252,3 +255,43 @@ def test_a_follow_returns_when_its_job_ends(
     end = client.log_page(project.id, wire.id, after=rest.last, wait=20)
     assert (end.count, end.done, end.last) == (0, True, rest.last)
     assert time.monotonic() - started < 10, "an ended job's long-poll waited for lines"
+
+
+def test_a_page_of_lines_stamped_out_of_order_ends_where_its_order_says(
+    local_home: Home,
+) -> None:
+    """Lines an older service (or a hand) stamped out of order still page exactly, in
+    order of (time, id); a level or node no reader knows is read, not fatal."""
+    store = Store(local_home.db)
+    job = "odd-order"
+    stamped = [(300, 1, "c"), (100, 1, "a"), (200, "WARN", "b"), (300, 9, "d"), (50, 1, "z")]
+    with closing(sqlite3.connect(local_home.db)) as db, db:
+        db.executemany(
+            "INSERT INTO logs (job_id, ts_ns, node, level, message) VALUES (?, ?, 0, ?, ?)",
+            [(job, ts, level, message) for ts, level, message in stamped],
+        )
+    read, cursor = [], 0
+    while True:
+        page = store.log_page(job, cursor, limit=2)
+        if not page.count:
+            break
+        read += json.loads(page.messages)
+        assert page.last_id is not None
+        cursor = page.last_id
+    assert read == ["z", "a", "b", "c", "d"]
+    back = store.log_page(job, before_id=MAX_ID, limit=2)
+    assert json.loads(back.messages) == ["c", "d"]
+    assert back.first_id is not None
+    earlier = store.log_page(job, before_id=back.first_id, limit=10)
+    assert json.loads(earlier.messages) == ["z", "a", "b"]
+    lines = list(LogPage.parse(_as_wire(back)).lines())
+    assert [(line.message, line.level) for line in lines] == [("c", "INFO"), ("d", "INFO")]
+
+
+def _as_wire(page: Any) -> bytes:
+    """A store page as the service sends it (the client's parser reads it)."""
+    return (
+        f'{{"first":{page.first_id},"last":{page.last_id},"count":{page.count},"next_end":0,'
+        f'"status":"TRAINING_JOB_COMPLETED","done":true,"ts":{page.ts_ns},'
+        f'"nodes":{page.nodes},"levels":{page.levels},"messages":{page.messages}}}'
+    ).encode()

@@ -37,12 +37,12 @@ _ID_ALPHABET = string.ascii_lowercase + string.digits
 #: lines after it are those after its (timestamp, id).
 _AFTER = "(ts_ns, id) > (coalesce((SELECT ts_ns FROM logs WHERE id = ?), -1), ?)"
 _BEFORE = "(ts_ns, id) < (coalesce((SELECT ts_ns FROM logs WHERE id = ?), -1), ?)"
-#: A page of lines as JSON columns; the level is read tolerantly, as ``_log`` does (a
-#: level is an index on the reader's side).
+#: A page of lines as JSON columns (a level the reader does not know reads as INFO there),
+#: with the lowest and highest id and time: where the page starts and ends, mostly.
 _PAGE = (
-    "SELECT count(*), json_group_array(ts_ns), json_group_array(node),"
-    " json_group_array(iif(typeof(level) = 'integer' AND level BETWEEN 0 AND 3, level, 1)),"
-    " json_group_array({message}) FROM ({inner})"
+    "SELECT count(*), min(id), max(id), min(ts_ns), max(ts_ns), json_group_array(ts_ns),"
+    " json_group_array(node), json_group_array(level), json_group_array({message})"
+    " FROM ({inner})"
 )
 #: ``before`` this: from the end of the log.
 MAX_ID = 2**63 - 1
@@ -771,17 +771,25 @@ class Store:
             found = db.execute(_PAGE.format(inner=inner, message=message), [*args, limit])
             found = found.fetchone()
         count = int(found[0])
-        ends = [None, None]
-        if count:  # the positions of the first and last line: a walk of the index only
+        first = last = None
+        if count:
+            # The lowest id is the first line when it also has the lowest time (always, for
+            # lines this service wrote: it stamps a job's lines increasing); else the
+            # index is walked to the line.
             ids = f"SELECT id {at} LIMIT 1 OFFSET ?"
-            ends = [db.execute(ids, [*args, n]).fetchone()[0] for n in (0, count - 1)]
-        first, last = ends[::-1] if newest_first else ends
+            first_at, last_at = (count - 1, 0) if newest_first else (0, count - 1)
+            first = _page_end(db, found[1], found[3])
+            last = _page_end(db, found[2], found[4])
+            if first is None:
+                first = db.execute(ids, [*args, first_at]).fetchone()[0]
+            if last is None:
+                last = db.execute(ids, [*args, last_at]).fetchone()[0]
         next_end = None
         if ahead and count == limit and not newest_first:
             walk = f"SELECT id {at} LIMIT 1 OFFSET ?"
             row = db.execute(walk, [job_id, last, last, *args[3:], limit - 1]).fetchone()
             next_end = row[0] if row else None
-        return LogPage(count, first, last, found[1], found[2], found[3], found[4], next_end)
+        return LogPage(count, first, last, found[5], found[6], found[7], found[8], next_end)
 
     def last_log_ns(self, job_id: str) -> int:
         """The newest line's timestamp (0: none): a new writer continues after it."""
@@ -979,6 +987,13 @@ def _listed_spec(db: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
     if isinstance(checkpointing, dict):
         spec["runtime"] = {"checkpointing_config": checkpointing}
     return spec
+
+
+def _page_end(db: sqlite3.Connection, line_id: int, ts_ns: int) -> int | None:
+    """``line_id`` when that line has time ``ts_ns`` (then it ends the page, lines being in
+    order of time, then id); None when it does not (lines stamped out of order)."""
+    row = db.execute("SELECT ts_ns FROM logs WHERE id = ?", (line_id,)).fetchone()
+    return line_id if row is not None and row[0] == ts_ns else None
 
 
 def _delete_job_rows(db: sqlite3.Connection, job_id: str) -> None:

@@ -17,7 +17,7 @@ from bt_jupyter.local.wire import (
     FastJSON,
     HttpError,
     int_param,
-    log_wire,
+    log_json,
     ok,
     parse_body,
     parse_query,
@@ -55,7 +55,7 @@ async def _logs(
         LATE_EVERY if late_s > 0 else 0,
         time.time_ns() - int(late_s * 1e9),
     )
-    return ok(api.GetLogsResponseV1(logs=[log_wire(r) for r in rows]))
+    return FastJSON({"logs": [log_json(r) for r in rows]})  # GetLogsResponseV1's JSON
 
 
 @router.get("/training_projects/{project_id}/jobs/{job_id}/logs")
@@ -209,17 +209,7 @@ async def follow_logs(project_id: str, job_id: str, request: Request, state: Sta
     next_cursor = rows[-1].id if rows else cursor
     return FastJSON(
         {
-            "logs": [  # plain dicts: this path carries every line of every job
-                {
-                    "timestamp": str(r.ts_ns),
-                    "message": r.message,
-                    "replica": str(r.node) if r.node is not None else None,
-                    "request_id": None,
-                    "level": r.level,
-                    "cursor": r.id,
-                }
-                for r in rows
-            ],
+            "logs": [{**log_json(r), "cursor": r.id} for r in rows],
             "cursor": next_cursor,
             "skipped": skipped,
             "status": current.status.value,
