@@ -46,6 +46,7 @@ def notebook7(local_home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         tmp_path / "nb7.ipynb",
         "%load_ext bt_jupyter\n%bt_project notebook7",
         "%%bt_train --name nb7\nfor i in range(3):\n    print(f'hello from notebook 7 #{i}')",
+        "%%bt_train --name nb7-long\nprint('\\n'.join(f'line {i:04d}' for i in range(1200)))",
         "n = 1",
         "%%bt_train -p nb7-sweep --name nb7s --sweep n=2,4\n"
         "from bt_jupyter.runtime import log_metrics\n"
@@ -75,9 +76,9 @@ def test_bt_train_widget_and_training_panel_in_notebook7(notebook7: Any) -> None
     expect = pytest.importorskip("playwright.sync_api").expect
     assert page.evaluate("window.jupyterapp.name") == "Jupyter Notebook"
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    widget_status = page.locator("[data-testid=status]")
+    widget_status = page.locator("[data-testid=status]").first  # nb7's (nb7-long's follows)
     expect(widget_status).to_have_text("COMPLETED", timeout=120_000)
-    logs = page.locator("[data-testid=logs]")
+    logs = page.locator("[data-testid=logs]").first
     expect(logs).to_contain_text("hello from notebook 7 #2")
     page.screenshot(path=str(ARTIFACTS / "notebook7-widget.png"), full_page=True)
 
@@ -85,13 +86,14 @@ def test_bt_train_widget_and_training_panel_in_notebook7(notebook7: Any) -> None
         pytest.skip("the labextension is not built: the widget alone was checked")
     assert page.evaluate("document.body.dataset.btJupyterSidebar") == "1"
     # the widget's "Open in Training sidebar" opens the job's panel (in the right area)
-    page.get_by_role("button", name="Open in Training sidebar").click()
+    page.get_by_role("button", name="Open in Training sidebar").first.click()
     panel = page.locator("[data-testid=bt-job-detail]")
     expect(panel).to_be_visible(timeout=30_000)
     page.evaluate("window.jupyterapp.commands.execute('bt-jupyter:open-sidebar')")
     sidebar = page.locator("#bt-jupyter-training")
     name = page.locator(".bt-Project-name", has_text=re.compile("^notebook7$"))
-    row = sidebar.locator("[data-testid=bt-project]", has=name).locator("[data-testid=bt-job]")
+    jobs = sidebar.locator("[data-testid=bt-project]", has=name).locator("[data-testid=bt-job]")
+    row = jobs.filter(has=page.locator(".bt-Job-name", has_text=re.compile("^nb7$")))
     expect(row.locator("[data-testid=bt-status]")).to_have_text("COMPLETED", timeout=30_000)
     expect(row.locator(".bt-Job-name")).to_have_text("nb7")
     row.click()
@@ -101,6 +103,16 @@ def test_bt_train_widget_and_training_panel_in_notebook7(notebook7: Any) -> None
     expect(panel.locator("[data-testid=bt-logs]")).to_contain_text("hello from notebook 7 #2")
     assert panel.is_visible()
     page.screenshot(path=str(ARTIFACTS / "notebook7-sidebar-panel.png"))
+
+    # a longer log: its newest 500 lines, and the 500 before on request
+    jobs.filter(has=page.locator(".bt-Job-name", has_text="nb7-long")).click()
+    long_panel = page.locator("[data-testid=bt-job-detail]", has_text="nb7-long")
+    logs = long_panel.locator("[data-testid=bt-logs]")
+    expect(logs).to_contain_text("line 1199", timeout=60_000)
+    assert "line 0700" not in logs.inner_text()
+    long_panel.locator("[data-testid=bt-logs-earlier]").click()
+    expect(logs).to_contain_text("line 0700")
+    page.screenshot(path=str(ARTIFACTS / "notebook7-logs-earlier.png"))
 
     # the sweep widget renders in Notebook 7 too: its runs, their curves, what differed
     sweep = page.locator(".btj-runs")
