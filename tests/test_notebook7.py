@@ -104,8 +104,11 @@ def test_bt_train_widget_and_training_panel_in_notebook7(notebook7: Any) -> None
     assert panel.is_visible()
     page.screenshot(path=str(ARTIFACTS / "notebook7-sidebar-panel.png"))
 
-    # a longer log: its newest 500 lines, and the 500 before on request
-    jobs.filter(has=page.locator(".bt-Job-name", has_text="nb7-long")).click()
+    # a longer log: its newest 500 lines, and the 500 before on request. The job must have
+    # ended first: a panel opened while it prints shows its tail then follows every new line.
+    long_row = jobs.filter(has=page.locator(".bt-Job-name", has_text="nb7-long"))
+    expect(long_row.locator("[data-testid=bt-status]")).to_have_text("COMPLETED", timeout=90_000)
+    long_row.click()
     long_panel = page.locator("[data-testid=bt-job-detail]", has_text="nb7-long")
     logs = long_panel.locator("[data-testid=bt-logs]")
     expect(logs).to_contain_text("line 1199", timeout=60_000)
