@@ -7,6 +7,7 @@ root on ``sys.path`` so ``tests.helpers`` can be used.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -47,13 +48,41 @@ for seq in range(lines):
     time.sleep(max(0.0, start + (seq + 1) * interval - time.monotonic()))
 """
 
+#: A job script printing ``argv[1]`` lines as fast as Python can (10,000 per write). It
+#: keeps its own figures in ``emit_stats.json``: wall time, and of it the time it waited
+#: for a CPU (``run_delay`` of /proc/self/schedstat, Linux) and on a full pipe (the rest,
+#: less the time it ran): what a reader of its output cost it, free of the machine's drift.
+EMITTER = """
+import json, sys, time
+lines = int(sys.argv[1])
+def clock():
+    try:
+        ran, waited = open("/proc/self/schedstat").read().split()[:2]
+        return time.perf_counter(), int(ran) / 1e9, int(waited) / 1e9
+    except OSError:
+        return time.perf_counter(), time.process_time(), 0.0
+start = clock()
+out = open(1, "wb", buffering=1 << 20, closefd=False)
+for base in range(0, lines, 10_000):
+    end = min(lines, base + 10_000)
+    chunk = "".join(f"line {i:07d} step={i} loss=0.{i % 9973:04d}\\n" for i in range(base, end))
+    out.write(chunk.encode())
+out.flush()
+wall, ran, waited = (b - a for a, b in zip(start, clock()))
+stats = {"wall": wall, "cpu_wait": waited, "pipe_wait": max(0.0, wall - ran - waited)}
+with open("emit_stats.json", "w") as f:
+    json.dump(stats, f)
+"""
+
 __all__ = [
+    "EMITTER",
     "REPO",
     "S",
     "TICKER",
     "Bench",
     "bench_service",
     "bundle",
+    "emitter_job",
     "fmt_s",
     "goal",
     "header",
@@ -244,3 +273,17 @@ def node_line_count(home: Home, job_id: str) -> int:
             "SELECT COUNT(*) FROM logs WHERE job_id = ? AND node IS NOT NULL", (job_id,)
         ).fetchone()
     return int(row[0])
+
+
+def emitter_job(bench: Bench, lines: int, name: str) -> tuple[api.TrainingJobV1, dict[str, float]]:
+    """Runs ``EMITTER`` as a job to the end: (the job, its own figures)."""
+    job = bench.client.create_job(
+        bench.project.id,
+        job_spec([f"python emit.py {lines}"], name=name),
+        bench.upload({"emit.py": EMITTER}),
+    )
+    done = wait_terminal(bench.client, job, timeout=600, every=0.2)
+    if done.status != S.COMPLETED:
+        raise RuntimeError(f"job ended {done.status.short}: {done.error_message}")
+    stats = (bench.home.job_dir(job.id) / "work" / "emit_stats.json").read_text()
+    return done, json.loads(stats)

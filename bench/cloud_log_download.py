@@ -22,22 +22,13 @@ import time
 
 import httpx
 import psutil
-from _common import S, bench_service, fmt_s, goal, header, job_spec, table, wait_terminal
+from _common import bench_service, emitter_job, fmt_s, goal, header, table
 
 from bt_jupyter import api
 from bt_jupyter.client import ApiClient
 from bt_jupyter.local import daemon
 from bt_jupyter.local.store import Store
 
-EMITTER = """
-import sys
-lines = int(sys.argv[1])
-out = open(1, "wb", buffering=1 << 20, closefd=False)
-for base in range(0, lines, 10_000):
-    end = min(lines, base + 10_000)
-    out.write("".join(f"line {i:07d} step={i}\\n" for i in range(base, end)).encode())
-out.flush()
-"""
 #: The stand-in's default delay of every third line (baseten mode): wait it out.
 LATE_S = 1.5
 Key = tuple[str, str, str | None]
@@ -78,14 +69,8 @@ def main() -> None:
     os.environ["BT_JUPYTER_SERVICE_MODE"] = "baseten"
     os.environ["BT_JUPYTER_SERVICE_LOG_LATENCY_S"] = str(args.latency)
     with bench_service(keep=args.keep) as bench:
-        client, project, home = bench.client, bench.project, bench.home
-        artifacts = bench.upload({"emit.py": EMITTER})
-        job = client.create_job(
-            project.id, job_spec([f"python emit.py {n}"], name="log-download-bench"), artifacts
-        )
-        done = wait_terminal(client, job, timeout=600, every=0.5)
-        if done.status != S.COMPLETED:
-            raise RuntimeError(f"job ended {done.status.short}: {done.error_message}")
+        project, home = bench.project, bench.home
+        job, _ = emitter_job(bench, n, "log-download-bench")
         rows = Store(home.db).logs(job.id, limit=n + 10_000)  # by ts_ns, then arrival
         stored = [(str(r.ts_ns), r.message, str(r.node) if r.node is not None else None)
                   for r in rows]  # fmt: skip

@@ -68,7 +68,9 @@ def installer(missing: list[str]) -> tuple[list[str], dict[str, str]]:
     )
     if cache:
         env["PIP_CACHE_DIR"] = str(Path(cache) / "bt_jupyter" / "pip")
-    return [sys.executable, "-m", "pip", "install", *missing], env
+    # no bytecode for the whole of each package (uv's default too): a job imports a
+    # fraction of transformers, and compiling all of it took half of pip's time
+    return [sys.executable, "-m", "pip", "install", "--no-compile", *missing], env
 
 
 def main() -> int:

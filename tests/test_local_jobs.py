@@ -227,6 +227,40 @@ def _no_numpy_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONWARNINGS", "ignore")
 
 
+def _autogroup_nice(pid: int) -> int:
+    """``/autogroup-N nice K`` -> K."""
+    with open(f"/proc/{pid}/autogroup") as f:
+        return int(f.read().split()[-1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="Linux autogroup only")
+def test_a_runner_yields_the_cpu_to_its_jobs_nodes(
+    client: ApiClient, project: api.TrainingProjectV1, local_home: Home
+) -> None:
+    """A job printing flat out waited for a CPU behind its own runner (bench/): the
+    runner's session is niced, the node's is not, and the log writer runs only on a CPU
+    with nothing else to do."""
+    from bt_jupyter.local.dispatch import RUNNER_NICENESS
+    from bt_jupyter.local.store import Store
+
+    job = submit(client, project, ["echo pid=$$", "exec sleep 60"])
+    line = wait_for(
+        lambda: next((m for m in messages(client, job) if m.startswith("pid=")), None),
+        30,
+        "the job to print its pid",
+    )
+    row = Store(local_home.db).job(job.id)
+    assert row is not None and row.runner_pid is not None
+    node = int(line.removeprefix("pid="))
+    assert (_autogroup_nice(row.runner_pid), _autogroup_nice(node)) == (RUNNER_NICENESS, 0)
+    assert RUNNER_NICENESS > 0
+    assert psutil.Process(node).nice() == 0  # the node's own threads are not niced either
+    policies = [os.sched_getscheduler(t.id) for t in psutil.Process(row.runner_pid).threads()]
+    assert policies.count(os.SCHED_IDLE) == 1  # the log writer
+    client.stop_job(project.id, job.id)
+    assert wait_terminal(client, job).status == S.STOPPED
+
+
 def test_metrics_report_cpu_and_memory_per_node(
     client: ApiClient, project: api.TrainingProjectV1
 ) -> None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
 
@@ -24,6 +25,21 @@ from bt_jupyter.spec import TrainingJobStatus
 
 S = TrainingJobStatus
 WATCH_SECONDS = 2.0
+#: A runner's (and a standby's) niceness against jobs. Linux shares the CPU between
+#: sessions first (autogroup), so a thread's own nice counts only inside its runner: the
+#: runner's session niceness makes it, reading and storing a job's output, yield to the
+#: job's nodes (their own sessions, nice 0) 9 to 1 on a shared CPU, while it still
+#: answers a stop at once on a machine the job keeps busy.
+RUNNER_NICENESS = 10
+#: The next standby starts this long after a job took the last one: its imports (about a
+#: CPU-second) would otherwise compete with the new job's start and its first output.
+REFILL_DELAY_S = 3.0
+
+
+def yield_to_jobs(pid: int) -> None:
+    """Lowers the runner ``pid``'s session group (Linux autogroup; else nothing)."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(RUNNER_NICENESS))
 
 
 def runner_alive(job: JobRow) -> bool:
@@ -63,7 +79,7 @@ class Dispatcher:
     def _spawn(self) -> subprocess.Popen[bytes]:
         log = (self.home.root / "runner-standby.log").open("ab")
         try:
-            return subprocess.Popen(
+            runner = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
@@ -80,6 +96,8 @@ class Dispatcher:
             )
         finally:
             log.close()
+        yield_to_jobs(runner.pid)  # its imports too
+        return runner
 
     def dispatch(self, job_id: str) -> None:
         """Give the job to the standby runner, then start the next standby."""
@@ -97,6 +115,8 @@ class Dispatcher:
         threading.Thread(target=standby.wait, daemon=True).start()  # reap it when it ends
 
     def _refill(self) -> None:
+        if self._closed.wait(REFILL_DELAY_S):
+            return
         with self._lock:
             if self._standby is None and not self._closed.is_set():
                 self._standby = self._spawn()
