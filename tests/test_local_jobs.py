@@ -250,7 +250,8 @@ def test_a_runner_yields_the_cpu_to_its_jobs_nodes(
         "the job to print its pid",
     )
     row = Store(local_home.db).job(job.id)
-    assert row is not None and row.runner_pid is not None
+    assert row is not None
+    assert row.runner_pid is not None
     node = int(line.removeprefix("pid="))
     assert (_autogroup_nice(row.runner_pid), _autogroup_nice(node)) == (RUNNER_NICENESS, 0)
     assert RUNNER_NICENESS > 0

@@ -435,28 +435,18 @@ class Store:
         statuses: Iterable[str] | None = None,
         order: str = "DESC",
         order_field: str = "created_at",
+        listing: bool = False,
     ) -> list[JobRow]:
+        """Jobs by project, id and status. ``listing``: each spec holds only what a job
+        list shows (``compute`` and ``runtime.checkpointing_config``), cut out by SQLite;
+        parsing every whole spec in Python was most of a 1,000-job list's time. A spec
+        that is no valid JSON text is read whole."""
         where, args = _job_filter(project_id, job_id, statuses)
-        sql = f"SELECT * FROM jobs{where}{_job_order(order, order_field)}"
-        return [_job(r) for r in self._db().execute(sql, args).fetchall()]
-
-    def job_listing(
-        self,
-        project_id: str | None = None,
-        job_id: str | None = None,
-        statuses: Iterable[str] | None = None,
-        order: str = "DESC",
-        order_field: str = "created_at",
-    ) -> list[JobRow]:
-        """:meth:`jobs` for a job list: the same rows, in the same order, but each spec
-        holds only what a listing shows (``compute`` and ``runtime.checkpointing_config``),
-        cut out by SQLite. Parsing every whole spec in Python was most of a 1,000-job
-        list's time. A spec that is no valid JSON text is read whole, as :meth:`jobs` does.
-        """
-        where, args = _job_filter(project_id, job_id, statuses)
-        sql = f"SELECT {_LISTING_COLUMNS} FROM jobs{where}{_job_order(order, order_field)}"
+        columns = _LISTING_COLUMNS if listing else "*"
+        sql = f"SELECT {columns} FROM jobs{where}{_job_order(order, order_field)}"
         db = self._db()
-        return [_job(r, _listed_spec(db, r)) for r in db.execute(sql, args).fetchall()]
+        rows = db.execute(sql, args).fetchall()
+        return [_job(r, _listed_spec(db, r)) if listing else _job(r) for r in rows]
 
     def job_page(
         self,
@@ -466,8 +456,8 @@ class Store:
         after: tuple[str, float] | None = None,
     ) -> tuple[list[JobRow], dict[str, int]]:
         """The newest ``limit`` jobs (None: all) older than ``after`` (a job's id, and its
-        creation time for when it was deleted meanwhile), as :meth:`job_listing` reads
-        them, and how many jobs match in each status: one indexed read, however many."""
+        creation time for when it was deleted meanwhile), as a ``listing`` of :meth:`jobs`
+        reads them, and how many jobs match in each status: one indexed read, however many."""
         where, args = _job_filter(project_id, None, statuses)
         db = self._db()
         counts = dict(db.execute(f"SELECT status, count(*) FROM jobs{where} GROUP BY status", args))

@@ -131,7 +131,7 @@ async def list_jobs(project_id: str, state: State) -> JSONResponse:
 
     def listed() -> dict[str, Any]:
         project = state.project(project_id)
-        jobs = state.store.job_listing(project.id)
+        jobs = state.store.jobs(project.id, listing=True)
         return {
             "training_project": state.project_json(project),
             "training_jobs": state.jobs_json(jobs, project),
@@ -246,8 +246,8 @@ async def search_jobs(request: Request, state: State) -> JSONResponse:
     statuses = [S.parse(s).value for s in body.statuses or []] if body.statuses else None
 
     def found() -> dict[str, Any]:
-        jobs = state.store.job_listing(
-            body.project_id, body.job_id, statuses, order.order, order.field
+        jobs = state.store.jobs(
+            body.project_id, body.job_id, statuses, order.order, order.field, listing=True
         )
         return {"training_jobs": state.jobs_json(jobs)}
 
