@@ -67,7 +67,7 @@ print(json.dumps({"count": count, "seconds": seconds, "rss_mb": rss, "ordered": 
 #: The barest reader of a job's output: the runner's pipe size, every byte dropped.
 DRAIN = """
 import fcntl, os
-fcntl.fcntl(0, 1031, 1 << 20)  # F_SETPIPE_SZ
+fcntl.fcntl(0, fcntl.F_SETPIPE_SZ, 1 << 20)
 buffer = bytearray(1 << 20)
 while os.readv(0, [buffer]):
     pass

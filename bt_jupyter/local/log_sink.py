@@ -67,10 +67,10 @@ def levels_of(text: str, lines: list[str]) -> list[int]:
 def _yield_cpu() -> None:
     """Storing can wait a moment; the job cannot. The writer runs when a CPU has nothing
     else to do (Linux SCHED_IDLE): a CPU running only the writer counts as idle, so the
-    runner's output readers are woken there, not beside the job (measured in
-    bench/log_throughput.py: a job printing flat out waited 0.27 s of 1.5 s for a CPU
-    with the writer at nice 19, 0.02 s with it idle). On a busy machine lines are stored a
-    little later, never lost (``MAX_PENDING``)."""
+    runner's output readers are woken there, not beside the job. A job printing flat out
+    waited 0.32 s of 1.5 s for a CPU with the writer at nice 19; 0.02 s with it idle and
+    the runner's session niced (``dispatch.RUNNER_NICENESS``; bench/log_throughput.py).
+    On a busy machine lines are stored a little later, never lost (``MAX_PENDING``)."""
     thread = threading.get_native_id()
     try:
         os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
