@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
-from typing import Any
 
 import pytest
 
@@ -23,6 +22,7 @@ from bt_jupyter.client import ApiClient, LogLine, LogPage
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.log_sink import LogSink
 from bt_jupyter.local.store import MAX_ID, Store
+from bt_jupyter.local.wire import log_page_json
 from bt_jupyter.server import logs as panel_logs
 from bt_jupyter.server.errors import BadRequest
 from tests.helpers import submit, wait_status, wait_terminal
@@ -284,14 +284,6 @@ def test_a_page_of_lines_stamped_out_of_order_ends_where_its_order_says(
     assert back.first_id is not None
     earlier = store.log_page(job, before_id=back.first_id, limit=10)
     assert json.loads(earlier.messages) == ["z", "a", "b"]
-    lines = list(LogPage.parse(_as_wire(back)).lines())
+    as_sent = log_page_json(back, back.last_id, "TRAINING_JOB_COMPLETED", True).encode()
+    lines = list(LogPage.parse(as_sent).lines())
     assert [(line.message, line.level) for line in lines] == [("c", "INFO"), ("d", "INFO")]
-
-
-def _as_wire(page: Any) -> bytes:
-    """A store page as the service sends it (the client's parser reads it)."""
-    return (
-        f'{{"first":{page.first_id},"last":{page.last_id},"count":{page.count},"next_end":0,'
-        f'"status":"TRAINING_JOB_COMPLETED","done":true,"ts":{page.ts_ns},'
-        f'"nodes":{page.nodes},"levels":{page.levels},"messages":{page.messages}}}'
-    ).encode()

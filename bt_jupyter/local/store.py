@@ -762,21 +762,20 @@ class Store:
             found = found.fetchone()
         count = int(found[0])
         first = last = None
+        walk = f"SELECT id {at} LIMIT 1 OFFSET ?"  # the index, to the n-th line
         if count:
             # The lowest id is the first line when it also has the lowest time (always, for
             # lines this service wrote: it stamps a job's lines increasing); else the
             # index is walked to the line.
-            ids = f"SELECT id {at} LIMIT 1 OFFSET ?"
             first_at, last_at = (count - 1, 0) if newest_first else (0, count - 1)
             first = _page_end(db, found[1], found[3])
             last = _page_end(db, found[2], found[4])
             if first is None:
-                first = db.execute(ids, [*args, first_at]).fetchone()[0]
+                first = db.execute(walk, [*args, first_at]).fetchone()[0]
             if last is None:
-                last = db.execute(ids, [*args, last_at]).fetchone()[0]
+                last = db.execute(walk, [*args, last_at]).fetchone()[0]
         next_end = None
         if ahead and count == limit and not newest_first:
-            walk = f"SELECT id {at} LIMIT 1 OFFSET ?"
             row = db.execute(walk, [job_id, last, last, *args[3:], limit - 1]).fetchone()
             next_end = row[0] if row else None
         return LogPage(count, first, last, found[5], found[6], found[7], found[8], next_end)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from bt_jupyter import api, limits, spec
 from bt_jupyter.errors import InvalidConfigError
-from bt_jupyter.local.store import LogRow
+from bt_jupyter.local.store import LogPage, LogRow
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -53,6 +53,18 @@ class FastJSON(JSONResponse):
 
 def ok(model: BaseModel) -> JSONResponse:
     return FastJSON(model.model_dump(mode="json"))
+
+
+def log_page_json(page: LogPage, last: int | None, status: str, done: bool) -> str:
+    """The bulk read's answer (``/v1/local/.../logs/lines``): the page's columns spliced
+    in as the JSON texts SQLite wrote, with no object made per line."""
+    return (
+        f'{{"first":{page.first_id or 0},"last":{last or 0},"count":{page.count},'
+        f'"next_end":{page.next_end or 0},'
+        f'"status":"{status}","done":{"true" if done else "false"},'
+        f'"ts":{page.ts_ns},"nodes":{page.nodes},"levels":{page.levels},'
+        f'"messages":{page.messages}}}'
+    )
 
 
 def log_json(row: LogRow) -> dict[str, Any]:

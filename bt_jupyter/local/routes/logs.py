@@ -18,6 +18,7 @@ from bt_jupyter.local.wire import (
     HttpError,
     int_param,
     log_json,
+    log_page_json,
     ok,
     parse_body,
     parse_query,
@@ -278,13 +279,7 @@ async def log_lines(project_id: str, job_id: str, request: Request, state: State
         await asyncio.sleep(FOLLOW_POLL_SECONDS)
     done = terminal and page.count < limit and before is None
     last = page.last_id if page.count else after
-    body = (
-        f'{{"first":{page.first_id or 0},"last":{last or 0},"count":{page.count},'
-        f'"next_end":{page.next_end or 0},'
-        f'"status":"{current.status.value}","done":{"true" if done else "false"},'
-        f'"ts":{page.ts_ns},"nodes":{page.nodes},"levels":{page.levels},'
-        f'"messages":{page.messages}}}'
-    )
+    body = log_page_json(page, last, current.status.value, done)
     return Response(body, media_type="application/json")
 
 
