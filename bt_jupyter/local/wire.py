@@ -15,7 +15,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
-from bt_jupyter import api, limits, spec
+from bt_jupyter import limits, spec
 from bt_jupyter.errors import InvalidConfigError
 from bt_jupyter.local.store import LogPage, LogRow
 
@@ -68,7 +68,7 @@ def log_page_json(page: LogPage, last: int | None, status: str, done: bool) -> s
 
 
 def log_json(row: LogRow) -> dict[str, Any]:
-    """The JSON of :func:`log_wire`, without the model: a log page holds a thousand."""
+    """A line as Baseten's ``LogV1`` JSON, without the model: a log page holds a thousand."""
     return {
         "timestamp": str(row.ts_ns),
         "message": row.message,
@@ -76,15 +76,6 @@ def log_json(row: LogRow) -> dict[str, Any]:
         "request_id": None,
         "level": row.level,
     }
-
-
-def log_wire(row: LogRow) -> api.LogV1:
-    return api.LogV1(
-        timestamp=str(row.ts_ns),
-        message=row.message,
-        replica=str(row.node) if row.node is not None else None,
-        level=api.LogLevelV1(row.level),
-    )
 
 
 async def blocking(fn: Callable[..., T], *args: Any) -> T:

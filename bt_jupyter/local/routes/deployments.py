@@ -11,7 +11,7 @@ from bt_jupyter.errors import UnsafePathError
 from bt_jupyter.local import deploy
 from bt_jupyter.local.state import ServiceState, State
 from bt_jupyter.local.store import DeploymentRow
-from bt_jupyter.local.wire import HttpError, log_wire, not_found, ok, parse_body, utc
+from bt_jupyter.local.wire import FastJSON, HttpError, log_json, not_found, ok, parse_body, utc
 from bt_jupyter.local.wire import blocking as run
 
 router = APIRouter(prefix="/v1/local")
@@ -93,4 +93,4 @@ async def stop_deployment(deployment_id: str, state: State) -> JSONResponse:
 async def deployment_logs(deployment_id: str, state: State) -> JSONResponse:
     row = _find(state, deployment_id)
     rows = await run(state.store.logs_after, row.id, 0, 5000)
-    return ok(api.GetLogsResponseV1(logs=[log_wire(r) for r in rows]))
+    return FastJSON({"logs": [log_json(r) for r in rows]})  # GetLogsResponseV1's JSON

@@ -28,7 +28,7 @@ from bt_jupyter.local import checkpoints, deploy
 from bt_jupyter.local.secrets import SecretStore
 from bt_jupyter.local.state import ServiceState, State
 from bt_jupyter.local.store import DeploymentRow, JobRow
-from bt_jupyter.local.wire import HttpError, blocking, log_wire, utc
+from bt_jupyter.local.wire import HttpError, blocking, log_json, utc
 
 #: Local deployment status -> Baseten's model deployment status.
 STATUS = {"DEPLOYING": "DEPLOYING", "ACTIVE": "ACTIVE", "FAILED": "FAILED", "STOPPED": "INACTIVE"}
@@ -314,7 +314,7 @@ async def deactivate(model: str, deployment_id: str, state: State) -> JSONRespon
 async def logs(model: str, deployment_id: str, state: State) -> JSONResponse:
     row = _version(state, model, deployment_id)
     rows = await blocking(state.store.logs_after, row.id, 0, 5000)
-    newest_first = [log_wire(r).model_dump(mode="json") for r in reversed(rows)]
+    newest_first = [log_json(r) for r in reversed(rows)]
     return JSONResponse({"logs": newest_first})
 
 
