@@ -1,33 +1,63 @@
 # Two commands for a newcomer: `make demo` and `make test`. `make lab` opens JupyterLab.
+# Both install from the lock (requirements/test.txt, made by `make lock`), so a fresh clone
+# installs exactly what passed the suite; `make test-latest` tries the newest releases.
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+UV     := $(BIN)/uv
 STAMP  := $(VENV)/.installed
+LOCK   := requirements/test.txt
+# The one torch pin: the `test` extra's (torch stays out of the lock: requirements/not-locked.txt).
+TORCH  := $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
+# `make test-latest` sets INSTALL=latest: the newest releases that pyproject.toml admits.
+INSTALL ?= locked
 
-.PHONY: demo test lint typecheck pytest jstest lab clean
+.PHONY: demo test test-fast test-latest lock lint typecheck pytest jstest lab clean
 
+# The venv starts with uv, itself pinned by hash: it installs the lock's 260 packages in
+# seconds where pip takes minutes.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -U pip
+	$(PIP) install --require-hashes --no-deps -r requirements/uv.txt
 
 # The JupyterLab extension's sources: the install's build hook compiles them (Node 20+).
 LABEXT_SRC := labextension/package.json labextension/yarn.lock labextension/tsconfig.json \
 	$(wildcard labextension/src/*.ts labextension/src/*.tsx labextension/style/* labextension/schema/*) \
 	$(wildcard labextension/widget/*)
 
-# Reinstall whenever the project's metadata or the labextension's sources change.
-$(STAMP): pyproject.toml $(LABEXT_SRC) | $(BIN)/python
-	@echo "Installing bt_jupyter and its test extras into $(VENV) ..."
-	$(PIP) install -e '.[test]'
+# Reinstall whenever the project's metadata, the lock or the labextension's sources change.
+# Locked: every package of the lock, checked against its hashes, without resolving
+# anything; then torch with pip (the file this machine's pip finds, or PyPI's); then the
+# project itself, built with the lock's hatchling (no build isolation: nothing unpinned).
+$(STAMP): pyproject.toml $(LOCK) $(LABEXT_SRC) | $(BIN)/python
+ifeq ($(INSTALL),latest)
+	@echo "Installing the newest releases of bt_jupyter's dependencies into $(VENV) ..."
+	$(PIP) install '$(TORCH)'
+	$(UV) pip install --python $(BIN)/python --compile-bytecode -e '.[test,lab]'
+else
+	@echo "Installing bt_jupyter and its test extras from $(LOCK) into $(VENV) ..."
+	$(UV) pip install --python $(BIN)/python --compile-bytecode --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install '$(TORCH)'
+	$(UV) pip install --python $(BIN)/python --no-deps --no-build-isolation -e .
+endif
+	$(UV) pip check --python $(BIN)/python
 	@touch $@
 
+# Resolve the test environment anew (newest releases pyproject.toml admits) and pin it,
+# with hashes, for every Python the suite runs on. Commit requirements/*.txt afterwards.
+lock: | $(BIN)/python
+	$(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+		--excludes requirements/not-locked.txt --extra test --extra lab \
+		pyproject.toml requirements/test.in -o $(LOCK)
+	$(UV) pip compile --quiet --universal --generate-hashes requirements/uv.in -o requirements/uv.txt
+
 demo: $(STAMP)
-	$(BIN)/python -m bt_jupyter.demo
+	$(BIN)/python notebooks/demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check bt_jupyter tests bench
-	$(BIN)/ruff format --check bt_jupyter tests bench
+	$(BIN)/ruff check bt_jupyter tests bench notebooks/demo.py
+	$(BIN)/ruff format --check bt_jupyter tests bench notebooks/demo.py
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)

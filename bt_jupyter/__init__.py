@@ -4,28 +4,77 @@ The concepts live in :mod:`bt_jupyter.spec` (wire-compatible with ``truss_train`
 REST shapes in :mod:`bt_jupyter.api`. See DESIGN.md for how the pieces fit.
 """
 
-from typing import Any
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from bt_jupyter._version import __version__
-from bt_jupyter.checkpoints import Checkpoint, load_hf
-from bt_jupyter.deployments import Deployment
-from bt_jupyter.errors import BtJupyterError, InvalidConfigError, JobFailed
-from bt_jupyter.jobs import Client, Job
-from bt_jupyter.spec import (
-    AcceleratorSpec,
-    BasetenCheckpoint,
-    CacheConfig,
-    CheckpointingConfig,
-    Compute,
-    DockerAuth,
-    Image,
-    LoadCheckpointConfig,
-    Runtime,
-    SecretReference,
-    TrainingJob,
-    TrainingJobStatus,
-    TrainingProject,
-)
+
+if TYPE_CHECKING:
+    from bt_jupyter.checkpoints import Checkpoint, load_hf
+    from bt_jupyter.deployments import Deployment
+    from bt_jupyter.errors import BtJupyterError, InvalidConfigError, JobFailed
+    from bt_jupyter.jobs import Client, Job
+    from bt_jupyter.spec import (
+        AcceleratorSpec,
+        BasetenCheckpoint,
+        CacheConfig,
+        CheckpointingConfig,
+        Compute,
+        DockerAuth,
+        Image,
+        LoadCheckpointConfig,
+        Runtime,
+        SecretReference,
+        TrainingJob,
+        TrainingJobStatus,
+        TrainingProject,
+    )
+
+#: Where each public name lives. ``import bt_jupyter`` loads none of them (the client
+#: brings httpx and pydantic): a name's module is imported when the name is first used.
+_EXPORTS = {
+    "Checkpoint": "checkpoints",
+    "load_hf": "checkpoints",
+    "Deployment": "deployments",
+    "BtJupyterError": "errors",
+    "InvalidConfigError": "errors",
+    "JobFailed": "errors",
+    "Client": "jobs",
+    "Job": "jobs",
+    **dict.fromkeys(
+        [
+            "AcceleratorSpec",
+            "BasetenCheckpoint",
+            "CacheConfig",
+            "CheckpointingConfig",
+            "Compute",
+            "DockerAuth",
+            "Image",
+            "LoadCheckpointConfig",
+            "Runtime",
+            "SecretReference",
+            "TrainingJob",
+            "TrainingJobStatus",
+            "TrainingProject",
+        ],
+        "spec",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bt_jupyter' has no attribute {name!r}")
+    value = getattr(import_module(f"bt_jupyter.{module}"), name)
+    globals()[name] = value  # the next use is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 def load_ipython_extension(ipython: Any) -> None:

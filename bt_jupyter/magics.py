@@ -13,28 +13,49 @@ import itertools
 import json
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.utils.text import DollarFormatter
 from traitlets import Bool, Float, Unicode
 
-from bt_jupyter import limits, spec, sweeps
-from bt_jupyter.cache_summary import SORTS
-from bt_jupyter.client import log_text
-from bt_jupyter.compare import compare
-from bt_jupyter.deployments import Deployment
+from bt_jupyter import limits
+from bt_jupyter._lazy import lazy_module
 from bt_jupyter.errors import BtJupyterError, InvalidConfigError
-from bt_jupyter.jobs import Client, Job, OutputsState, TracebackHold
-from bt_jupyter.magic_args import Parser, bounded, parse_line, recorded_options, train_parser
-from bt_jupyter.packaging import Bundle, PackageOptions, describe, package_cell, runs_bundle
-from bt_jupyter.packaging.export import export_project
 from bt_jupyter.session_kernel import DEFAULT_IDLE_TIMEOUT_S
-from bt_jupyter.session_magics import SessionMagics
-from bt_jupyter.sessions import session_line
 from bt_jupyter.widgets import in_kernel
+
+# `%load_ext bt_jupyter` only registers the magics: what they call (the client, pydantic's
+# concepts, packaging) is imported when a magic first runs (bench/load_ext.py).
+if TYPE_CHECKING:
+    from bt_jupyter import (
+        cache_summary,
+        compare,
+        jobs,
+        magic_args,
+        packaging,
+        sessions,
+        spec,
+        sweeps,
+    )
+    from bt_jupyter import client as rest
+    from bt_jupyter.deployments import Deployment
+    from bt_jupyter.jobs import Client, Job
+    from bt_jupyter.packaging import Bundle, PackageOptions
+    from bt_jupyter.session_magics import SessionMagics
+else:
+    cache_summary = lazy_module("bt_jupyter.cache_summary")
+    compare = lazy_module("bt_jupyter.compare")
+    jobs = lazy_module("bt_jupyter.jobs")
+    magic_args = lazy_module("bt_jupyter.magic_args")
+    packaging = lazy_module("bt_jupyter.packaging")
+    rest = lazy_module("bt_jupyter.client")
+    sessions = lazy_module("bt_jupyter.sessions")
+    spec = lazy_module("bt_jupyter.spec")
+    sweeps = lazy_module("bt_jupyter.sweeps")
 
 
 def _env(pairs: list[str], secrets: list[str]) -> dict[str, str | spec.SecretReference]:
@@ -159,7 +180,7 @@ class OutputBinder:
         """Bind ``names`` from ``job``'s outputs when it completes (see the class)."""
         with self._lock:
             awaited = _Awaited(job, names, self._claim(names))
-        job.set_outputs_state(OutputsState(names, "waiting"))
+        job.set_outputs_state(jobs.OutputsState(names, "waiting"))
         job.on_finished.append(lambda _: self._settle_in_cell(awaited))
         # the thread prints in the submitting cell's context (its output goes there)
         context = contextvars.copy_context()
@@ -174,7 +195,7 @@ class OutputBinder:
             self._apply(awaited)
 
     def _watch(self, awaited: _Awaited) -> None:
-        watched = Job(awaited.job.client, awaited.job.wire, outputs=list(awaited.names))
+        watched = jobs.Job(awaited.job.client, awaited.job.wire, outputs=list(awaited.names))
         while not awaited.done:
             try:
                 if watched.refresh().status.is_terminal:
@@ -191,7 +212,7 @@ class OutputBinder:
                 self._apply(awaited)
                 return
             self._pending.append(awaited)
-        awaited.job.set_outputs_state(OutputsState(awaited.names, "pending"))
+        awaited.job.set_outputs_state(jobs.OutputsState(awaited.names, "pending"))
 
     def _settle_in_cell(self, awaited: _Awaited) -> None:
         """``job.wait()`` returned in a cell: bind there, the cell asked for the job's end."""
@@ -227,12 +248,12 @@ class OutputBinder:
         awaited.done = True
         result = awaited.result
         if not isinstance(result, dict):
-            state = OutputsState(awaited.names, "not_bound", str(result))
+            state = jobs.OutputsState(awaited.names, "not_bound", str(result))
         else:
             kept = tuple(n for n in awaited.names if not self._bind(n, result[n], awaited.seq))
             job_id = awaited.job.id
             detail = f"re-assigned after the submit (job's: %bt_job {job_id}, .outputs())"
-            state = OutputsState(awaited.names, "bound", detail if kept else "", kept)
+            state = jobs.OutputsState(awaited.names, "bound", detail if kept else "", kept)
         awaited.job.set_outputs_state(state)
         print(f"{state.text} (job {awaited.job.id})", flush=True)
 
@@ -306,10 +327,15 @@ class BtMagics(Magics):
         self._model_bundle: Bundle | None = None
         self._binder = OutputBinder(shell) if shell is not None else None
         self._cell_number: int | None = None
-        #: The live sessions of this notebook (%bt_session, %%bt_remote).
-        self.live = SessionMagics(self)
         if shell is not None:
             shell.events.register("pre_run_cell", self._note_cell)
+
+    @cached_property
+    def live(self) -> SessionMagics:
+        """The live sessions of this notebook (%bt_session, %%bt_remote)."""
+        from bt_jupyter.session_magics import SessionMagics
+
+        return SessionMagics(self)
 
     def _note_cell(self, info: Any) -> None:
         """The running cell's number, as its ``In[N]`` prompt shows it (IPython counts
@@ -322,7 +348,7 @@ class BtMagics(Magics):
     def client(self, backend: str | None = None) -> Client:
         name = backend or self.default_backend
         if name not in self._clients:
-            self._clients[name] = Client.named(name)
+            self._clients[name] = jobs.Client.named(name)
         return self._clients[name]
 
     def _job(self, job_id: str) -> Job:
@@ -367,11 +393,11 @@ class BtMagics(Magics):
     @cell_magic
     def bt_train(self, line: str, cell: str) -> None:
         """Run this cell as a training job: ``%%bt_train --gpu H100:8 --nodes 2``."""
-        args = parse_line(train_parser(), self._expand(line))
+        args = magic_args.parse_line(magic_args.train_parser(), self._expand(line))
         project_name = args.project or self.default_project
         try:
             project = self._project(args, project_name)
-            options = PackageOptions(
+            options = packaging.PackageOptions(
                 pip=tuple(args.pip),
                 requirements_file=args.requirements,
                 include=tuple(args.include),
@@ -384,7 +410,7 @@ class BtMagics(Magics):
                 max_value_bytes=int(self.max_value_mb * 1_000_000),
                 cell_name=self._cell_name(),
                 cell_header=("%%bt_train",),
-                options=recorded_options(args),
+                options=magic_args.recorded_options(args),
                 post_mortem_s=_post_mortem_s(args),
             )
             if options.outputs and not args.checkpointing:
@@ -392,10 +418,10 @@ class BtMagics(Magics):
             if args.sweep:
                 self._sweep(args, project, cell, options)
                 return
-            bundle = package_cell(cell, self._ns, options)
+            bundle = packaging.package_cell(cell, self._ns, options)
         except BtJupyterError as exc:
             raise UsageError(str(exc)) from None
-        project = runs_bundle(project, bundle)
+        project = packaging.runs_bundle(project, bundle)
         job_spec = project.job
         if args.dry_run:
             print(
@@ -404,7 +430,7 @@ class BtMagics(Magics):
                     indent=2,
                 )
             )
-            print("\n".join(describe(bundle)))
+            print("\n".join(packaging.describe(bundle)))
             print("dry run: nothing was submitted")
             return
         try:
@@ -507,21 +533,21 @@ class BtMagics(Magics):
         everything the job printed, with ``[status] FAILED`` said once."""
         print(f"Job {job.id} submitted to project {job.project!r} ({job.client.backend.name})")
         status = None
-        hold = TracebackHold()
+        hold = jobs.TracebackHold()
         try:
             for followed in job.follow():
                 if followed.status != status and not followed.status.is_terminal:
                     status = followed.status
                     print(f"[status] {status.short}")
                 for log in hold.feed(followed.log):
-                    print(log_text(log.replica, log.message))
+                    print(rest.log_text(log.replica, log.message))
         except KeyboardInterrupt:
             print(f"Detached; job {job.id} keeps running (%bt_job {job.id}, %bt_stop {job.id})")
             return
         job.refresh()
         shown, traceback = hold.finish(failed=job.status.is_failure)
         for log in shown:
-            print(log_text(log.replica, log.message))
+            print(rest.log_text(log.replica, log.message))
         print(
             f"[status] {job.status.short}" + (f": {job.error_message}" if job.error_message else "")
         )
@@ -552,12 +578,14 @@ class BtMagics(Magics):
     def bt_jobs(self, line: str) -> None:
         """``%bt_jobs [--project P] [--status S] [--all] [--limit N]``: the newest jobs as a
         table (``--limit``, default 50; 0 shows every job), saying how many more there are."""
-        parser = Parser(prog="%bt_jobs", add_help=False)
+        parser = magic_args.Parser(prog="%bt_jobs", add_help=False)
         parser.add_argument("--project")
         parser.add_argument("--status")
         parser.add_argument("--all", action="store_true")
-        parser.add_argument("--limit", type=bounded(0, MAX_JOBS_SHOWN), default=JOBS_SHOWN)
-        args = parse_line(parser, line)
+        parser.add_argument(
+            "--limit", type=magic_args.bounded(0, MAX_JOBS_SHOWN), default=JOBS_SHOWN
+        )
+        args = magic_args.parse_line(parser, line)
         project = None if args.all else (args.project or self.default_project)
         try:
             shown, listed = self.client().job_page(project, args.status, args.limit or None)
@@ -574,10 +602,12 @@ class BtMagics(Magics):
     @line_magic
     def bt_priority(self, line: str) -> None:
         """``%bt_priority JOB_ID N``: move a PENDING job in the queue (higher starts first)."""
-        parser = Parser(prog="%bt_priority", add_help=False)
+        parser = magic_args.Parser(prog="%bt_priority", add_help=False)
         parser.add_argument("job_id")
-        parser.add_argument("priority", type=bounded(limits.MIN_PRIORITY, limits.MAX_PRIORITY))
-        args = parse_line(parser, line)
+        parser.add_argument(
+            "priority", type=magic_args.bounded(limits.MIN_PRIORITY, limits.MAX_PRIORITY)
+        )
+        args = magic_args.parse_line(parser, line)
         job = self._job(args.job_id)
         if job.status != spec.TrainingJobStatus.PENDING:
             raise UsageError(
@@ -615,14 +645,14 @@ class BtMagics(Magics):
     @line_magic
     def bt_logs(self, line: str) -> None:
         """``%bt_logs JOB_ID [--tail N] [--node R]``."""
-        parser = Parser(prog="%bt_logs", add_help=False)
+        parser = magic_args.Parser(prog="%bt_logs", add_help=False)
         parser.add_argument("job_id")
-        parser.add_argument("--tail", type=bounded(1, 10**9))
-        parser.add_argument("--node", type=bounded(0, limits.MAX_NODE_COUNT - 1))
-        args = parse_line(parser, line)
+        parser.add_argument("--tail", type=magic_args.bounded(1, 10**9))
+        parser.add_argument("--node", type=magic_args.bounded(0, limits.MAX_NODE_COUNT - 1))
+        args = magic_args.parse_line(parser, line)
         job_log = self._job(args.job_id).logs(node=args.node)
         lines = job_log.tail(args.tail) if args.tail else job_log
-        texts = (log_text(entry.replica, entry.message) for entry in lines)
+        texts = (rest.log_text(entry.replica, entry.message) for entry in lines)
         while chunk := list(itertools.islice(texts, 10_000)):  # one write per 10,000 lines
             print("\n".join(chunk))
 
@@ -652,13 +682,13 @@ class BtMagics(Magics):
         """``%bt_cache [PROJECT] [--team T] [--sort filepath|size|modified|type|permissions]
         [--order asc|desc] [-o table|csv|json]``: the project's training cache, as
         ``truss train cache summarize`` shows it (a sortable table in a notebook)."""
-        parser = Parser(prog="%bt_cache", add_help=False)
+        parser = magic_args.Parser(prog="%bt_cache", add_help=False)
         parser.add_argument("project", nargs="?")
         parser.add_argument("--team")
-        parser.add_argument("--sort", choices=SORTS, default="filepath")
+        parser.add_argument("--sort", choices=cache_summary.SORTS, default="filepath")
         parser.add_argument("--order", choices=["asc", "desc"], default="asc")
         parser.add_argument("-o", "--output-format", choices=["table", "csv", "json"])
-        args = parse_line(parser, line)
+        args = magic_args.parse_line(parser, line)
         try:
             view = self.client().cache(
                 args.project or self.default_project, args.team, args.sort, args.order == "desc"
@@ -690,11 +720,11 @@ class BtMagics(Magics):
         if words and words[0] in ("start", "attach", "stop", "list", "status"):
             self.live.session(words, line)  # IPython expanded $names and {expressions}
             return
-        parser = Parser(prog="%bt_session", add_help=False)
+        parser = magic_args.Parser(prog="%bt_session", add_help=False)
         parser.add_argument("words", nargs="+", metavar="[update] JOB_ID")
         parser.add_argument("--trigger", choices=[t.value for t in spec.InteractiveSessionTrigger])
-        parser.add_argument("--timeout", type=bounded(-1, limits.MAX_SESSION_MINUTES))
-        args = parse_line(parser, line)
+        parser.add_argument("--timeout", type=magic_args.bounded(-1, limits.MAX_SESSION_MINUTES))
+        args = magic_args.parse_line(parser, line)
         update = args.words[0] == "update"
         if len(args.words) != 1 + update:
             raise UsageError("usage: %bt_session [update] JOB_ID [--trigger T] [--timeout MIN]")
@@ -711,7 +741,7 @@ class BtMagics(Magics):
         if not found:
             print(f"job {job.id} has no open interactive session ({job.refresh().status.short})")
         for s in found:
-            print(session_line(s))
+            print(sessions.session_line(s))
 
     @no_var_expand
     @cell_magic
@@ -742,11 +772,11 @@ class BtMagics(Magics):
     def bt_compare(self, line: str) -> None:
         """``%bt_compare JOB JOB ...`` or ``%bt_compare --project P --last 5``: their
         metrics on one chart and a table of what differed."""
-        parser = Parser(prog="%bt_compare", add_help=False)
+        parser = magic_args.Parser(prog="%bt_compare", add_help=False)
         parser.add_argument("job_ids", nargs="*", metavar="JOB_ID")
         parser.add_argument("--project")
-        parser.add_argument("--last", type=bounded(1, 50), default=None)
-        args = parse_line(parser, line)
+        parser.add_argument("--last", type=magic_args.bounded(1, 50), default=None)
+        args = magic_args.parse_line(parser, line)
         if args.job_ids and args.project:
             raise UsageError("%bt_compare: name jobs, or --project P --last N, not both")
         try:
@@ -759,7 +789,7 @@ class BtMagics(Magics):
                 jobs = [self.client().job(job_id) for job_id in dict.fromkeys(args.job_ids)]
             else:
                 raise UsageError("%bt_compare: name jobs (JOB JOB ...) or --project P --last N")
-            self._show(compare(jobs))
+            self._show(compare.compare(jobs))
         except BtJupyterError as exc:
             raise UsageError(str(exc)) from None
 
@@ -778,11 +808,13 @@ class BtMagics(Magics):
     @cell_magic
     def bt_model(self, line: str, cell: str) -> None:
         """``%%bt_model``: a Truss-style ``class Model`` (load, predict) for deployments."""
-        parser = Parser(prog="%%bt_model", add_help=False)
+        parser = magic_args.Parser(prog="%%bt_model", add_help=False)
         parser.add_argument("--pip", action="append", default=[])
-        args = parse_line(parser, line)
+        args = magic_args.parse_line(parser, line)
         try:
-            bundle = package_cell(cell, self._ns, PackageOptions(pip=tuple(args.pip)))
+            bundle = packaging.package_cell(
+                cell, self._ns, packaging.PackageOptions(pip=tuple(args.pip))
+            )
         except BtJupyterError as exc:
             raise UsageError(str(exc)) from None
         if "class Model" not in cell:
@@ -794,14 +826,14 @@ class BtMagics(Magics):
     def bt_deploy(self, line: str) -> Deployment:
         """``%bt_deploy JOB_ID [CHECKPOINT] [--name N] [--model] [--gpu G] [--hf-secret S]``:
         serve a checkpoint (``--gpu`` and ``--hf-secret`` are for Baseten's vLLM serving)."""
-        parser = Parser(prog="%bt_deploy", add_help=False)
+        parser = magic_args.Parser(prog="%bt_deploy", add_help=False)
         parser.add_argument("job_id")
         parser.add_argument("checkpoint", nargs="?", default="latest")
         parser.add_argument("--name")
         parser.add_argument("--model", action="store_true", help="use the last %%bt_model class")
         parser.add_argument("--gpu", help="Baseten: GPU to serve on, e.g. H100:1")
         parser.add_argument("--hf-secret", help="Baseten: the secret to pass as HF_TOKEN")
-        args = parse_line(parser, line)
+        args = magic_args.parse_line(parser, line)
         if args.model and self._model_bundle is None:
             raise UsageError("--model: run a %%bt_model cell first")
         job = self._job(args.job_id)
@@ -843,11 +875,11 @@ class BtMagics(Magics):
         """``%bt_export JOB_ID DIR [--entrypoint CMD]``: write a truss train project
         (config.py + files); ``--entrypoint`` replaces its start commands, as
         ``truss train push --entrypoint`` would."""
-        parser = Parser(prog="%bt_export", add_help=False)
+        parser = magic_args.Parser(prog="%bt_export", add_help=False)
         parser.add_argument("job_id")
         parser.add_argument("dir", type=Path)
         parser.add_argument("--entrypoint")
-        args = parse_line(parser, line)
+        args = magic_args.parse_line(parser, line)
         if args.job_id not in self._submitted:
             raise UsageError(
                 f"job {args.job_id} was not submitted from this kernel; re-run its cell with "
@@ -858,6 +890,8 @@ class BtMagics(Magics):
             project, _ = spec.with_push_options(project, entrypoint=args.entrypoint)
         except InvalidConfigError as exc:
             raise UsageError(f"%bt_export: {exc}") from None
+        from bt_jupyter.packaging.export import export_project
+
         config = export_project(bundle, project, args.dir)
         print(
             f"wrote {config} and {len(bundle.files)} files; push with `truss train push {config}`"

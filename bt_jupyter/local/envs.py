@@ -169,7 +169,8 @@ def requirements_layer(
         shutil.rmtree(root, ignore_errors=True)
         _venv(image, root, [image])
         lines = [line for line in requirements.splitlines() if line.strip()]
-        log(f"Requirements: building layer {key} for {len(lines)} requirement(s)")
+        named = ", ".join(lines[:6]) + (f" and {len(lines) - 6} more" if len(lines) > 6 else "")
+        log(f"Requirements: building layer {key} for {len(lines)} requirement(s): {named}")
         started = time.monotonic()
         listed = root / "requirements.txt"
         listed.write_text(requirements)

@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncssh
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bt_jupyter import api
+from bt_jupyter._asyncssh import asyncssh
 from bt_jupyter.local.home import Home, write_private
 from bt_jupyter.local.store import JobRow
 from bt_jupyter.local.wire import HttpError

@@ -30,8 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
+from bt_jupyter._asyncssh import asyncssh
 from bt_jupyter.local import envs
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.ssh_authority import SSH_USER, Admission, Refused, SshAuthority

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import asyncssh
+from bt_jupyter._asyncssh import asyncssh
 
 KEY_NAMES = ("id_ed25519", "id_rsa")
 

@@ -17,9 +17,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-import asyncssh
-
 from bt_jupyter import api
+from bt_jupyter._asyncssh import asyncssh
 from bt_jupyter.errors import SessionEnded, SessionRefused
 
 T = TypeVar("T")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bt_jupyter.compare import Comparison
-from bt_jupyter.jobs import Job
-from bt_jupyter.remote import LiveSession
-from bt_jupyter.sweeps import Sweep
+if TYPE_CHECKING:  # named, not imported: register() hooks them by module and class name
+    from bt_jupyter.compare import Comparison
+    from bt_jupyter.jobs import Job
+    from bt_jupyter.remote import LiveSession
+    from bt_jupyter.sweeps import Sweep
 
 #: The widget shown most recently for each job id in this kernel.
 shown: dict[str, Any] = {}
@@ -58,6 +59,7 @@ def display_runs(runs: Sweep | Comparison) -> None:
     if not in_kernel():
         print(runs.text())
         return
+    from bt_jupyter.sweeps import Sweep
     from bt_jupyter.widgets.runs import RunsWidget
 
     if isinstance(runs, Sweep):
@@ -67,8 +69,11 @@ def display_runs(runs: Sweep | Comparison) -> None:
 
 
 def register(ipython: Any) -> None:
+    """Show jobs, sessions, sweeps and comparisons as widgets. Hooked by module and class
+    name, so registering imports none of them (IPython resolves a name when such an
+    object is first displayed)."""
     formatter = ipython.display_formatter.ipython_display_formatter
-    formatter.for_type(Job, display_job)
-    formatter.for_type(LiveSession, display_session)
-    formatter.for_type(Sweep, display_runs)
-    formatter.for_type(Comparison, display_runs)
+    formatter.for_type_by_name("bt_jupyter.jobs", "Job", display_job)
+    formatter.for_type_by_name("bt_jupyter.remote.session", "LiveSession", display_session)
+    formatter.for_type_by_name("bt_jupyter.sweeps", "Sweep", display_runs)
+    formatter.for_type_by_name("bt_jupyter.compare", "Comparison", display_runs)
