@@ -86,6 +86,19 @@ jstest: $(STAMP) labextension/node_modules/.yarn-state.yml
 
 test: lint typecheck jstest pytest
 
+# The inner loop (about a minute): every test that starts no job, deployment or browser
+# (tests/conftest.py: SLOW_FILES), and ruff. Run `make test` before you commit.
+test-fast: $(STAMP)
+	$(BIN)/ruff check bt_jupyter tests bench notebooks/demo.py
+	$(BIN)/pytest -n 2 -m "not slow" --durations=5
+
+# The suite against the newest releases pyproject.toml admits instead of the lock, in a
+# venv of its own: run it before `make lock`, and whenever a dependency's release is news,
+# to learn what a new release breaks before a fresh clone meets it.
+test-latest:
+	rm -rf .venv-latest
+	$(MAKE) VENV=.venv-latest INSTALL=latest test
+
 # JupyterLab refuses to run as root without --allow-root (containers, CI machines).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 

@@ -30,6 +30,60 @@ SPEC_PATH = Path(
 )
 
 
+#: Test files that start jobs, deployments or a browser: `make test-fast` (``-m "not
+#: slow"``) leaves them out, for an inner loop of about a minute. Everything else there
+#: starts at most a local service. A file that starts jobs belongs here.
+SLOW_FILES = frozenset(
+    {
+        "test_browser",
+        "test_browser_runs",
+        "test_browser_session",
+        "test_browser_widget",
+        "test_canary",
+        "test_capacity",
+        "test_client",
+        "test_cloud",
+        "test_cloud_faithful",
+        "test_demo",
+        "test_deploy",
+        "test_doors",
+        "test_faithful",
+        "test_lab_extension",
+        "test_lab_panel",
+        "test_live_sessions",
+        "test_local_contract",
+        "test_local_jobs",
+        "test_local_resilience",
+        "test_local_runtime",
+        "test_log_reads",
+        "test_magics",
+        "test_notebook7",
+        "test_notebook_kernel",
+        "test_notebook_lora",
+        "test_notebooks",
+        "test_packaging",
+        "test_processes",
+        "test_restart",
+        "test_server",
+        "test_session_access",
+        "test_sessions",
+        "test_sweeps",
+        "test_trackers",
+        "test_truss_cli",
+        "test_weights",
+        "test_wheel",
+        "test_widget_kernel",
+        "test_widget_state",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """At the end, no service or runner of a test's home may still run (a client that
