@@ -12,6 +12,9 @@ LOCK   := requirements/test.txt
 TORCH  := $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
 # `make test-latest` sets INSTALL=latest: the newest releases that pyproject.toml admits.
 INSTALL ?= locked
+# Python as it runs by default: it caches bytecode (a shell may say otherwise). The suite
+# starts hundreds of services, kernels and servers; each would compile bt_jupyter anew.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test test-fast test-latest lock lint typecheck pytest jstest lab clean
 
@@ -64,11 +67,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collects no tests; make treats that as a failure, as it should.
-# Two workers: most tests wait on jobs and servers, not on the CPU. Whole files go to a
-# worker (--dist loadfile): a module's fixtures (a service on truss's fixed port 8000)
-# exist once. (xdist's loadgroup does not group under pytest 9 here: checked.)
+# Three workers on two cores: most tests wait on jobs and servers, not on the CPU (with two,
+# a quarter of the CPU time went unused). Whole files go to a worker (--dist loadfile): a
+# module's fixtures (a service on truss's fixed port 8000) exist once. (xdist's loadgroup
+# does not group under pytest 9 here: checked.)
 pytest: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadfile --durations=15
+	$(BIN)/pytest -n 3 --dist loadfile --durations=15
 
 # The labextension's type check and unit tests (jest). The install's build hook has
 # installed node_modules from yarn.lock; they are reinstalled when the lockfile changes.

@@ -21,6 +21,8 @@ import statistics
 import subprocess
 import sys
 
+from _common import goal
+
 HEAVY = (
     "asyncssh",
     "boto3",
@@ -85,10 +87,18 @@ def main() -> None:
     shell, load, imported = (statistics.median(x) * 1000 for x in (shells, loads, imports))
     print(f"runs: {args.repeat} of each, alternating; medians")
     print(f"IPython import + shell:  {shell:7.1f} ms")
-    print(f"%load_ext bt_jupyter:    {load:7.1f} ms  ({load / shell:.2f}x IPython; goal <= 1.5x)")
-    print(f"import bt_jupyter:       {imported:7.1f} ms  (goal <= 100 ms)")
-    print(f"heavy modules loaded by %load_ext: {last['heavy'] or 'none'}")
-    print(f"warnings raised by %load_ext: {last['warnings'] or 'none'}")
+    print(f"%load_ext bt_jupyter:    {load:7.1f} ms")
+    print(f"import bt_jupyter:       {imported:7.1f} ms\n")
+    heavy, warned = last["heavy"], last["warnings"]
+    goal(
+        "%load_ext vs IPython",
+        f"{load / shell:.2f}x ({load:.1f} ms)",
+        "<= 1.5x",
+        load <= 1.5 * shell,
+    )
+    goal("import bt_jupyter", f"{imported:.1f} ms", "<= 100 ms", imported <= 100)
+    goal("heavy modules at %load_ext", str(heavy or "none"), "none", not heavy)
+    goal("warnings at %load_ext", str(warned or "none"), "none", not warned)
 
 
 if __name__ == "__main__":

@@ -45,11 +45,12 @@ def _free_port() -> int:
 
 @contextmanager
 def jupyterlab(
-    home: Home, root: Path, *, without_labextension: bool = False
+    home: Home, root: Path, *, without_labextension: bool = False, python: str = sys.executable
 ) -> Iterator[tuple[str, str]]:
     """JupyterLab serving ``root``, its kernels using ``home``'s service: (url, token).
     ``without_labextension`` disables ours, as VS Code and Colab-style frontends render
-    the widget with no labextension."""
+    the widget with no labextension; ``python`` is the environment it runs in (its
+    kernels too)."""
     env: dict[str, str] = {}
     if without_labextension:
         config = root / "jupyter-config"
@@ -58,13 +59,19 @@ def jupyterlab(
             json.dumps({"disabledExtensions": {"bt-jupyter": True}})
         )
         env["JUPYTER_CONFIG_DIR"] = str(config)
-    with jupyter("jupyterlab", home, root, "--LabApp.expose_app_in_browser=True", env=env) as lab:
+    args = ("--LabApp.expose_app_in_browser=True",)
+    with jupyter("jupyterlab", home, root, *args, env=env, python=python) as lab:
         yield lab
 
 
 @contextmanager
 def jupyter(
-    module: str, home: Home, root: Path, *args: str, env: dict[str, str] | None = None
+    module: str,
+    home: Home,
+    root: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    python: str = sys.executable,
 ) -> Iterator[tuple[str, str]]:
     """``python -m module`` (jupyterlab, jupyter_server) on a free port: (url, token)."""
     port, token = _free_port(), new_id(24)
@@ -72,7 +79,7 @@ def jupyter(
     log = (root / f"{module}.log").open("w")
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", module, "--no-browser", "--allow-root", f"--port={port}",
+            python, "-m", module, "--no-browser", "--allow-root", f"--port={port}",
             f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
             "--ServerApp.ip=127.0.0.1", *args,
         ],

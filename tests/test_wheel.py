@@ -1,0 +1,107 @@
+"""The wheel works alone: built from the sdist as a user's `pip install` gets it, and
+installed into a clean virtualenv with JupyterLab and nothing of the test environment,
+its labextension is enabled, every module imports, `%load_ext bt_jupyter` is silent, and
+a job's widget renders in a browser."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bt_jupyter.local import daemon
+from bt_jupyter.local.home import Home
+from tests.browser import ARTIFACTS, jupyterlab, needs_chromium, notebook_page, write_notebook
+
+REPO = Path(__file__).resolve().parents[1]
+UV = str(Path(sys.executable).parent / "uv")
+#: What only the test environment has: none is installed with the wheel.
+TEST_ONLY = ("pytest", "torch", "truss", "playwright", "moto", "schemathesis")
+#: What no module of the package may import (nbclient comes with JupyterLab, but only the
+#: demo and the tests run notebooks with it).
+NOT_IMPORTED = (*TEST_ONLY, "nbclient")
+
+
+def _run(*cmd: str | Path) -> str:
+    """The command's output (stdout, then stderr: `jupyter labextension list` writes
+    there); it must succeed."""
+    done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{cmd}: {done.stdout}{done.stderr}"
+    return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The venv's python: the wheel (built from the sdist, the build backend from the
+    lock), JupyterLab and ipykernel, at the lock's versions."""
+    dist = tmp_path_factory.mktemp("dist")
+    _run(UV, "build", "--quiet", "--no-build-isolation", "--out-dir", dist, REPO)
+    (wheel,) = dist.glob("bt_jupyter-*.whl")
+    venv = tmp_path_factory.mktemp("wheel") / "venv"
+    _run(UV, "venv", "--quiet", venv, "--python", sys.executable)
+    python = venv / "bin" / "python"
+    lock = REPO / "requirements" / "test.txt"
+    _run(UV, "pip", "install", "--quiet", "--python", python, wheel, "jupyterlab", "ipykernel",
+         "--constraints", lock)  # fmt: skip
+    return python
+
+
+@pytest.mark.timeout(600)
+def test_the_wheel_installs_alone_with_its_labextension_enabled(wheel_python: Path) -> None:
+    installed = _run(UV, "pip", "freeze", "--python", wheel_python).lower()
+    assert not [name for name in TEST_ONLY if f"\n{name}==" in f"\n{installed}"]
+    listed = _run(wheel_python.parent / "jupyter", "labextension", "list")
+    assert "bt-jupyter v" in listed
+    line = next(x for x in listed.splitlines() if "bt-jupyter v" in x)
+    assert "enabled" in line, line
+    assert "OK" in line, line
+    server = _run(wheel_python.parent / "jupyter", "server", "extension", "list")
+    assert "bt_jupyter" in server
+
+
+def test_every_module_of_the_wheel_imports_without_a_test_dependency(wheel_python: Path) -> None:
+    out = _run(
+        wheel_python, "-W", "error", "-c",
+        "import importlib, pkgutil, bt_jupyter\n"
+        "names = [m.name for m in pkgutil.walk_packages(bt_jupyter.__path__, 'bt_jupyter.')]\n"
+        "for name in names: importlib.import_module(name)\n"
+        f"print(len(names), [m for m in {NOT_IMPORTED!r} if m in __import__('sys').modules])",
+    )  # fmt: skip
+    count, loaded = out.strip().split(" ", 1)
+    assert int(count) > 80
+    assert loaded.strip() == "[]"
+
+
+@needs_chromium
+@pytest.mark.timeout(600)
+def test_a_job_widget_renders_from_the_wheel_in_jupyterlab(
+    wheel_python: Path, tmp_path: Path
+) -> None:
+    home = Home(tmp_path / "home")
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    write_notebook(
+        root / "wheel.ipynb",
+        "%load_ext bt_jupyter\n%bt_project wheel",
+        "%%bt_train --name from-the-wheel\nprint('hello from the wheel', flush=True)",
+    )
+    try:
+        with (
+            jupyterlab(home, root, python=str(wheel_python)) as lab,
+            notebook_page(lab, "wheel.ipynb") as page,
+        ):
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=status]')?.textContent === 'COMPLETED'",
+                timeout=300_000,
+            )
+            page.wait_for_function(
+                "() => /hello from the wheel/.test("
+                "document.querySelector('[data-testid=logs]').textContent)",
+                timeout=30_000,
+            )
+            page.screenshot(path=str(ARTIFACTS / "wheel-widget.png"), full_page=True)
+    finally:
+        daemon.stop(home)
