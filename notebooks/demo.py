@@ -42,16 +42,24 @@ def _elapsed(seconds: float) -> str:
 
 
 def _waiting_for(job: Any) -> str:
-    """What the newest job of the project is doing, in a few words."""
+    """What the newest job is doing, in a line: its status, and while its environment is
+    built, which packages (the runner's "Requirements: building ..." line) and pip's
+    newest line; else its newest log line."""
     status = job.status.short
     if job.status.is_terminal:
         return f"job {job.id} {status}"
-    newest = job.logs().tail(40)
-    building = [line for line in newest if line.message.startswith("Requirements: building")]
-    last = newest[-1].message.strip() if newest else ""
-    if building and not any(line.message.startswith("Requirements: layer") for line in newest):
-        names = building[-1].message.partition(": ")[2].partition(": ")[2]
-        return f"job {job.id} {status}: building its environment ({names}); pip says: {last[:100]}"
+    building, last = None, ""
+    for line in job.logs():
+        message = line.message.strip()
+        if message.startswith("Requirements: building"):
+            building = message
+        elif message.startswith("Requirements: layer"):
+            building = None  # built
+        if message and not message.startswith("WARNING:"):  # pip's notes on this machine
+            last = message
+    if building:
+        names = building.split(": ", 2)[-1]
+        return f"job {job.id} {status}: building its environment ({names}); now: {last[:100]}"
     return f"job {job.id} {status}" + (f": {last[:120]}" if last else "")
 
 
@@ -60,15 +68,16 @@ class Progress:
 
     def __init__(self, every: float) -> None:
         self.every = every
-        self.cell: int | None = None
+        self.cell: str | None = None  # "cell 5 (job.wait())" while one runs
         self.started = 0.0
         self.stopped = threading.Event()
         self.client: Client | None = None
         self.thread = threading.Thread(target=self._run, name="demo-progress", daemon=True)
         self.thread.start()
 
-    def cell_started(self, index: int) -> None:
-        self.cell, self.started = index, time.monotonic()
+    def cell_started(self, index: int, source: str) -> None:
+        first = source.strip().splitlines()[0][:40] if source.strip() else ""
+        self.cell, self.started = f"cell {index} ({first})", time.monotonic()
 
     def cell_done(self) -> None:
         self.cell = None
@@ -79,12 +88,16 @@ class Progress:
             if cell is None:
                 continue
             waited = time.monotonic() - self.started
+            if waited < self.every:  # a cell that ends within a tick needs no word
+                continue
             try:
                 doing = self._doing()
             except BtJupyterError as exc:  # the service starts, or restarts: say so
                 doing = f"the local service does not answer yet ({exc})"
+            except Exception as exc:  # a progress line must never end the demo
+                doing = f"could not ask the local service ({type(exc).__name__}: {exc})"
             if self.cell == cell:
-                print(f"  ... cell {cell}, {_elapsed(waited)} so far: {doing}", flush=True)
+                print(f"  ... {cell}, {_elapsed(waited)} so far: {doing}", flush=True)
 
     def _doing(self) -> str:
         if self.client is None:
@@ -139,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def cell_started(**hook: Any) -> None:
         running["cell"] = hook["cell_index"]
-        progress.cell_started(hook["cell_index"])
+        progress.cell_started(hook["cell_index"], hook["cell"].source)
 
     def cell_executed(**hook: Any) -> None:
         progress.cell_done()

@@ -74,7 +74,8 @@ def test_demo_says_what_a_cell_waits_for_and_a_failure_in_one_paragraph(tmp_path
     )
     done = _demo(tmp_path / "home", "--notebook", str(notebook), "--progress-every", "1")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert re.search(r"\.\.\. cell 1, \d+s so far: job \w+ (DEPLOYING|RUNNING)", done.stdout)
+    progress = r"\.\.\. cell 1 \(%%bt_train --wait --name slow-then-broken\), \d+s so far: "
+    assert re.search(progress + r"job \w+ (DEPLOYING|RUNNING)", done.stdout), done.stdout
     assert "never reached" not in done.stdout
     said = done.stderr.strip()
     assert "\n" not in said, said  # one paragraph
