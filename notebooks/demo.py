@@ -36,6 +36,12 @@ PROGRESS_EVERY_S = 10.0
 KERNEL_START_S = 300
 
 
+def _first_line(source: str) -> str:
+    """How a cell is named in what the demo prints: its first line, shortened."""
+    lines = source.strip().splitlines()
+    return lines[0][:60] if lines else ""
+
+
 def _elapsed(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
@@ -76,8 +82,7 @@ class Progress:
         self.thread.start()
 
     def cell_started(self, index: int, source: str) -> None:
-        first = source.strip().splitlines()[0][:40] if source.strip() else ""
-        self.cell, self.started = f"cell {index} ({first})", time.monotonic()
+        self.cell, self.started = f"cell {index} ({_first_line(source)})", time.monotonic()
 
     def cell_done(self) -> None:
         self.cell = None
@@ -117,8 +122,7 @@ def _failure(notebook: Path, nb: Any, index: int | None, exc: BaseException) -> 
     where, errors = "starting the notebook's kernel", []
     if index is not None:
         cell = nb.cells[index]
-        first = cell.source.splitlines()[0] if cell.source else ""
-        where = f"cell {index} ({first[:60]})"
+        where = f"cell {index} ({_first_line(cell.source)})"
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     if errors:
         why = f"{errors[-1].get('ename')}: {errors[-1].get('evalue')}"

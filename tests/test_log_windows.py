@@ -369,7 +369,15 @@ def test_a_real_job_s_whole_log_equals_the_store(baseten_home: Home, tmp_path: P
         job = submit(
             client,
             project,
-            ["python -c \"for i in range(6000): print(f'line {i}')\""],
+            # 200 lines at a time, 10 ms apart: a busy machine then cannot stamp a full
+            # page into one millisecond, which no time window reads whole (the documented
+            # limit, met on purpose by bench/cloud_log_download.py)
+            [
+                'python -c "import time\n'
+                "for i in range(6000):\n"
+                "    print(f'line {i}', flush=i % 200 == 199)\n"
+                '    if i % 200 == 199: time.sleep(0.01)"'
+            ],
         )
         done = wait_terminal(client, job)
         assert done.status == spec.TrainingJobStatus.COMPLETED, done.error_message
