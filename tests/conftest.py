@@ -78,10 +78,30 @@ SLOW_FILES = frozenset(
 )
 
 
+#: The files that take a worker longest (a minute or more each: wheel build, notebooks,
+#: browser sessions), started first so no worker is left with one at the end.
+LONGEST_FIRST = (
+    "test_wheel",
+    "test_demo",
+    "test_notebook_lora",
+    "test_faithful",
+    "test_lab_panel",
+    "test_browser_runs",
+    "test_browser_widget",
+    "test_live_sessions",
+    "test_cloud",
+    "test_notebooks",
+    "test_browser_session",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.stem in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
+    # a stable sort: each file's tests keep their order, the other files theirs
+    rank = {stem: n for n, stem in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
 
 
 @pytest.fixture(scope="session", autouse=True)
