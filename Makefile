@@ -18,7 +18,7 @@ unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test test-fast test-latest lock lint typecheck pytest jstest lab clean
 
-# The venv starts with uv, itself pinned by hash: it installs the lock's 260 packages in
+# The venv starts with uv, itself pinned by hash: it installs the lock's 250 packages in
 # seconds where pip takes minutes.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
