@@ -110,6 +110,20 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: fl
         time.sleep(every)
 
 
+def paced_lines(count: int) -> str:
+    """A start command that prints ``line 0`` .. ``line {count-1}``, 200 lines at a time
+    10 ms apart. Read back through Baseten's time-window log API, a millisecond holding a
+    full page of lines cannot be read whole (the documented limit, met on purpose by
+    bench/cloud_log_download.py); a busy machine would stamp an unpaced job's lines that
+    densely, so tests of whole reads use this one."""
+    return (
+        'python -c "import time\n'
+        f"for i in range({count}):\n"
+        "    print(f'line {i}', flush=i % 200 == 199)\n"
+        '    if i % 200 == 199: time.sleep(0.01)"'
+    )
+
+
 #: Start commands that leave a daemon behind the job's back (each prints "pid N"): a new
 #: session (``setsid -f``), and the classic double fork (fork, setsid, fork again, the
 #: middle one exits). What a job's containment must still find and end.

@@ -12,7 +12,7 @@ from bt_jupyter import api, runtime, spec
 from bt_jupyter.client import ApiClient, AuthError, ConnectionFailed, RetryPolicy
 from bt_jupyter.local import daemon
 from bt_jupyter.local.home import Home
-from tests.helpers import in_job_runtime, submit, wait_terminal
+from tests.helpers import in_job_runtime, paced_lines, submit, wait_terminal
 
 S = spec.TrainingJobStatus
 FAST = RetryPolicy(attempts=6, base_delay=0.01, max_delay=0.05)
@@ -147,7 +147,7 @@ def _chatty_job(client: ApiClient, project: api.TrainingProjectV1, lines: int) -
     job = submit(
         client,
         project,
-        [f"python -c \"for i in range({lines}): print(f'line {{i}}')\""],
+        [paced_lines(lines)],
     )
     assert wait_terminal(client, job).status == S.COMPLETED
     return job

@@ -22,7 +22,7 @@ from bt_jupyter import api, log_windows, spec
 from bt_jupyter.client import ApiClient
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import Store
-from tests.helpers import running_service, submit, wait_for, wait_terminal
+from tests.helpers import paced_lines, running_service, submit, wait_for, wait_terminal
 
 MS = 1_000_000
 T0 = 1_700_000_000_000  # an epoch millisecond
@@ -369,15 +369,7 @@ def test_a_real_job_s_whole_log_equals_the_store(baseten_home: Home, tmp_path: P
         job = submit(
             client,
             project,
-            # 200 lines at a time, 10 ms apart: a busy machine then cannot stamp a full
-            # page into one millisecond, which no time window reads whole (the documented
-            # limit, met on purpose by bench/cloud_log_download.py)
-            [
-                'python -c "import time\n'
-                "for i in range(6000):\n"
-                "    print(f'line {i}', flush=i % 200 == 199)\n"
-                '    if i % 200 == 199: time.sleep(0.01)"'
-            ],
+            [paced_lines(6000)],
         )
         done = wait_terminal(client, job)
         assert done.status == spec.TrainingJobStatus.COMPLETED, done.error_message
