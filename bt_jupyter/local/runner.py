@@ -54,6 +54,9 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 ERROR, DEBUG = LEVEL["ERROR"], LEVEL["DEBUG"]
 SAMPLE_SECONDS = 2.0
 FAIL_FAST_GRACE = 5.0
+#: The longest wait for a node's output readers once its processes are gone (a process
+#: that escaped containment with the pipe open would hold them forever).
+DRAIN_TIMEOUT_S = 60.0
 #: How bt_jupyter.runtime reports a cell's ``raise SystemExit("why")``: the job's error.
 SYSTEM_EXIT = "SystemExit: "
 
@@ -578,8 +581,11 @@ class Runner:
             self.stop_requested = True
 
     def _drain(self, node: Node) -> None:
+        """Wait for the node's output readers: its processes are gone, so they reach the
+        end of its pipes at once on an idle machine; a saturated one may take seconds to
+        run them, and a line read after the job's final status would miss its followers."""
         for reader in node.readers:
-            reader.join(timeout=5)
+            reader.join(timeout=DRAIN_TIMEOUT_S)
 
     def _failure(self, node: Node) -> str:
         code = node.proc.returncode
