@@ -5,6 +5,7 @@ a job's widget renders in a browser."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,8 +37,16 @@ def _run(*cmd: str | Path) -> str:
 def wheel_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The venv's python: the wheel (built from the sdist, the build backend from the
     lock), JupyterLab and ipykernel, at the lock's versions."""
+    # from a copy of the checkout's files: the build hook rewrites the labextension's and
+    # the widget's built files in place, which other tests are reading meanwhile
+    source = tmp_path_factory.mktemp("source") / "bt_jupyter"
+    listed = _run("git", "-C", REPO, "ls-files", "--cached", "--others", "--exclude-standard")
+    for name in listed.splitlines():
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     dist = tmp_path_factory.mktemp("dist")
-    _run(UV, "build", "--quiet", "--no-build-isolation", "--out-dir", dist, REPO)
+    _run(UV, "build", "--quiet", "--no-build-isolation", "--out-dir", dist, source)
     (wheel,) = dist.glob("bt_jupyter-*.whl")
     venv = tmp_path_factory.mktemp("wheel") / "venv"
     _run(UV, "venv", "--quiet", venv, "--python", sys.executable)
