@@ -616,12 +616,16 @@ def test_a_presigned_download_url_works_and_carries_its_expiry(
 
 
 def _altered_path(url: str) -> str:
+    """The same URL naming another key: the digest's last digit changed (it may be a 0 already)."""
     parts = urlsplit(url)
-    return parts._replace(path=parts.path[:-5] + "0.tar").geturl()
+    stem, suffix = parts.path.rsplit(".", 1)
+    altered = parts._replace(path=f"{_flip(stem)}.{suffix}").geturl()
+    assert altered != url
+    return altered
 
 
-def _flip(sig: str) -> str:
-    return sig[:-1] + ("0" if sig[-1] != "0" else "1")
+def _flip(text: str) -> str:
+    return text[:-1] + ("0" if text[-1] != "0" else "1")
 
 
 ALTERED_DOWNLOADS: dict[str, Callable[[str, dict[str, str]], str]] = {
