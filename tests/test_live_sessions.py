@@ -31,6 +31,7 @@ from bt_jupyter.jobs import Client
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from bt_jupyter.packaging.bundle import PackageOptions, SessionMode, package_cell
+from bt_jupyter.remote import kernel as remote_kernel
 from bt_jupyter.remote.session import TRANSPORT_ENV
 from bt_jupyter.session_kernel import connection_file
 from tests.conftest import magics_on
@@ -177,6 +178,31 @@ def test_interrupt_stops_the_cell_not_the_session(rip: InteractiveShell) -> None
     with capture_output() as after:
         rip.run_cell_magic("bt_remote", "", "print('still here', n > 0)")
     assert "still here True" in after.stdout
+
+
+def test_an_interrupt_sent_before_the_cell_starts_still_stops_it(
+    rip: InteractiveShell, live: remote.LiveSession
+) -> None:
+    """Ctrl-C a moment after the cell was sent: the node's kernel may not have begun it
+    (on a busy machine; a kernel between cells ignores SIGINT). The cell is still
+    interrupted, and the session still answers."""
+    connected = live.kernel(0)
+    with connected.lock:
+        # the kernel is kept from the cell for 3 s, deaf to SIGINT as between cells
+        connected.kernel.start(
+            "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(3)",
+            None,
+        )
+        cell = connected.kernel.start("import time\nwhile True:\n    time.sleep(0.01)", None)
+        cell.interrupt()  # lands while the kernel is deaf: the cell has not started
+        started = time.monotonic()
+        remote_kernel.run_cells({0: cell}, lambda node, output: None)
+    assert cell.result().ename == "KeyboardInterrupt"
+    assert cell.reply is not None  # stopped by the interrupt, not given up on
+    assert time.monotonic() - started < remote_kernel.INTERRUPT_GRACE_S
+    with capture_output() as after:
+        rip.run_cell_magic("bt_remote", "", "print('still answering')")
+    assert "still answering" in after.stdout
 
 
 def test_push_and_pull_values(rip: InteractiveShell) -> None:

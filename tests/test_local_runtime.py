@@ -178,9 +178,11 @@ def test_a_requirements_file_alone_installs_nothing(
     done = wait_terminal(client, job)
     assert done.status == S.FAILED
     assert "No module named 'httpx'" in (done.error_message or "")
-    prefix = messages(client, job, node="0")[0]
-    assert prefix != sys.prefix
-    assert prefix.endswith("env-node-0")
+    # found by what it says: stdout and stderr are two pipes, and a saturated machine may
+    # read the next command's traceback first (as a Kubernetes node may)
+    printed = messages(client, job, node="0")
+    assert sys.prefix not in printed
+    assert [m for m in printed if m.startswith("/") and m.endswith("env-node-0")], printed
 
 
 def test_installed_requirements_are_a_cached_layer(

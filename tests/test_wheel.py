@@ -1,11 +1,13 @@
-"""The wheel works alone: built from the sdist as a user's `pip install` gets it, and
-installed into a clean virtualenv with JupyterLab and nothing of the test environment,
-its labextension is enabled, every module imports, `%load_ext bt_jupyter` is silent, and
-a job's widget renders in a browser."""
+"""The wheel works alone: installed into a clean virtualenv with JupyterLab and nothing of
+the test environment, its labextension is enabled, every module imports, `%load_ext
+bt_jupyter` is silent, and a job's widget renders in a browser. The sdist holds what a
+build from it needs."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tarfile
 import subprocess
 import sys
 from pathlib import Path
@@ -33,21 +35,40 @@ def _run(*cmd: str | Path) -> str:
     return done.stdout + done.stderr
 
 
-@pytest.fixture(scope="module")
-def wheel_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The venv's python: the wheel (built from the sdist, the build backend from the
-    lock), JupyterLab and ipykernel, at the lock's versions."""
-    # from a copy of the checkout's files: the build hook rewrites the labextension's and
-    # the widget's built files in place, which other tests are reading meanwhile
+#: What the install's build hook compiled from labextension/ (`make` installed it).
+BUILT = ("bt_jupyter/labextension", "bt_jupyter/widgets/static")
+
+
+def _build(tmp_path_factory: pytest.TempPathFactory, kind: str) -> Path:
+    """A ``--wheel`` or ``--sdist`` of a copy of the checkout, with the lock's backend.
+
+    A copy: other tests read the built files meanwhile. With the labextension the install
+    built (hooks off): its webpack build takes two minutes of a CI machine's two cores, and
+    the install already proved it builds."""
     source = tmp_path_factory.mktemp("source") / "bt_jupyter"
     listed = _run("git", "-C", REPO, "ls-files", "--cached", "--others", "--exclude-standard")
     for name in listed.splitlines():
         if (REPO / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, source / name)
+    for built in BUILT:
+        assert (REPO / built).is_dir(), f"{built} was not built: run make"
+        shutil.copytree(REPO / built, source / built)
     dist = tmp_path_factory.mktemp("dist")
-    _run(UV, "build", "--quiet", "--no-build-isolation", "--out-dir", dist, source)
-    (wheel,) = dist.glob("bt_jupyter-*.whl")
+    env = {**os.environ, "HATCH_BUILD_NO_HOOKS": "true"}
+    done = subprocess.run(
+        [UV, "build", "--quiet", "--no-build-isolation", kind, "--out-dir", str(dist), str(source)],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (built,) = (p for p in dist.iterdir() if p.name.endswith((".whl", ".tar.gz")))
+    return built
+
+
+@pytest.fixture(scope="module")
+def wheel_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The venv's python: the wheel, JupyterLab and ipykernel, at the lock's versions."""
+    wheel = _build(tmp_path_factory, "--wheel")
     venv = tmp_path_factory.mktemp("wheel") / "venv"
     _run(UV, "venv", "--quiet", venv, "--python", sys.executable)
     python = venv / "bin" / "python"
@@ -114,3 +135,16 @@ def test_a_job_widget_renders_from_the_wheel_in_jupyterlab(
             page.screenshot(path=str(ARTIFACTS / "wheel-widget.png"), full_page=True)
     finally:
         daemon.stop(home)
+
+
+def test_the_sdist_holds_what_a_build_needs_and_nothing_of_the_machine(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    sdist = _build(tmp_path_factory, "--sdist")
+    with tarfile.open(sdist) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    needed = {"pyproject.toml", "labextension/package.json", "labextension/yarn.lock",
+              "labextension/install.json", "jupyter-config/server-config/bt_jupyter.json",
+              "bt_jupyter/__init__.py"}  # fmt: skip
+    assert needed <= names, needed - names
+    assert not [n for n in names if n.startswith((".venv", "labextension/node_modules"))]

@@ -164,7 +164,11 @@ class RunningCell:
         self.msg_id = client.execute(code, allow_stdin=ask is not None)
         self.reply: dict[str, Any] | None = None
         self.idle = False
+        #: The kernel began running it (``execute_input``): before that, an interrupt
+        #: finds the kernel between cells, where it ignores SIGINT.
+        self.started = False
         self.interrupted_at: float | None = None
+        self._interrupt_pending = False
         self.sockets = [client.shell_channel.socket, client.iopub_channel.socket]
         if ask is not None:
             self.sockets.append(client.stdin_channel.socket)
@@ -181,9 +185,12 @@ class RunningCell:
         )
 
     def interrupt(self) -> None:
+        """Interrupt the cell, now if it runs, else once it starts (an interrupt sent
+        while the cell waits its turn is lost, and the cell would then run unstopped)."""
         if self.interrupted_at is None:
             self.kernel.interrupt()
             self.interrupted_at = time.monotonic()
+            self._interrupt_pending = not self.started
 
     def take(self, on_output: Output) -> None:
         """Every message that has arrived for this cell: outputs go to ``on_output``
@@ -204,6 +211,11 @@ class RunningCell:
                 continue
             if msg["msg_type"] == "status":
                 self.idle = msg["content"].get("execution_state") == "idle"
+            elif msg["msg_type"] == "execute_input":
+                self.started = True
+                if self._interrupt_pending:
+                    self._interrupt_pending = False
+                    self.kernel.interrupt()
             elif msg["msg_type"] in OUTPUT_TYPES:
                 on_output({"msg_type": msg["msg_type"], **msg["content"]})
 
