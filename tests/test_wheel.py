@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import tarfile
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
