@@ -21,7 +21,6 @@ job or a service, and each is built under a lock so concurrent jobs build it onc
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -35,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bt_jupyter.images import image_python, shipped_packages
+from bt_jupyter.local import package_store
+from bt_jupyter.local.package_store import remove_tree
 
 Log = Callable[[str], None]
 #: Bump when a layer's layout changes, so old layers are not reused.
@@ -129,7 +130,7 @@ def image_layer(stand_in: StandIn, cache: Path, log: Log) -> Layer:
     """The image's layer (Python, pip, shipped packages), built on first use."""
     root = cache / "images" / stand_in.key
     layer = Layer(root, _site(root, stand_in.python))
-    with _locked(root):
+    with package_store.locked(root):
         # bin/python links to this machine's interpreter: rebuilt when that one is gone
         if (root / ".ready").exists() and (root / "bin" / "python").exists():
             return layer
@@ -142,11 +143,14 @@ def image_layer(stand_in: StandIn, cache: Path, log: Log) -> Layer:
             )
         log(f"Image {stand_in.image}: building its local stand-in (Python {stand_in.python})")
         started = time.monotonic()
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)
         _run([python, "-m", "venv", str(root)], log)
         if stand_in.ships:
-            _pip(layer, list(stand_in.ships), log)
+            shipped = root / "shipped.txt"
+            shipped.write_text("".join(f"{name}\n" for name in stand_in.ships))
+            _install(layer, shipped, cache, log)
         (root / ".ready").write_text(stand_in.image + "\n")
+        _read_only(root)
         log(f"Image {stand_in.image}: stand-in ready in {time.monotonic() - started:.1f}s")
     return layer
 
@@ -162,11 +166,11 @@ def requirements_layer(
     key = hashlib.sha256(f"{stand_in.key}\n{requirements}".encode()).hexdigest()[:16]
     root = cache / "layers" / key
     layer = Layer(root, _site(root, stand_in.python))
-    with _locked(root):
+    with package_store.locked(root):
         if (root / ".ready").exists() and (root / "bin" / "python").exists():
             log(f"Requirements: cached layer {key} (built once for this image and list)")
             return layer
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)
         _venv(image, root, [image])
         lines = [line for line in requirements.splitlines() if line.strip()]
         named = ", ".join(lines[:6]) + (f" and {len(lines) - 6} more" if len(lines) > 6 else "")
@@ -175,12 +179,13 @@ def requirements_layer(
         listed = root / "requirements.txt"
         listed.write_text(requirements)
         try:
-            _pip(layer, ["-r", str(listed)], log)
+            _install(layer, listed, cache, log)
         except EnvBuildError as exc:
             log(f"Requirements: the install failed ({exc}); the job's own install will say why")
-            shutil.rmtree(root, ignore_errors=True)
+            remove_tree(root)
             return None
         (root / ".ready").write_text(requirements)
+        _read_only(root)
         log(f"Requirements: layer {key} ready in {time.monotonic() - started:.1f}s")
     return layer
 
@@ -237,7 +242,26 @@ def _site(root: Path, version: str) -> Path:
     return root / "lib" / f"python{version}" / "site-packages"
 
 
-def _pip(layer: Layer, args: list[str], log: Log) -> None:
+def _install(layer: Layer, requirements: Path, cache: Path, log: Log) -> None:
+    """Install ``requirements`` into ``layer``: from the machine's package store when
+    every package pip chooses is a wheel (a package another layer has is linked, not
+    reinstalled), else with pip itself."""
+    python = layer.bin / "python"
+    env = _pip_env(layer)
+    if not package_store.link_layer(python, layer.site, layer.bin, requirements, cache, log, env):
+        _pip(layer, ["-r", str(requirements)], log)
+
+
+def _read_only(root: Path) -> None:
+    """A built layer is never changed: jobs install into their node's own env."""
+    for folder, _, names in os.walk(root):
+        for path in (Path(folder), *(Path(folder) / name for name in names)):
+            if not path.is_symlink():  # bin/python links to this machine's interpreter
+                path.chmod(path.stat().st_mode & ~0o222)
+
+
+def _pip_env(layer: Layer) -> dict[str, str]:
+    """pip's environment in a layer: this machine's way to its package index, nothing else."""
     env = {
         "PATH": f"{layer.bin}{os.pathsep}{IMAGE_PATH}",
         "HOME": os.environ.get("HOME", "/"),
@@ -249,7 +273,11 @@ def _pip(layer: Layer, args: list[str], log: Log) -> None:
     for name in ("PIP_CONFIG_FILE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS"):
         if name in os.environ:  # how this machine reaches its package index
             env[name] = os.environ[name]
-    _run([str(layer.bin / "python"), "-m", "pip", "install", *args], log, env)
+    return env
+
+
+def _pip(layer: Layer, args: list[str], log: Log) -> None:
+    _run([str(layer.bin / "python"), "-m", "pip", "install", *args], log, _pip_env(layer))
 
 
 def _run(cmd: list[str], log: Log, env: dict[str, str] | None = None) -> None:
@@ -271,18 +299,3 @@ def _run(cmd: list[str], log: Log, env: dict[str, str] | None = None) -> None:
     if proc.returncode != 0:
         detail = " | ".join(tail) if tail else "no output"
         raise EnvBuildError(f"`{' '.join(cmd[:5])} ...` failed ({proc.returncode}): {detail}")
-
-
-class _locked:
-    """An exclusive lock on ``<root>.lock`` while a layer is checked or built."""
-
-    def __init__(self, root: Path) -> None:
-        root.parent.mkdir(parents=True, exist_ok=True)
-        self.path = root.parent / f"{root.name}.lock"
-
-    def __enter__(self) -> None:
-        self.file = self.path.open("w")
-        fcntl.flock(self.file, fcntl.LOCK_EX)
-
-    def __exit__(self, *_: object) -> None:
-        self.file.close()
