@@ -106,6 +106,14 @@ def jupyter(
         log.close()
 
 
+def expect(target: Any) -> Any:
+    """Playwright's assertions, which retry until they hold (30 s: a busy machine draws a
+    chart later than Playwright's default 5 s)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api.expect.set_options(timeout=30_000)
+    return sync_api.expect(target)
+
+
 def write_notebook(path: Path, *sources: str) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {

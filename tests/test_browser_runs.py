@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from bt_jupyter.local.home import Home
-from tests.browser import ARTIFACTS, jupyterlab, needs_chromium, notebook_page, write_notebook
+from tests.browser import (
+    ARTIFACTS,
+    expect,
+    jupyterlab,
+    needs_chromium,
+    notebook_page,
+    write_notebook,
+)
 from tests.test_browser_widget import quiet_lab  # noqa: F401  (the fixture)
 
 pytestmark = [needs_chromium, pytest.mark.usefixtures("quiet_lab")]
@@ -165,7 +172,6 @@ def test_a_multinode_jobs_widget_plots_the_leader_and_offers_the_other_nodes(
 ) -> None:
     """Every node of a multi-node Trainer reports (tagged with its node): the widget
     shows node 0's curves and offers the others."""
-    expect = pytest.importorskip("playwright.sync_api").expect
     write_notebook(
         tmp_path / "nodes.ipynb",
         "%load_ext bt_jupyter\n%bt_project browser-nodes",
@@ -205,7 +211,6 @@ def test_without_the_labextension_load_in_notebook_shows_and_copies_the_code(
 ) -> None:
     """VS Code, Colab and other frontends render the widget with no labextension: the
     code is copied and shown, and no cell appears from nowhere."""
-    expect = pytest.importorskip("playwright.sync_api").expect
     write_notebook(
         tmp_path / "solo.ipynb",
         "%load_ext bt_jupyter\n%bt_project browser-solo",

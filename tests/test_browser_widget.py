@@ -22,6 +22,7 @@ from bt_jupyter.local.home import Home
 from tests.browser import (
     ARTIFACTS,
     KERNEL_IDLE,
+    expect,
     jupyterlab,
     needs_chromium,
     notebook_page,
@@ -138,8 +139,8 @@ def test_run_all_follows_to_the_end_and_the_chart_has_axes_and_hover_values(
         # the chart: one uPlot per metric, axes with tick labels, values on hover
         chart = widget.locator("[data-testid=chart-loss]")
         chart.scroll_into_view_if_needed()
-        assert widget.locator("[data-testid=chart-lr]").count() == 1
-        assert chart.locator(".u-axis").count() == 2
+        expect(widget.locator("[data-testid=chart-lr]")).to_have_count(1)  # drawn a moment
+        expect(chart.locator(".u-axis")).to_have_count(2)  # after the metrics arrive
         over = chart.locator(".u-over")
         box = over.bounding_box()
         assert box is not None
@@ -191,7 +192,6 @@ def test_run_all_follows_to_the_end_and_the_chart_has_axes_and_hover_values(
         failed = page.locator(".btj", has=page.locator(".btj-title b", has_text=FAILS))
         failed.locator("[data-testid=status]", has_text="FAILED").wait_for(timeout=60_000)
         failed.scroll_into_view_if_needed()
-        expect = pytest.importorskip("playwright.sync_api").expect
         expect(failed.locator("[data-testid=logs]")).to_contain_text(
             "ValueError: bad batch 3", timeout=30_000
         )
@@ -351,7 +351,7 @@ def test_the_widget_alone_is_complete_and_out_without_wait_binds(
             " === 'outputs: final → bound'",
             timeout=30_000,
         )
-        assert widget.locator("[data-testid=chart-loss] .u-axis").count() == 2
+        expect(widget.locator("[data-testid=chart-loss] .u-axis")).to_have_count(2)
         assert widget.locator("[data-testid=open-sidebar]").is_hidden()
         assert page.locator(".jp-Dialog").count() == 0
 

@@ -164,6 +164,17 @@ def test_a_notebook_name_missing_remotely_says_push_it(rip: InteractiveShell) ->
     assert "%bt_push only_here" in "\n".join(raised.value._render_traceback_())
 
 
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt here, as in a kernel running a cell (ipykernel sets
+    that handler for each cell): a library an earlier test of this worker used may have
+    left its own (a full run once hung 600 s on a SIGINT that raised nothing)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_raises")
 def test_interrupt_stops_the_cell_not_the_session(rip: InteractiveShell) -> None:
     """The notebook's stop button is SIGINT to its kernel: here, to this process while
     the remote cell loops."""

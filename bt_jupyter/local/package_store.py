@@ -37,6 +37,8 @@ from pathlib import Path
 Log = Callable[[str], None]
 #: Bump when a store entry's layout changes, so old entries are not reused.
 STORE_LAYOUT = "1"
+#: ``0``: pip installs every layer itself (as before the store).
+STORE_ENV = "BT_JUPYTER_PACKAGE_STORE"
 _READ_ONLY = ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
 
 
@@ -128,7 +130,7 @@ def link_layer(
     every wheel from the store. False when pip must install it instead (nothing in the
     layer was changed)."""
     uv = uv_binary()
-    if uv is None:
+    if uv is None or os.environ.get(STORE_ENV) == "0":
         return False
     wheels = resolve(python, requirements, env)
     if wheels is None:
