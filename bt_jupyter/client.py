@@ -729,11 +729,11 @@ class ApiClient:
         cursor: int = 0,
         poll_timeout: int = 20,
         tail: int | None = None,
-        keep_prefix: str | None = None,
+        keep_containing: str | None = None,
     ) -> Iterator[LogBatch]:
         """Like :meth:`follow_logs`, a response at a time. With ``tail``, each batch
-        holds only the newest ``tail`` lines (and older ones starting with
-        ``keep_prefix``); ``skipped`` counts the others. A view that shows recent lines
+        holds only the newest ``tail`` lines (and older ones holding
+        ``keep_containing``); ``skipped`` counts the others. A view that shows recent lines
         then keeps up with any flood of output.
 
         A service that goes away (a restart, on another port perhaps) is waited for up to
@@ -746,7 +746,7 @@ class ApiClient:
                 "timeout": poll_timeout,
                 "limit": 5000,
                 "tail": tail,
-                "keep_prefix": keep_prefix,
+                "keep_containing": keep_containing,
             }
             response = self._long_poll(path, params, poll_timeout)
             # validated in one pass by pydantic-core: this is the hot path of live logs

@@ -707,11 +707,11 @@ class Job:
         """Deployments started from this job that the service lists (the local one does)."""
         return self.client.backend.deployments(self.id)
 
-    def log_batches(self, tail: int, keep_prefix: str) -> Iterator[tuple[list[api.LogV1], int]]:
+    def log_batches(self, tail: int, keep_containing: str) -> Iterator[tuple[list[api.LogV1], int]]:
         """The log, live, to the end, in batches: (lines, lines skipped before them).
         Where the service can skip, only the newest ``tail`` lines of a batch and every
-        line starting with ``keep_prefix`` come (so a flood of output never lags a view)."""
-        return self.client.backend.log_batches(self._wire, tail, keep_prefix)
+        line holding ``keep_containing`` come (so a flood of output never lags a view)."""
+        return self.client.backend.log_batches(self._wire, tail, keep_containing)
 
     def follow_batch(self, cursor: int, poll_timeout: int, tail: int | None) -> LogBatch:
         """One long-poll of the log after ``cursor`` (services that follow by cursor)."""

@@ -19,6 +19,7 @@ import json
 import linecache
 import os
 import pickle
+import re
 import sys
 import time
 import traceback
@@ -51,12 +52,27 @@ def log_metrics(step: int | None = None, **values: float) -> None:
     print(METRIC_PREFIX + json.dumps(record, separators=(",", ":")), flush=True)
 
 
+#: A terminal escape sequence (colours, cursor moves) that a progress bar writes.
+_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
 def parse_metric(message: str) -> dict[str, Any] | None:
-    """The record of a :func:`log_metrics` line, or None for any other line."""
-    if not message.startswith(METRIC_PREFIX):
+    """The record a log line holds, or None.
+
+    The record need not start the line: a progress bar (tqdm, Lightning's) redraws with
+    ``\r`` and no newline, so a record printed meanwhile lands after the bar on the same
+    line. The last ``[bt-metric] `` counts, up to the next ``\r``, without colour codes.
+    The same rule, tested with the same cases (tests/cases/metric_lines.json), is
+    labextension/src/metricLine.ts.
+    """
+    at = message.rfind(METRIC_PREFIX)
+    if at < 0:
         return None
+    text = message[at + len(METRIC_PREFIX) :].split("\r", 1)[0]
+    if "\x1b" in text:
+        text = _ESCAPE.sub("", text)
     try:
-        record = json.loads(message[len(METRIC_PREFIX) :])
+        record = json.loads(text)
     except ValueError:
         return None
     return record if isinstance(record, dict) else None

@@ -61,6 +61,7 @@ SLOW_FILES = frozenset(
         "test_notebook_kernel",
         "test_notebook_lora",
         "test_notebooks",
+        "test_package_store",
         "test_packaging",
         "test_processes",
         "test_restart",

@@ -201,24 +201,29 @@ def test_polling_follow_for_services_without_the_extension(
 def test_tail_follow_keeps_the_newest_lines_and_every_metric(
     client: ApiClient, project: api.TrainingProjectV1
 ) -> None:
+    # every other record lands after a progress bar's text on the bar's line (a tqdm-style
+    # bar redraws with \r and no newline): it is kept and read all the same
     script = (
         "from bt_jupyter.runtime import log_metrics\n"
         "for i in range(3000):\n"
         "    print(f'line {i}')\n"
         "    if i % 100 == 0:\n"
+        "        if i % 200 == 0:\n"
+        "            print(f'\\rEpoch 0: {i // 30}%|###   | {i}/3000', end='')\n"
         "        log_metrics(step=i, loss=1.0)\n"
     )
     files = {"flood.py": script, **in_job_runtime()}
     job = submit(client, project, ["python flood.py"], files=files)
     assert wait_terminal(client, job).status == S.COMPLETED
     batches = list(
-        client.follow_batches(project.id, job.id, tail=10, keep_prefix=runtime.METRIC_PREFIX)
+        client.follow_batches(project.id, job.id, tail=10, keep_containing=runtime.METRIC_PREFIX)
     )
     lines = [line.message for b in batches for line in b.logs]
     total = sum(b.skipped + len(b.logs) for b in batches)
     assert total == len(list(client.all_logs(project.id, job.id)))
     steps = [runtime.parse_metric(m)["step"] for m in lines if runtime.parse_metric(m)]  # type: ignore[index]
     assert steps == list(range(0, 3000, 100))
+    assert [r["step"] for r in client.user_metrics(project.id, job.id)] == steps
     assert lines[-10:] == [*(f"line {i}" for i in range(2991, 3000)), "Job COMPLETED"]
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,7 +55,22 @@ def _run_here(tmp_path: Path, script: str, checkpoint_dir: Path | None) -> str:
 
 
 def _records(stdout: str) -> list[dict[str, float]]:
-    return [r for r in map(runtime.parse_metric, stdout.splitlines()) if r is not None]
+    """The records of a job's output, cut into lines as the runner and Baseten's log
+    store cut it: at ``\n`` only (``str.splitlines`` would also cut at a bar's ``\r``)."""
+    return [r for r in map(runtime.parse_metric, stdout.split("\n")) if r is not None]
+
+
+SHARED_CASES = json.loads((Path(__file__).parent / "cases" / "metric_lines.json").read_text())[
+    "cases"
+]
+
+
+@pytest.mark.parametrize("case", SHARED_CASES, ids=[c["name"] for c in SHARED_CASES])
+def test_a_record_is_found_where_the_sidebar_and_the_widget_find_it(
+    case: dict[str, Any],
+) -> None:
+    """The cases labextension/src/__tests__/metricLine.spec.ts checks the JS rule with."""
+    assert runtime.parse_metric(case["message"]) == case["record"]
 
 
 def test_a_trainer_reports_its_logs_and_checkpoints_with_the_users_callbacks_kept(
@@ -158,32 +175,42 @@ class Tiny(pl.LightningModule):
 torch.manual_seed(0)
 data = torch.utils.data.TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
 trainer = pl.Trainer(max_steps=6, log_every_n_steps=2, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False,
-                     default_root_dir="logs", accelerator="cpu")
+                     enable_progress_bar=PROGRESS_BAR, enable_model_summary=False,
+                     default_root_dir="logs", accelerator="cpu",
+                     callbacks=[pl.callbacks.TQDMProgressBar()] if PROGRESS_BAR else [])
 trainer.fit(Tiny(), torch.utils.data.DataLoader(data, batch_size=4))
 print("loggers", sorted(type(lg).__name__ for lg in trainer.loggers))
 """
 
 
-def test_a_lightning_trainer_logs_to_the_job_through_its_entry_point(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bar", [False, True], ids=["no-progress-bar", "progress-bar"])
+def test_a_lightning_trainer_logs_to_the_job_through_its_entry_point(
+    tmp_path: Path, bar: bool
+) -> None:
     """The job's folder carries bt_jupyter's in-job modules and the entry point metadata,
-    as a bundle does: Lightning finds the logger by itself, beside its own."""
+    as a bundle does: Lightning finds the logger by itself, beside its own. With a tqdm
+    progress bar (Lightning's default where rich is not installed), each record lands
+    after the bar's ``\r`` on its line, and is read all the same."""
     pytest.importorskip("lightning")
     from bt_jupyter.packaging.bundle import in_job_files
 
     for path, data in in_job_files().items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_bytes(data)
-    done = subprocess.run(
-        [sys.executable, "-c", LIGHTNING],
+    done = subprocess.run(  # bytes: text mode would turn the bar's \r into \n
+        [sys.executable, "-c", f"PROGRESS_BAR = {bar}\n{LIGHTNING}"],
         cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
         capture_output=True,
-        text=True,
         timeout=180,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    records = _records(done.stdout)
+    stdout = done.stdout.decode()
+    records = _records(stdout)
     assert [r["step"] for r in records if "train_loss" in r] == [1, 3, 5]
-    assert "JobLogger" in done.stdout
-    assert "CSVLogger" in done.stdout or "TensorBoardLogger" in done.stdout  # its own kept
+    if bar:  # the case this guards: a record after the bar's text, on the bar's line
+        lines = stdout.split("\n")
+        after_bar = [x for x in lines if "[bt-metric] " in x and not x.startswith("[bt-")]
+        assert len(after_bar) == 3, stdout[-2000:]
+    assert "JobLogger" in stdout
+    assert "CSVLogger" in stdout or "TensorBoardLogger" in stdout  # its own kept

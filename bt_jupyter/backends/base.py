@@ -108,10 +108,10 @@ class Backend(Protocol):
         ...
 
     def log_batches(
-        self, job: api.TrainingJobV1, tail: int, keep_prefix: str
+        self, job: api.TrainingJobV1, tail: int, keep_containing: str
     ) -> Iterator[LinesBatch]:
         """The job's log, live, to its end: at most the newest ``tail`` lines of each
-        batch plus every line starting with ``keep_prefix`` where the service can skip."""
+        batch plus every line holding ``keep_containing`` where the service can skip."""
         ...
 
     def job_page(

@@ -65,10 +65,10 @@ class LocalBackend:
         return self.rest.read_log(job.training_project_id, job.id, node=node, follow=follow)
 
     def log_batches(
-        self, job: api.TrainingJobV1, tail: int, keep_prefix: str
+        self, job: api.TrainingJobV1, tail: int, keep_containing: str
     ) -> Iterator[LinesBatch]:
         for batch in self.rest.follow_batches(
-            job.training_project_id, job.id, tail=tail, keep_prefix=keep_prefix
+            job.training_project_id, job.id, tail=tail, keep_containing=keep_containing
         ):
             yield list(batch.logs), batch.skipped
 

@@ -683,10 +683,11 @@ class Store:
         return [_log(r) for r in rows]
 
     def logs_tail_after(
-        self, job_id: str, after_id: int, tail: int, keep_prefix: str = ""
+        self, job_id: str, after_id: int, tail: int, keep_containing: str = ""
     ) -> tuple[list[LogRow], int]:
         """For a follower that shows only recent lines: after ``after_id``, the newest
-        ``tail`` lines plus older lines starting with ``keep_prefix`` (metrics), and how
+        ``tail`` lines plus older lines holding ``keep_containing`` (metrics, even after a
+        progress bar on the same line), and how
         many lines were skipped."""
         db = self._db()
         total = db.execute(
@@ -702,8 +703,8 @@ class Store:
         ).fetchall()
         first_kept = newest[-1]
         kept = []
-        if keep_prefix:
-            pattern = keep_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        if keep_containing:
+            pattern = keep_containing.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             kept = db.execute(
                 f"SELECT * FROM logs WHERE job_id = ? AND {_AFTER} AND (ts_ns, id) < (?, ?)"
                 " AND message LIKE ? ESCAPE '\\' ORDER BY ts_ns, id",
@@ -713,7 +714,7 @@ class Store:
                     after_id,
                     first_kept["ts_ns"],
                     first_kept["id"],
-                    pattern + "%",
+                    f"%{pattern}%",
                 ),
             ).fetchall()
         rows = [_log(r) for r in [*kept, *reversed(newest)]]

@@ -156,8 +156,7 @@ class JobWidget(anywidget.AnyWidget):
         readable = [
             line
             for line in self.log_tail
-            if not is_blank(line["message"])
-            and not line["message"].startswith(runtime.METRIC_PREFIX)
+            if not is_blank(line["message"]) and runtime.parse_metric(line["message"]) is None
         ]
         return readable[-TEXT_LOG_LINES:]
 

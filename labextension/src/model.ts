@@ -4,6 +4,8 @@
  * time, log merging, the running count and the `%%bt_train` line of "Run cell on Baseten".
  */
 
+import { holdsMetric } from './metricLine';
+
 /** Where a job runs: the embedded local service or Baseten's cloud. */
 export type Backend = 'local' | 'baseten';
 
@@ -516,10 +518,8 @@ export function prependLogs(existing: readonly LogLine[], older: readonly LogLin
   return [...kept, ...existing];
 }
 
-export const METRIC_PREFIX = '[bt-metric] ';
-
 export function isMetricLine(line: Pick<LogLine, 'message'>): boolean {
-  return line.message.startsWith(METRIC_PREFIX);
+  return holdsMetric(line.message);
 }
 
 export interface LogViewFilter {

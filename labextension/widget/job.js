@@ -1,5 +1,7 @@
 import "uplot/dist/uPlot.min.css";
 import { Charts, asker, copyButton, copyText, el, fmtTime, short } from "./common.js";
+// the rule the sidebar and Python share (tests/cases/metric_lines.json)
+import { holdsMetric } from "../src/metricLine.ts";
 import "./job.css"; // esbuild emits both next to the bundle: static/job.css
 // Front end of the live job widget (anywidget ESM). The kernel sends bounded state:
 // `log_tail` holds the newest lines, each with a sequence number, so this view appends
@@ -9,7 +11,6 @@ const STEPS = ["PENDING", "QUEUED", "CREATED", "DEPLOYING", "RUNNING", "COMPLETE
 /** Steps a job may skip (Baseten shows them only while it waits for capacity). */
 const WAITING = ["PENDING", "QUEUED"];
 const TERMINAL = ["COMPLETED", "FAILED", "STOPPED", "DEPLOY_FAILED"];
-const METRIC_PREFIX = "[bt-metric] ";
 /** A job still running whose kernel said nothing for this long is "disconnected". */
 const SILENCE_MS = 20_000;
 /** How long the kernel has to answer a ping before the view says "disconnected". */
@@ -22,7 +23,6 @@ export const OPEN_JOB_EVENT = "bt-jupyter:open-job";
 export const INSERT_CELL_EVENT = "bt-jupyter:insert-cell";
 
 const isBlank = (message) => !message.trim();
-const isMetric = (message) => message.startsWith(METRIC_PREFIX);
 
 /** Seconds the job has run (or ran): from RUNNING (else its first status) to its end. */
 function runSeconds(status, history) {
@@ -236,7 +236,7 @@ function render({ model, el: root }) {
   const scrollToEnd = () => { if (follow) logBox.scrollTop = logBox.scrollHeight; };
 
   function drawLogs() {
-    const shown = lines.filter((l) => !isBlank(l.message) && (showMetrics || !isMetric(l.message)) &&
+    const shown = lines.filter((l) => !isBlank(l.message) && (showMetrics || !holdsMetric(l.message)) &&
       (node === "all" || String(l.node) === node) && (!filter || l.message.toLowerCase().includes(filter)));
     const stamp = (l) => (showTimes && l.ts ? `${new Date(l.ts).toISOString().slice(11, 23)} ` : "");
     logBox.textContent = shown.map((l) => `${stamp(l)}${l.node === null ? "[runner]" : `[${l.node}]`} ${l.message}`).join("\n");

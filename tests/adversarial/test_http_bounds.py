@@ -354,7 +354,7 @@ def test_posted_log_queries_out_of_bounds_are_refused(
     [
         pytest.param({"cursor": str(10**30)}, "cursor", id="cursor-10**30"),
         pytest.param({"tail": "-1"}, "tail", id="tail-negative"),
-        pytest.param({"keep_prefix": "k" * 1000}, "keep_prefix", id="keep-prefix-1000"),
+        pytest.param({"keep_containing": "k" * 1000}, "keep_containing", id="keep-prefix-1000"),
         pytest.param({"timeout": "99999"}, "timeout", id="timeout-99999"),
     ],
 )

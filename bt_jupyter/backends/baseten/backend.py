@@ -77,7 +77,7 @@ class BasetenBackend:
         return lines if node is None else (line for line in lines if line.node == node)
 
     def log_batches(
-        self, job: api.TrainingJobV1, tail: int, keep_prefix: str
+        self, job: api.TrainingJobV1, tail: int, keep_containing: str
     ) -> Iterator[LinesBatch]:
         for followed in self.follow(job):
             yield [followed.log], 0

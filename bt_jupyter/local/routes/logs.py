@@ -178,18 +178,19 @@ async def follow_logs(project_id: str, job_id: str, request: Request, state: Sta
     gives no duplicates and no gaps. ``done`` is true once the job is terminal and
     every line has been returned. With ``tail=N`` (a view that shows recent lines,
     such as the widget) only the newest N lines come back, plus the older ones that
-    start with ``keep_prefix``, and ``skipped`` counts the rest.
+    hold ``keep_containing``, and ``skipped`` counts the rest.
     """
     _, job = state.job(project_id, job_id)
     cursor = await run(_cursor, state, job.id, request, "cursor") or 0
     limit = int_param(request, "limit", 1000, 1, 5000)
     tail = int_param(request, "tail", 0, 0, 5000)
-    keep_prefix = request.query_params.get("keep_prefix", "")
-    if len(keep_prefix) > limits.MAX_NAME_CHARS:
+    keep_containing = request.query_params.get("keep_containing", "")
+    if len(keep_containing) > limits.MAX_NAME_CHARS:
         raise HttpError(
             422,
             "INVALID_REQUEST",
-            f"keep_prefix is {len(keep_prefix):,} characters; at most {limits.MAX_NAME_CHARS}",
+            f"keep_containing is {len(keep_containing):,} characters; "
+            f"at most {limits.MAX_NAME_CHARS}",
         )
     timeout = int_param(request, "timeout", 20, 0, 60)
     deadline = time.monotonic() + timeout
@@ -200,7 +201,7 @@ async def follow_logs(project_id: str, job_id: str, request: Request, state: Sta
         terminal = current.status.is_terminal
         if tail:
             rows, skipped = await run(
-                state.store.logs_tail_after, job.id, cursor, tail, keep_prefix
+                state.store.logs_tail_after, job.id, cursor, tail, keep_containing
             )
         else:
             rows = await run(state.store.logs_after, job.id, cursor, limit)
