@@ -116,6 +116,8 @@ class OutputsState:
     stage: OutputsStage
     detail: str = ""
     kept: tuple[str, ...] = ()
+    #: (name, why) of each value the job could not send back (``runtime.NotSent``).
+    not_sent: tuple[tuple[str, str], ...] = ()
 
     @property
     def text(self) -> str:
@@ -127,10 +129,13 @@ class OutputsState:
             return f"outputs: {listed} → bound when the next cell starts (a cell is running)"
         if self.stage == "not_bound":
             return f"outputs: {listed} → not bound: {self.detail}"
-        bound = [n for n in self.names if n not in self.kept]
+        missing = {name for name, _ in self.not_sent}
+        bound = [n for n in self.names if n not in self.kept and n not in missing]
         line = f"outputs: {', '.join(bound)} → bound" if bound else f"outputs: {listed}"
         if self.kept:
             line += f"; kept {', '.join(self.kept)}: {self.detail}"
+        for _, why in self.not_sent:
+            line += f"; {why}"
         return line
 
 

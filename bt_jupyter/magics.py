@@ -25,6 +25,7 @@ from traitlets import Bool, Float, Unicode
 from bt_jupyter import limits
 from bt_jupyter._lazy import lazy_module
 from bt_jupyter.errors import BtJupyterError, InvalidConfigError
+from bt_jupyter.runtime import NotSent
 from bt_jupyter.session_kernel import DEFAULT_IDLE_TIMEOUT_S
 from bt_jupyter.widgets import in_kernel
 
@@ -250,10 +251,16 @@ class OutputBinder:
         if not isinstance(result, dict):
             state = jobs.OutputsState(awaited.names, "not_bound", str(result))
         else:
-            kept = tuple(n for n in awaited.names if not self._bind(n, result[n], awaited.seq))
+            not_sent = tuple(
+                (n, str(v)) for n in awaited.names if isinstance(v := result.get(n), NotSent)
+            )
+            sent = [n for n in awaited.names if n in result and not isinstance(result[n], NotSent)]
+            kept = tuple(n for n in sent if not self._bind(n, result[n], awaited.seq))
             job_id = awaited.job.id
             detail = f"re-assigned after the submit (job's: %bt_job {job_id}, .outputs())"
-            state = jobs.OutputsState(awaited.names, "bound", detail if kept else "", kept)
+            state = jobs.OutputsState(
+                awaited.names, "bound", detail if kept else "", kept, not_sent
+            )
         awaited.job.set_outputs_state(state)
         print(f"{state.text} (job {awaited.job.id})", flush=True)
 
@@ -558,7 +565,7 @@ class BtMagics(Magics):
             if self._binder is not None:
                 self._binder.bind_now(job, outputs, values)
             else:
-                self._ns.update(values)
+                self._ns.update({n: v for n, v in values.items() if not isinstance(v, NotSent)})
 
     # ------------------------------------------------------------------ line magics
 

@@ -25,6 +25,7 @@ import time
 import traceback
 import types
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,18 +172,66 @@ def _save_outputs(names: list[str], namespace: dict[str, Any]) -> None:
         or os.environ.get("BT_NODE_RANK", "0") != "0"
     ):
         return
-    missing = [n for n in names if n not in namespace]
-    if missing:
-        raise NameError(f"--out {', '.join(missing)}: the cell did not define {', '.join(missing)}")
     import cloudpickle
 
+    # the class as the notebook imports it: run as `python -m`, this module is __main__,
+    # and cloudpickle would send a copy of the class that the notebook's isinstance misses
+    from bt_jupyter.runtime import NotSent as Sendable
+
+    values: dict[str, Any] = {}
+    for name in names:  # one at a time: a value that cannot travel spares the others
+        if name not in namespace:
+            values[name] = Sendable(name, "", "the cell did not assign it", "")
+            continue
+        try:
+            cloudpickle.dumps(namespace[name], protocol=5)
+            values[name] = namespace[name]
+        except Exception as exc:  # pickling runs arbitrary __reduce__ code
+            values[name] = Sendable.of(name, namespace[name], exc)
+    for value in values.values():
+        if isinstance(value, Sendable):
+            print(f"bt_jupyter: {value}", flush=True)
     folder = checkpoint_dir() / OUTPUTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    data = cloudpickle.dumps({n: namespace[n] for n in names}, protocol=5)
+    data = cloudpickle.dumps(values, protocol=5)
     tmp = folder / f".{OUTPUTS_FILE}.tmp"
     tmp.write_bytes(data)
     tmp.replace(folder / OUTPUTS_FILE)
-    print(f"Saved outputs {', '.join(names)} ({len(data)} bytes)", flush=True)
+    sent = [n for n, v in values.items() if not isinstance(v, Sendable)]
+    if sent:
+        print(f"Saved outputs {', '.join(sent)} ({len(data)} bytes)", flush=True)
+
+
+@dataclass(frozen=True)
+class NotSent:
+    """An ``--out`` value the job could not send back (it cannot be pickled): what the
+    notebook gets in its place, saying why and what to send instead. The training it
+    came from is not failed for it."""
+
+    name: str
+    type_name: str
+    reason: str
+    instead: str
+
+    @classmethod
+    def of(cls, name: str, value: Any, exc: BaseException) -> NotSent:
+        kind = type(value)
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        return cls(name, f"{kind.__module__}.{kind.__qualname__}", reason, _instead(name, value))
+
+    def __str__(self) -> str:
+        kind = f" ({self.type_name})" if self.type_name else ""
+        instead = f"; send {self.instead} instead" if self.instead else ""
+        return f"--out {self.name}{kind} was not sent back: {self.reason}{instead}"
+
+
+def _instead(name: str, value: Any) -> str:
+    """Something plainer to send: what the value's usual parts are called."""
+    if hasattr(getattr(value, "state", None), "log_history"):  # a transformers Trainer
+        return f"{name}.state.log_history (its metrics) or {name}.model.state_dict()"
+    if callable(getattr(value, "state_dict", None)):  # a torch module or optimizer
+        return f"{name}.state_dict()"
+    return f"plain values taken from {name} (numbers, strings, lists, dicts, arrays)"
 
 
 def _python_mismatch(manifest: dict[str, Any]) -> str | None:

@@ -47,6 +47,11 @@ def _job_count(client: ApiClient) -> int:
         ("", "y = handle.read()", "cannot send `handle` (_io.TextIOWrapper)"),
         ("", "y = (", "the cell is not valid Python: line 1"),
         ("--pip 'numpy=2'", "x = 1", "--pip: 'numpy=2' is not a requirement"),
+        ("--out never_set", "x = 1", "--out never_set: the cell never assigns never_set (it"),
+        ("--out 1abc", "x = 1", "--out 1abc: not a Python variable name"),
+        ("--out class", "x = 1", "--out class: not a Python variable name"),
+        ("--out print", "x = 1", "--out print: that is Python's builtin print"),
+        ("--out 'x,y'", "x = 1\ndef f():\n    y = 2", "--out y: the cell never assigns y"),
     ],
 )
 def test_usage_errors_are_one_line_and_submit_nothing(

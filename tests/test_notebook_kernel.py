@@ -169,6 +169,35 @@ def test_out_of_a_failed_job_is_not_bound_and_says_why(kernel: Kernel, client: A
     assert kernel.value("bad.outputs_state.stage") == "'not_bound'"
 
 
+@pytest.mark.timeout(120)
+def test_a_value_that_cannot_travel_spares_the_job_and_the_other_values(
+    kernel: Kernel, client: ApiClient
+) -> None:
+    """A finished training is never failed by its ``--out``: the value that cannot be
+    pickled is named with its type, why, and what to send instead; the others bind."""
+    submit_id, _, errors = kernel.run(
+        "%%bt_train --out history,model -o j\n"
+        "import threading\n"
+        "class Model:\n"
+        "    def __init__(self):\n"
+        "        self.lock = threading.Lock()  # as a Trainer's weakrefs: no pickle\n"
+        "    def state_dict(self):\n"
+        "        return {'w': 1}\n"
+        "model = Model()\n"
+        "history = [{'loss': 0.5}]"
+    )
+    assert not errors, errors
+    status = wait_for(lambda: _job_status(client, kernel, "j"), 60, "the job to end", every=0.2)
+    assert status == "COMPLETED"
+    said = kernel.printed_in(submit_id, "→ bound", timeout=30)
+    assert said.strip().startswith("outputs: history → bound; --out model (")
+    assert "Model) was not sent back: TypeError: cannot pickle '_thread.lock' object" in said
+    assert "send model.state_dict() instead" in said
+    assert kernel.value("history") == "[{'loss': 0.5}]"
+    assert kernel.value("'model' in globals()") == "False"
+    assert kernel.value("type(j.outputs()['model']).__name__") == "'NotSent'"
+
+
 # --------------------------------------------------------------------------- tracebacks
 
 

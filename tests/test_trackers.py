@@ -110,6 +110,26 @@ def test_a_chosen_output_dir_is_kept_and_one_outside_the_checkpoints_is_named(
     assert len([r for r in _records(out) if "loss" in r]) == 4
 
 
+def test_a_trainer_that_cannot_travel_is_named_with_what_to_send_instead(
+    tmp_path: Path,
+) -> None:
+    """``--out trainer`` (a weakref inside): the notebook is told what to send instead."""
+    script = TRAIN + (  # trained: as the cell leaves it
+        "import cloudpickle\n"
+        "from bt_jupyter.runtime import NotSent\n"
+        "try:\n"
+        "    cloudpickle.dumps(trainer)\n"
+        "    print('pickled')\n"
+        "except Exception as exc:\n"
+        "    print(NotSent.of('trainer', trainer, exc))\n"
+    )
+    said = _run_here(tmp_path, script, tmp_path / "ckpt").splitlines()[-1]
+    assert said.startswith("--out trainer (transformers.trainer.Trainer) was not sent back: ")
+    assert said.endswith(
+        "send trainer.state.log_history (its metrics) or trainer.model.state_dict() instead"
+    )
+
+
 def test_the_hook_never_breaks_an_import(tmp_path: Path) -> None:
     """A transformers without DEFAULT_CALLBACKS (a future release): the import still
     works and the job says once what it could not do."""

@@ -29,6 +29,7 @@ from bt_jupyter import spec, trackers
 from bt_jupyter.errors import CaptureError
 from bt_jupyter.packaging import capture as capture_mod
 from bt_jupyter.packaging import deps, files, imports
+from bt_jupyter.packaging.outputs import check_outputs
 from bt_jupyter.packaging.workspace import check_size
 from bt_jupyter.runtime import BUNDLE_DIR
 from bt_jupyter.session_kernel import DEFAULT_IDLE_TIMEOUT_S
@@ -174,6 +175,7 @@ def runs_bundle(project: spec.TrainingProject, bundle: Bundle) -> spec.TrainingP
 def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions) -> Bundle:
     """Turn a cell and the notebook state it reads into a Bundle (or raise a clear error)."""
     python_source = plain_python(source)
+    check_outputs(options.outputs, python_source)
     captured = capture_mod.capture(
         python_source, namespace, max_value_bytes=options.max_value_bytes
     )
