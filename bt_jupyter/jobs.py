@@ -637,7 +637,8 @@ class Job:
         raise NoSuchCheckpoint(f"job {self.id} has no checkpoint {name!r} (it has {names})")
 
     def outputs(self, sync_timeout: float = SYNC_TIMEOUT_S) -> dict[str, Any]:
-        """The variables the job saved with ``--out``; raises
+        """The variables the job saved with ``--out`` (a value it could not pickle is a
+        :class:`~bt_jupyter.runtime.NotSent` saying why); raises
         :class:`~bt_jupyter.client.OutputsMissing` when it was given ``--out`` and they are
         not there. Waits (up to ``sync_timeout``) for Baseten's checkpoint sync."""
         return self._rest.outputs(self.project_id, self.id, self.expected_outputs, sync_timeout)
