@@ -440,6 +440,8 @@ class BtMagics(Magics):
             print("\n".join(packaging.describe(bundle)))
             print("dry run: nothing was submitted")
             return
+        for advice in bundle.manifest.get("not_sent", []):
+            print(advice)  # a file the cell names that stays behind: said before it runs
         try:
             job = self.client(args.backend).submit(project, bundle, team=args.team)
         except BtJupyterError as exc:

@@ -47,7 +47,7 @@ def _job_count(client: ApiClient) -> int:
         ("", "y = handle.read()", "cannot send `handle` (_io.TextIOWrapper)"),
         ("", "y = (", "the cell is not valid Python: line 1"),
         ("--pip 'numpy=2'", "x = 1", "--pip: 'numpy=2' is not a requirement"),
-        ("--out never_set", "x = 1", "--out never_set: the cell never assigns never_set (it"),
+        ("--out never_set", "x = 1", "--out never_set: the cell never assigns never_set, nor"),
         ("--out 1abc", "x = 1", "--out 1abc: not a Python variable name"),
         ("--out class", "x = 1", "--out class: not a Python variable name"),
         ("--out print", "x = 1", "--out print: that is Python's builtin print"),
@@ -103,6 +103,16 @@ def test_wait_streams_text_and_binds_outputs(ip: InteractiveShell) -> None:
     job = ip.user_ns["run"]
     assert isinstance(job, Job)
     assert job.name == "magic-wait"
+
+
+def test_a_data_file_the_cell_names_reaches_the_job_without_include(
+    ip: InteractiveShell, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the notebook's folder
+    (tmp_path / "data.jsonl").write_text('{"text": "from next to the notebook"}\n')
+    result, out = _cell(ip, "--wait", "import json\nprint(json.loads(open('data.jsonl').read()))")
+    assert result.success, out.stdout + out.stderr  # type: ignore[attr-defined]
+    assert "[node 0] {'text': 'from next to the notebook'}" in out.stdout.splitlines()
 
 
 def test_a_terminal_follows_the_job_as_text(ip: InteractiveShell) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
+import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,7 +29,7 @@ from typing import Any
 from bt_jupyter import spec, trackers
 from bt_jupyter.errors import CaptureError
 from bt_jupyter.packaging import capture as capture_mod
-from bt_jupyter.packaging import deps, files, imports
+from bt_jupyter.packaging import deps, files, imports, named_files
 from bt_jupyter.packaging.outputs import check_outputs
 from bt_jupyter.packaging.workspace import check_size
 from bt_jupyter.runtime import BUNDLE_DIR
@@ -175,10 +176,10 @@ def runs_bundle(project: spec.TrainingProject, bundle: Bundle) -> spec.TrainingP
 def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions) -> Bundle:
     """Turn a cell and the notebook state it reads into a Bundle (or raise a clear error)."""
     python_source = plain_python(source)
-    check_outputs(options.outputs, python_source)
     captured = capture_mod.capture(
         python_source, namespace, max_value_bytes=options.max_value_bytes
     )
+    check_outputs(options.outputs, python_source, {c.name for c in captured.names})
     imported = [
         *imports.in_source(python_source, "the cell"),
         *captured.code_imports,
@@ -196,6 +197,18 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
                "have the job fetch them (--weights, or from storage)")  # fmt: skip
     for path, file in included:
         bundle_files[path] = file.read_bytes()
+    functions = {
+        c.name: value
+        for c in captured.names
+        if isinstance(value := namespace.get(c.name), types.FunctionType)
+    }
+    named = named_files.find(
+        python_source, _first_line(source, python_source, options), functions,
+        options.notebook_dir, frozenset(bundle_files), named_files.max_bytes(),
+    )  # fmt: skip
+    for found in named.sent:
+        for path, file in files.included_files([found.path], options.notebook_dir):
+            bundle_files.setdefault(path, file.read_bytes())
     explicit = (
         deps.read_requirements_file(options.requirements_file) if options.requirements_file else []
     )
@@ -236,6 +249,8 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
         "local_modules": sorted(local),
         "files": listed,
         "outputs": list(options.outputs),
+        "named_files": [vars(f) for f in named.sent],
+        "not_sent": named_files.advice(named),
         "buffers": len(captured.buffers),
         "values": captured.shown,
         "swept": list(options.swept),
@@ -268,14 +283,19 @@ def _traceback_sources(
     name = options.cell_name
     if name in captured.sources:  # the same label for two cells: keep them apart
         name = f"{name} (%%bt_train)"
-    # IPython drops leading blank lines; cell.py's line 1 is the body's first kept line
-    dropped = max(0, len(source.splitlines()) - len(python_source.splitlines()))
     header = "".join(f"{line}\n" for line in options.cell_header)
     return {
-        "cell": {"name": name, "first_line": len(options.cell_header) + dropped + 1},
+        "cell": {"name": name, "first_line": _first_line(source, python_source, options)},
         "code_files": dict(sorted(captured.code_files.items())),
         "sources": {**dict(sorted(captured.sources.items())), name: header + source},
     }
+
+
+def _first_line(source: str, python_source: str, options: PackageOptions) -> int:
+    """The notebook cell's line of cell.py's line 1: after the ``%%bt_train`` line, and
+    after the leading blank lines IPython drops."""
+    dropped = max(0, len(source.splitlines()) - len(python_source.splitlines()))
+    return len(options.cell_header) + dropped + 1
 
 
 def _local_code(imported: list[imports.ImportedModule]) -> tuple[dict[str, Path], dict[str, Data]]:
@@ -341,5 +361,9 @@ def describe(bundle: Bundle) -> Iterable[str]:
         yield f"captured  {c['name']:<20} {c['kind']:<8} {detail}"
     for r in m["requirements"]:
         yield f"requires  {r}"
+    named = {f["path"]: f["where"] for f in m.get("named_files", [])}
     for f in m["files"]:
-        yield f"file      {f['path']}  ({f['size']:,} bytes)"
+        top = next((n for n in named if f["path"] == n or f["path"].startswith(f"{n}/")), None)
+        why = f"  included because {named[top]}" if top else ""
+        yield f"file      {f['path']}  ({f['size']:,} bytes){why}"
+    yield from m.get("not_sent", [])

@@ -41,16 +41,17 @@ def assigned_names(tree: ast.Module) -> set[str]:
     return found
 
 
-def check_outputs(names: tuple[str, ...], python_source: str) -> None:
-    """Refuse a ``--out`` name that is not a Python name, is a builtin, or that the cell
-    never assigns (BtJupyterError naming it and the fix)."""
+def check_outputs(names: tuple[str, ...], python_source: str, captured: set[str]) -> None:
+    """Refuse a ``--out`` name that is not a Python name, or that the cell neither
+    assigns nor takes from the notebook (``captured``: a model it trains in place comes
+    back changed), such as a builtin (BtJupyterError naming it and the fix)."""
     if not names:
         return
     try:
         tree = ast.parse(python_source)
     except SyntaxError:
         return  # the cell's own syntax error is reported where the cell is compiled
-    assigned = assigned_names(tree)
+    assigned = assigned_names(tree) | captured
     for name in names:
         if not name.isidentifier() or keyword.iskeyword(name):
             shown = name if name.isprintable() and len(name) < 40 else limits.shown(name)
@@ -65,8 +66,8 @@ def check_outputs(names: tuple[str, ...], python_source: str) -> None:
             )
         if name not in assigned:
             listed = ", ".join(sorted(n for n in assigned if not n.startswith("_"))[:8])
-            hint = f" (it assigns {listed})" if listed else ""
+            hint = f" (it has {listed})" if listed else ""
             raise BtJupyterError(
-                f"--out {name}: the cell never assigns {name}{hint}; assign it in the "
-                "cell, or leave it out of --out"
+                f"--out {name}: the cell never assigns {name}, nor uses it from the "
+                f"notebook{hint}; assign it in the cell, or leave it out of --out"
             )
