@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from bt_jupyter.errors import BtJupyterError
 from bt_jupyter.limits import shown
-from bt_jupyter.local import daemon
+from bt_jupyter.local import daemon, envs, image_cache
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.secrets import SecretStore, check_secret
 
@@ -21,7 +21,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def _cache(args: argparse.Namespace) -> int:
+    """``bt-jupyter local cache [list|prune]``: the machine's image cache."""
+    cache = envs.default_cache()
+    if args.cache_action == "prune":
+        if not 0 <= args.unused_days <= 36_500:
+            print("error: --unused-days is a number of days, 0 or more", file=sys.stderr)
+            return 2
+        removed, freed = image_cache.prune(cache, args.unused_days)
+        for line in removed:
+            print(f"removed {line}")
+        print(f"freed {freed / 1e6:,.0f} MB of {cache} (kept what a job used in the last "
+              f"{args.unused_days:g} days)")  # fmt: skip
+        return 0
+    found = image_cache.entries(cache)
+    if not found:
+        print(f"the image cache {cache} is empty")
+        return 0
+    for e in found:
+        age = f"  unused {e.unused_days:.1f} d" if e.unused_days is not None else ""
+        print(f"{e.kind:<9} {e.name:<40} {e.bytes / 1e6:>9,.1f} MB{age}  {e.what}")
+    total = sum(e.bytes for e in found)
+    print(f"{total / 1e6:,.0f} MB in {cache} (a shared file counted once); "
+          "`bt-jupyter local cache prune` frees what no job used for 14 days")  # fmt: skip
+    return 0
+
+
 def _local(args: argparse.Namespace, home: Home) -> int:
+    if args.action == "cache":
+        return _cache(args)
     if args.action == "start":
         port = daemon.parse_port(args.port)  # before anything starts: one clear line
         info = daemon.ensure_running(home, port)
@@ -80,7 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="bt-jupyter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     local = commands.add_parser("local", help="the embedded local training service")
-    local.add_argument("action", choices=["start", "stop", "status"])
+    local.add_argument("action", choices=["start", "stop", "status", "cache"])
+    local.add_argument(
+        "cache_action", nargs="?", choices=["list", "prune"], default="list",
+        help="cache: list what the image cache holds, or prune what no job used lately",
+    )  # fmt: skip
+    local.add_argument(
+        "--unused-days", type=float, default=14.0,
+        help="prune: remove what no job used for this many days (default 14)",
+    )  # fmt: skip
     # a string, checked by the daemon: argparse's own error would be a usage block
     local.add_argument(
         "--port", default="0", help="start: listen on this port (1..65535; 0: any free one)"

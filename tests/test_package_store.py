@@ -4,12 +4,15 @@ store entries are read-only; what the store cannot install the same way pip inst
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from bt_jupyter.local import envs, package_store
+from bt_jupyter.local import envs, image_cache, package_store
 
 STAND_IN = envs.StandIn.of("python:3.11-slim")
 
@@ -105,3 +108,33 @@ def test_an_interrupted_store_entry_is_built_again(image: envs.Layer, cache: Pat
     assert (entry / ".ready").exists()
     assert not half.exists()
     assert _run_in(layer, image, cache, "import tomli_w; print('ok')") == "ok"
+
+
+def test_the_cache_lists_and_prunes_what_no_job_used_lately(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    image = envs.image_layer(STAND_IN, cache, lambda _: None)
+    old, _ = _layer(image, cache, "tomli-w==1.0.0\n")
+    kept, _ = _layer(image, cache, "PyYAML==6.0.2\n")
+    month_ago = time.time() - 30 * image_cache.DAY_S
+    os.utime(old.root.parent / f"{old.root.name}.lock", (month_ago, month_ago))
+    listed = {(e.kind, e.what) for e in image_cache.entries(cache)}
+    assert {("layer", "tomli-w==1.0.0"), ("layer", "PyYAML==6.0.2")} <= listed
+    assert {("package", "tomli_w==1.0.0"), ("package", "PyYAML==6.0.2")} <= listed
+
+    cli = subprocess.run(
+        [sys.executable, "-m", "bt_jupyter.cli", "local", "cache", "prune"],
+        env={**os.environ, "BT_JUPYTER_IMAGE_CACHE": str(cache)},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert f"removed layer {old.root.name} (tomli-w==1.0.0)" in cli.stdout
+    assert "removed package tomli_w-1.0.0-" in cli.stdout
+    assert "yaml" not in cli.stdout.lower()
+    assert not old.root.exists()
+    store = {p.name.split("-")[0] for p in (cache / "store").glob("*/*") if p.is_dir()}
+    assert store == {"pyyaml"}
+    assert _run_in(kept, image, cache, "import yaml; print(yaml.__version__)") == "6.0.2"
+    # what the next job needing the pruned set does: builds it again
+    again, said = _layer(image, cache, "tomli-w==1.0.0\n")
+    assert any("installing tomli_w" in line for line in said), said
+    assert _run_in(again, image, cache, "import tomli_w; print('back')") == "back"

@@ -148,6 +148,8 @@ def link_layer(
             return False
     started = time.monotonic()
     files = sum(_link(store / w.key, site, bin_dir, python) for w in wheels)
+    # what this layer links: `bt-jupyter local cache prune` keeps those store entries
+    (bin_dir.parent / ".store").write_text("".join(f"{w.key}\n" for w in wheels))
     log(f"Requirements: linked {files} files of {len(wheels)} package(s) from the store "
         f"in {time.monotonic() - started:.1f}s")  # fmt: skip
     return True

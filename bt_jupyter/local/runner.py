@@ -34,7 +34,7 @@ from typing import IO, Any
 import psutil
 
 from bt_jupyter import api, spec
-from bt_jupyter.local import checkpoints, envs, gpus, jobroot, weights
+from bt_jupyter.local import checkpoints, envs, gpus, image_cache, jobroot, weights
 from bt_jupyter.local.containment import Containment
 from bt_jupyter.local.home import Home, private_member
 from bt_jupyter.local.log_sink import LEVEL, LogSink, levels_of
@@ -53,6 +53,8 @@ MAX_PARTIAL = 16 * MAX_LINE
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 ERROR, DEBUG = LEVEL["ERROR"], LEVEL["DEBUG"]
 SAMPLE_SECONDS = 2.0
+#: How often a running job marks its layers used (see local/image_cache.py).
+LAYERS_USED_S = 3600.0
 FAIL_FAST_GRACE = 5.0
 #: The longest wait for a node's output readers once its processes are gone (a process
 #: that escaped containment with the pipe open would hold them forever).
@@ -506,7 +508,7 @@ class Runner:
     # ------------------------------------------------------------------ supervise
 
     def _supervise(self) -> tuple[TrainingJobStatus, str | None]:
-        next_sample = next_status_check = 0.0
+        next_sample = next_status_check = next_layers_used = 0.0
         while True:
             if self.stop_requested:
                 self.log.add(
@@ -538,6 +540,9 @@ class Runner:
                 self._sample()
                 self._scan_checkpoints()
                 next_sample = now + SAMPLE_SECONDS
+            if now >= next_layers_used:  # pruning the cache spares a running job's
+                image_cache.mark_used(layer.root for layer in self.layers)
+                next_layers_used = now + LAYERS_USED_S
             if now >= next_status_check:
                 self._check_stopped_elsewhere()
                 over = self._over_limit()
