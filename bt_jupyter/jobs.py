@@ -495,12 +495,16 @@ class Job:
 
     @property
     def notice(self) -> str | None:
-        """A PENDING or QUEUED job's advice about the queue, or what a CREATED job is
-        doing before its nodes start (mirroring weights): news, not an error."""
+        """A PENDING or QUEUED job's advice about the queue, or what a CREATED or
+        DEPLOYING job is doing before its nodes start (mirroring weights, building its
+        environment): news, not an error."""
         return self._wire.error_message if self._notices() else None
 
     def _notices(self) -> bool:
-        return self.status.is_waiting or self.status == spec.TrainingJobStatus.CREATED
+        return self.status.is_waiting or self.status in (
+            spec.TrainingJobStatus.CREATED,
+            spec.TrainingJobStatus.DEPLOYING,
+        )
 
     @property
     def created_at(self) -> datetime:

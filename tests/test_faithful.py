@@ -26,6 +26,7 @@ from tests.helpers import (
     requirements,
     running_service,
     submit,
+    wait_for,
     wait_terminal,
 )
 from tests.node_harness import bare_image, run_like_a_node
@@ -509,3 +510,32 @@ def test_jobs_that_need_one_new_layer_at_once_build_it_once(tmp_path: Path) -> N
     reused = [any(m.startswith("Requirements: cached layer") for m in lines) for lines in logs]
     assert sorted(built) == [False, True]
     assert sorted(reused) == [False, True]
+
+
+def test_a_job_says_what_it_installs_while_it_builds_its_environment(tmp_path: Path) -> None:
+    """While DEPLOYING builds its environment, the job's phase (the widget's, the
+    sidebar's and %bt_jobs's note) says what is installed and for how long; it is gone
+    once the nodes run, and the job's error stays empty."""
+    home = Home(tmp_path / "home")
+    with (
+        running_service(home, BT_JUPYTER_IMAGE_CACHE=str(tmp_path / "cache")),
+        ApiClient.local(home.root) as client,
+    ):
+        project = client.upsert_project(f"faithful-{new_id()}")
+        files = {"requirements.txt": "tomli-w==1.0.0\n", "use.py": "import tomli_w\n"}
+        job = submit(client, project, [INSTALL, "python use.py"], files=files)
+        phases: list[str] = []
+
+        def ended() -> bool:
+            wire = client.job(project.id, job.id).training_job
+            if wire.status == S.DEPLOYING and wire.error_message:
+                phases.append(wire.error_message)
+            return wire.status.is_terminal
+
+        wait_for(ended, 240, "the job to end", every=0.05)
+        done = client.job(project.id, job.id).training_job
+    assert done.status == S.COMPLETED
+    assert done.error_message is None
+    assert phases, "no phase seen while DEPLOYING"
+    assert all(p.startswith("building its environment, ") for p in phases), phases
+    assert any("installing tomli_w 1.0.0 (1/1)" in p for p in phases), phases

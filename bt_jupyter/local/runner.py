@@ -27,6 +27,7 @@ import sys
 import tarfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -217,21 +218,37 @@ class Runner:
         self._unpack(runtime.get("artifacts", []), work)
         user_env = self._resolve_env(runtime.get("environment_variables", {}))
         cache = envs.default_cache()
-        image = envs.image_layer(stand_in, cache, self.log.add)
+        say = self._building_log()
+        image = envs.image_layer(stand_in, cache, say)
         self.layers = [image]
         requirements = work / "requirements.txt"
         commands = runtime.get("start_commands") or []
         if envs.installs_requirements(commands) and requirements.is_file():
-            layer = envs.requirements_layer(
-                image, stand_in, requirements.read_text(), cache, self.log.add
-            )
+            layer = envs.requirements_layer(image, stand_in, requirements.read_text(), cache, say)
             if layer is not None:
                 self.layers.insert(0, layer)
+        self.store.set_phase(self.job.id, None)
         self.node_envs = [
             envs.node_env(self.dir / f"env-node-{rank}", image, self.layers)
             for rank in range(len(plan))
         ]
         return self._base_env(user_env, runtime), plan
+
+    def _building_log(self) -> Callable[[str], None]:
+        """The job's log, and while its environment is built, its phase (the widget's,
+        the sidebar's and ``%bt_jobs``'s note): what is being installed, how long so far."""
+        started = time.monotonic()
+
+        def say(line: str) -> None:
+            self.log.add(line)
+            if line.startswith(("Requirements: ", "Image ")):
+                what = self.log.redact(line.removeprefix("Requirements: "))[:300]
+                took = time.monotonic() - started
+                self.store.set_phase(
+                    self.job.id, f"building its environment, {took:.0f} s so far: {what}"
+                )
+
+        return say
 
     def _unpack(self, artifacts: list[dict[str, str]], work: Path) -> None:
         work.mkdir(parents=True, exist_ok=True)

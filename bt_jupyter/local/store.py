@@ -281,6 +281,11 @@ class CheckpointRow:
     lora_adapter_config: dict[str, Any] | None
 
 
+_DEPLOYING = TrainingJobStatus.DEPLOYING.value
+#: Statuses whose message is the job's phase (what it does before its nodes start).
+_PHASED = frozenset({TrainingJobStatus.CREATED.value, _DEPLOYING})
+
+
 class Store:
     """Thread-safe access (one connection per thread) to the state database."""
 
@@ -503,8 +508,8 @@ class Store:
             row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None or not _status(row["status"]).can_become(status):
                 return False
-            # leaving the queue, or CREATED's phase: the advice or phase goes
-            waited = _status(row["status"]).is_waiting or row["status"] == "TRAINING_JOB_CREATED"
+            # leaving the queue, or CREATED's or DEPLOYING's phase: the advice or phase goes
+            waited = _status(row["status"]).is_waiting or row["status"] in _PHASED
             db.execute(
                 "UPDATE jobs SET status = ?, error_message = COALESCE(?, error_message),"
                 " updated_at = ? WHERE id = ?",
@@ -539,11 +544,12 @@ class Store:
             return changed.rowcount == 1
 
     def set_phase(self, job_id: str, message: str | None) -> None:
-        """What a CREATED job is doing before its nodes start (mirroring weights)."""
+        """What a CREATED or DEPLOYING job is doing before its nodes start (mirroring
+        weights, building its environment)."""
         with self._tx() as db:
             db.execute(
-                "UPDATE jobs SET error_message = ? WHERE id = ? AND status = ?",
-                (message, job_id, TrainingJobStatus.CREATED.value),
+                "UPDATE jobs SET error_message = ? WHERE id = ? AND status IN (?, ?)",
+                (message, job_id, TrainingJobStatus.CREATED.value, _DEPLOYING),
             )
 
     def set_waiting_message(self, job_id: str, message: str) -> None:
