@@ -238,7 +238,7 @@ def test_load_latest_names_a_model_checkpoint_not_the_outputs(
 
 def test_missing_outputs_are_a_clear_error_not_empty(cloud: Cloud) -> None:  # noqa: F811
     client, _ = cloud
-    bundle = _bundle("raise SystemExit(3)")  # ends before saving --out answer
+    bundle = _bundle("raise SystemExit(3)\nanswer = 42")  # ends before saving --out answer
     job = client.submit(_project(bundle, f"noout-{new_id()}"), bundle)
     with pytest.raises(JobFailed, match="FAILED"):
         job.wait(timeout=120)

@@ -126,11 +126,12 @@ def prune(cache: Path, unused_days: float) -> tuple[list[str], int]:
             remove_tree(layer)
         removed.append(f"layer {layer.name} ({what})")
     linked: set[str] = set()
-    for layer in _layers(cache):
+    images = cache / "images"
+    for layer in [*_layers(cache), *(images.iterdir() if images.is_dir() else [])]:
         try:
             linked.update((layer / STORE_LIST).read_text().split())
         except OSError:
-            continue  # built by pip: it links nothing
+            continue  # built by pip (or a lock file): it links nothing
     for entry in _store_folders(cache):
         if entry.name.endswith(".building") or entry.name in linked:
             continue
