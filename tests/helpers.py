@@ -17,6 +17,7 @@ import psutil
 
 from bt_jupyter import api, spec
 from bt_jupyter.client import ApiClient
+from bt_jupyter.jobs import Job
 from bt_jupyter.local import daemon
 from bt_jupyter.local.home import Home
 
@@ -55,7 +56,7 @@ def running_service(home: Home, port: int = 0, **env: str) -> Iterator[daemon.Se
     finally:
         daemon.stop(home)
         _stop_deployments(home)
-        wait_for(lambda: not _standby_runners(home), 15, "standby runner to exit")
+        wait_for(lambda: not _standby_runners(home), 60, "standby runner to exit")
 
 
 def _stop_deployments(home: Home) -> None:
@@ -108,6 +109,13 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: fl
         if waited > timeout:
             raise AssertionError(f"timed out after {timeout}s of CPU share waiting for {what}")
         time.sleep(every)
+
+
+def wait_job(job: Job, timeout: float = 240) -> Job:
+    """``job.wait()`` on :func:`wait_for`'s clock: a job that builds torch's environment
+    on a busy machine is waited for, a stuck one is not. Raises JobFailed as ``wait``."""
+    wait_for(lambda: job.refresh().status.is_terminal, timeout, f"job {job.id} to end", every=0.5)
+    return job.wait()
 
 
 def paced_lines(count: int) -> str:

@@ -38,7 +38,7 @@ from bt_jupyter.local.store import new_id
 from bt_jupyter.packaging import PackageOptions, package_cell
 from bt_jupyter.packaging.bundle import SessionMode
 from bt_jupyter.remote import keys
-from tests.helpers import INSTALL, bundle, requirements, running_service, wait_for
+from tests.helpers import INSTALL, bundle, requirements, running_service, wait_for, wait_job
 from tests.openapi import OpenAPI
 from tests.test_deploy import LORA, TINY_GPT
 from tests.test_local_contract import Recorder, _contract_problems
@@ -313,7 +313,7 @@ def _train(client: Client, script: str, gpu: str | None = "H100:1", **env: str) 
             checkpointing_config=spec.CheckpointingConfig(enabled=True),
         ),
     )
-    return Job(client, client.api.create_job(project.id, job, [artifact])).wait(timeout=240)
+    return wait_job(Job(client, client.api.create_job(project.id, job, [artifact])))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from bt_jupyter.deployments import DeploymentFailed
 from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from bt_jupyter.packaging import PackageOptions, package_cell
-from tests.helpers import INSTALL, bundle, requirements
+from tests.helpers import INSTALL, bundle, requirements, wait_job
 
 pytest.importorskip("transformers")
 
@@ -96,7 +96,7 @@ def _run(bt: Client, script: str, **env: str) -> Job:
         ),
         [artifact],
     )
-    return Job(bt, job).wait(timeout=240)
+    return wait_job(Job(bt, job))
 
 
 @pytest.fixture(scope="module")

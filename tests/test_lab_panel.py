@@ -28,7 +28,7 @@ from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from bt_jupyter.pricing import gpu_cost_per_hour
 from tests.browser import ARTIFACTS, jupyterlab, needs_chromium, notebook_page, write_notebook
-from tests.helpers import INSTALL, bundle, requirements, running_service, submit, wait_for
+from tests.helpers import INSTALL, bundle, requirements, running_service, submit, wait_for, wait_job
 from tests.test_lab_extension import _labextension_installed
 
 pytestmark = [
@@ -251,7 +251,7 @@ def trained(local_home: Home) -> Iterator[Job]:
             ),
             [artifact],
         )
-        job = Job(bt, wire).wait(timeout=300)
+        job = wait_job(Job(bt, wire), 300)
         assert job.status == spec.TrainingJobStatus.COMPLETED, job.error_message
         yield job
 

@@ -11,7 +11,7 @@ from bt_jupyter.local.home import Home
 from tests.test_notebooks import execute
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_lora_sft_trains_deploys_resumes_compares_and_loads_back(
     local_home: Home, monkeypatch: pytest.MonkeyPatch
 ) -> None:
