@@ -93,7 +93,7 @@ class Checkpoint(api.TrainingJobCheckpointV1):
                     bar.update(item.size_bytes)
                     continue
                 partial = target.with_name(target.name + ".part")
-                job.client.api.download(item.url, partial)
+                job.fetch(item.url, partial)
                 os.replace(partial, target)
                 bar.update(item.size_bytes)
         finally:

@@ -109,7 +109,7 @@ def summarize_metrics(records: list[dict[str, Any]]) -> dict[str, MetricSummary]
 
 def run_of(job: Job) -> Run:
     """A job's facts, options, notebook values and metric summary."""
-    manifest = job.client.api.bundle_manifest(job.project_id, job.id) or {}
+    manifest = job.bundle_manifest() or {}
     records = job.user_metrics() if job.has_run else []
     metrics = summarize_metrics(records)
     checkpoints = len(job.checkpoints()) if job.has_run else 0

@@ -50,7 +50,7 @@ def write_checkpoint_urls(job: Job, folder: Path | str | None = None) -> Path:
 def download_artifact(job: Job, folder: Path | str | None = None, unzip: bool = True) -> Path:
     """Fetch the job's bundle into ``folder`` (default: the current one): unpacked into
     ``{project}_{job}/`` (refused when that exists), or as ``{project}_{job}.tgz``."""
-    urls = job.client.api.job_artifact_urls(job.project_id, job.id)
+    urls = job.artifact_urls()
     if not urls:
         raise DownloadError(
             f"job {job.id} has no artifact to download (it was created without files)"
@@ -58,12 +58,12 @@ def download_artifact(job: Job, folder: Path | str | None = None, unzip: bool = 
     output = Path(folder or Path.cwd()).resolve()
     output.mkdir(parents=True, exist_ok=True)
     if not unzip:
-        return job.client.api.download(urls[0], output / f"{_base_name(job)}.tgz")
+        return job.fetch(urls[0], output / f"{_base_name(job)}.tgz")
     unpacked = output / _base_name(job)
     if unpacked.exists():
         raise DownloadError(f"{unpacked} already exists: remove it or download into another folder")
     with tempfile.TemporaryDirectory() as scratch:
-        archive = job.client.api.download(urls[0], Path(scratch) / "bundle.tgz")
+        archive = job.fetch(urls[0], Path(scratch) / "bundle.tgz")
         try:
             with tarfile.open(archive, "r:*") as tar:
                 # the "data" filter refuses absolute paths, "..", links out and devices

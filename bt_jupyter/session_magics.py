@@ -160,8 +160,7 @@ class SessionMagics:
         running = [
             job
             for job in client.jobs(project=project)
-            if not job.status.is_terminal
-            and "session" in (client.api.bundle_manifest(job.project_id, job.id) or {})
+            if not job.status.is_terminal and "session" in (job.bundle_manifest() or {})
         ]
         if not running:
             print(f"No live sessions in project {project!r} (%bt_session start)")

@@ -32,9 +32,11 @@ from bt_jupyter.local.home import Home
 from bt_jupyter.local.store import new_id
 from bt_jupyter.packaging.bundle import PackageOptions, SessionMode, package_cell
 from bt_jupyter.remote import kernel as remote_kernel
+from bt_jupyter.remote import session as remote_session
 from bt_jupyter.remote.session import TRANSPORT_ENV
 from bt_jupyter.session_kernel import connection_file
 from tests.conftest import magics_on
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -175,17 +177,35 @@ def sigint_raises() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("sigint_raises")
-def test_interrupt_stops_the_cell_not_the_session(rip: InteractiveShell) -> None:
-    """The notebook's stop button is SIGINT to its kernel: here, to this process while
-    the remote cell loops."""
-    timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    started = time.monotonic()
+def test_interrupt_stops_the_cell_not_the_session(
+    rip: InteractiveShell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notebook's stop button is SIGINT to its kernel: here, to this process once the
+    remote cell loops (a fixed delay could fire before the magic reached its wait, on a
+    busy machine, and stop the test run instead)."""
+    waited: list[dict[int, remote_kernel.RunningCell]] = []
+    real_run_cells = remote_session.run_cells
+
+    def watched(cells: dict[int, remote_kernel.RunningCell], show: Any) -> None:
+        waited.append(cells)
+        real_run_cells(cells, show)
+
+    monkeypatch.setattr(remote_session, "run_cells", watched)
+    pressed: list[float] = []
+
+    def stop_button() -> None:
+        wait_for(lambda: waited and all(c.started for c in waited[0].values()), 120,
+                 "the remote cell to start", every=0.05)  # fmt: skip
+        pressed.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    presser = threading.Thread(target=stop_button)
+    presser.start()
     with pytest.raises(RemoteCellError) as raised:
         rip.run_cell_magic("bt_remote", "", "n = 0\nwhile True:\n    n += 1")
-    timer.join()
+    presser.join()
     assert "KeyboardInterrupt" in str(raised.value)
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - pressed[0] < 30
     with capture_output() as after:
         rip.run_cell_magic("bt_remote", "", "print('still here', n > 0)")
     assert "still here True" in after.stdout

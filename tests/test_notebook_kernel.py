@@ -108,17 +108,27 @@ def _job_status(client: ApiClient, kernel: Kernel, name: str) -> str:
     return job.status.short if job.status.is_terminal else ""
 
 
+def _submitted(kernel: Kernel, cell: str) -> str:
+    """Run a ``%%bt_train`` cell that returns at once; its message id."""
+    submit_id, _, errors = kernel.run(cell)
+    assert not errors, errors
+    return submit_id
+
+
+def _ended(client: ApiClient, kernel: Kernel, name: str) -> str:
+    """The final status of the job the notebook holds as ``name``, once it ended."""
+    return wait_for(lambda: _job_status(client, kernel, name), 60, "the job to end", every=0.2)
+
+
 @pytest.mark.timeout(120)
 def test_out_without_wait_binds_when_the_job_completes_while_the_kernel_is_idle(
     kernel: Kernel, client: ApiClient
 ) -> None:
-    submit_id, _, errors = kernel.run(
-        "%%bt_train --name outjob --out final -o j\nfinal = 6 * 7\nprint('trained')"
+    submit_id = _submitted(
+        kernel, "%%bt_train --name outjob --out final -o j\nfinal = 6 * 7\nprint('trained')"
     )
-    assert not errors, errors
     assert kernel.value("j.outputs_state.stage") == "'waiting'"
-    status = wait_for(lambda: _job_status(client, kernel, "j"), 60, "the job to end", every=0.2)
-    assert status == "COMPLETED"
+    assert _ended(client, kernel, "j") == "COMPLETED"
     # no cell runs: the binding thread binds at once and says so in the submitting cell
     said = kernel.printed_in(submit_id, "→ bound", timeout=30)
     assert said.strip().startswith("outputs: final → bound (job ")
@@ -156,12 +166,10 @@ def test_out_binds_at_the_next_cell_when_the_job_completes_while_a_cell_runs(
 
 @pytest.mark.timeout(120)
 def test_out_of_a_failed_job_is_not_bound_and_says_why(kernel: Kernel, client: ApiClient) -> None:
-    submit_id, _, errors = kernel.run(
-        "%%bt_train --out never -o bad\nnever = 1\nraise RuntimeError('boom')"
+    submit_id = _submitted(
+        kernel, "%%bt_train --out never -o bad\nnever = 1\nraise RuntimeError('boom')"
     )
-    assert not errors, errors
-    status = wait_for(lambda: _job_status(client, kernel, "bad"), 60, "the job to end", every=0.2)
-    assert status == "FAILED"
+    assert _ended(client, kernel, "bad") == "FAILED"
     said = kernel.printed_in(submit_id, "not bound", timeout=30)
     assert said.strip().startswith("outputs: never → not bound: job FAILED: ")
     assert "RuntimeError: boom" in said
@@ -175,7 +183,8 @@ def test_a_value_that_cannot_travel_spares_the_job_and_the_other_values(
 ) -> None:
     """A finished training is never failed by its ``--out``: the value that cannot be
     pickled is named with its type, why, and what to send instead; the others bind."""
-    submit_id, _, errors = kernel.run(
+    submit_id = _submitted(
+        kernel,
         "%%bt_train --out history,model -o j\n"
         "import threading\n"
         "class Model:\n"
@@ -184,11 +193,9 @@ def test_a_value_that_cannot_travel_spares_the_job_and_the_other_values(
         "    def state_dict(self):\n"
         "        return {'w': 1}\n"
         "model = Model()\n"
-        "history = [{'loss': 0.5}]"
+        "history = [{'loss': 0.5}]",
     )
-    assert not errors, errors
-    status = wait_for(lambda: _job_status(client, kernel, "j"), 60, "the job to end", every=0.2)
-    assert status == "COMPLETED"
+    assert _ended(client, kernel, "j") == "COMPLETED"
     said = kernel.printed_in(submit_id, "→ bound", timeout=30)
     assert said.strip().startswith("outputs: history → bound; --out model (")
     assert "Model) was not sent back: TypeError: cannot pickle '_thread.lock' object" in said

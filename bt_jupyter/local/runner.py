@@ -162,8 +162,11 @@ class Runner:
         self._check_stopped_elsewhere()
         if self.stop_requested:
             return S.STOPPED, None
+        # RUNNING first, as a node's container runs its commands: a job's first line is
+        # never stored while it still says DEPLOYING (a busy machine showed one)
+        if not self.store.set_status(self.job.id, S.RUNNING):
+            return S.STOPPED, None
         self._start_nodes(env, plan)
-        self.store.set_status(self.job.id, S.RUNNING)
         return self._supervise()
 
     # ------------------------------------------------------------------ prepare

@@ -693,8 +693,7 @@ class Store:
     ) -> tuple[list[LogRow], int]:
         """For a follower that shows only recent lines: after ``after_id``, the newest
         ``tail`` lines plus older lines holding ``keep_containing`` (metrics, even after a
-        progress bar on the same line), and how
-        many lines were skipped."""
+        progress bar on the same line), and how many lines were skipped."""
         db = self._db()
         total = db.execute(
             f"SELECT COUNT(*) FROM logs WHERE job_id = ? AND {_AFTER}",

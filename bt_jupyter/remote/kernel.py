@@ -216,6 +216,7 @@ class RunningCell:
                 if self._interrupt_pending:
                     self._interrupt_pending = False
                     self.kernel.interrupt()
+                    self.interrupted_at = time.monotonic()  # the grace starts now
             elif msg["msg_type"] in OUTPUT_TYPES:
                 on_output({"msg_type": msg["msg_type"], **msg["content"]})
 

@@ -131,9 +131,7 @@ class LiveSession:
         for attempt in range(RECONNECTS + 1):
             self._wait_running(progress)
             key = keys.ensure_key()
-            signed = self.job.client.api.sign_ssh(
-                self.job.project_id, self.id, keys.public_line(key), node
-            )
+            signed = self.job.sign_ssh(keys.public_line(key), node)
             tunnel = NodeTunnel.open(signed, key, self.job.client.backend.ssh_proxy_tls(), node)
             try:
                 info = self._connection_info(tunnel, node, progress)
@@ -341,7 +339,7 @@ def attach(client: Client, job_id: str, post_mortem: bool = False) -> LiveSessio
     ``post_mortem``: the kept process of a job that failed with ``--interactive
     on_failure``."""
     job = client.job(job_id)
-    manifest = client.api.bundle_manifest(job.project_id, job.id) or {}
+    manifest = job.bundle_manifest() or {}
     if post_mortem and "post_mortem" not in manifest:
         raise SessionError(
             f"job {job.id} keeps no failed process: submit it with "
