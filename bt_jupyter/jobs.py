@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from typing_extensions import Unpack
 
-from bt_jupyter import api, downloads, preflight, spec
+from bt_jupyter import api, downloads, job_files, preflight, spec
 from bt_jupyter.backends import After, Backend, DeployRequest, JobPage, backend_named
 from bt_jupyter.cache_summary import CacheView, SortKey, cache_view
 from bt_jupyter.checkpoints import Checkpoint
@@ -50,6 +50,7 @@ from bt_jupyter.errors import (
     NoSuchJob,
     NoSuchProject,
 )
+from bt_jupyter.job_files import JobFile
 from bt_jupyter.packaging import Bundle, PackageOptions, runs_bundle, workspace
 
 BASETEN_API_URL = "https://api.baseten.co"
@@ -623,6 +624,22 @@ class Job:
         leader's records, or ``node``'s, or every node's with ``node=None``."""
         return self._rest.user_metrics(self.project_id, self.id, node)
 
+    def bundle_manifest(self) -> dict[str, Any] | None:
+        """The manifest of the cell's bundle (None for a job that is not a cell)."""
+        return self._rest.bundle_manifest(self.project_id, self.id)
+
+    def artifact_urls(self) -> list[str]:
+        """Presigned URLs of the job's artifacts (its bundle)."""
+        return self._rest.job_artifact_urls(self.project_id, self.id)
+
+    def sign_ssh(self, public_key: str, node: int) -> api.SignSSHCertificateResponseV1:
+        """A short-lived SSH certificate for ``public_key`` on one node of the job."""
+        return self._rest.sign_ssh(self.project_id, self.id, public_key, node)
+
+    def fetch(self, url: str, target: Path) -> Path:
+        """One of the job's presigned URLs (a checkpoint file, an artifact) into ``target``."""
+        return self._rest.download(url, target)
+
     def checkpoints(self) -> list[Checkpoint]:
         """Model checkpoints, oldest first (``.``: the files at the checkpoint root); each
         can be downloaded (``.download()``) and loaded (``bt_jupyter.load_hf``)."""
@@ -639,6 +656,17 @@ class Job:
                 return checkpoint
         names = ", ".join(c.checkpoint_id for c in found) or "none yet"
         raise NoSuchCheckpoint(f"job {self.id} has no checkpoint {name!r} (it has {names})")
+
+    def files(self, node: int | None = 0) -> list[JobFile]:
+        """The files the cell wrote into its working folder (``model.pth``, a plot, a
+        ``save_pretrained`` folder's files), kept on the checkpoint volume; each can be
+        downloaded (``.download()``) and opened (``.load()``)."""
+        return job_files.files_of(self, node)
+
+    def download_files(self, dest: Path | str | None = None, node: int = 0) -> Path:
+        """All of :meth:`files` into ``dest`` (default ``./bt_files/<job>/``), laid out
+        as the working folder was."""
+        return job_files.download_all(self, dest, node)
 
     def outputs(self, sync_timeout: float = SYNC_TIMEOUT_S) -> dict[str, Any]:
         """The variables the job saved with ``--out`` (a value it could not pickle is a

@@ -20,6 +20,7 @@ import linecache
 import os
 import pickle
 import re
+import shutil
 import sys
 import time
 import traceback
@@ -37,6 +38,12 @@ BUNDLE_DIR = "bt_bundle"
 #: checkpoint nor pick it as "latest".
 OUTPUTS_DIR = "bt-outputs"
 OUTPUTS_FILE = "outputs.pkl"
+#: Where the files the cell wrote into its working folder are kept, under OUTPUTS_DIR.
+FILES_DIR = "files"
+#: How much of them is kept (the manifest's ``files_mb``, a notebook setting).
+DEFAULT_FILES_MB = 1024
+#: Never kept: what the job brought or caches, not what it made.
+_NOT_FILES = frozenset({BUNDLE_DIR, "__pycache__", "bt_jupyter", "bt_jupyter_job.dist-info"})
 METRIC_PREFIX = trackers.METRIC_PREFIX
 
 
@@ -178,28 +185,100 @@ def _save_outputs(names: list[str], namespace: dict[str, Any]) -> None:
     # and cloudpickle would send a copy of the class that the notebook's isinstance misses
     from bt_jupyter.runtime import NotSent as Sendable
 
-    values: dict[str, Any] = {}
-    for name in names:  # one at a time: a value that cannot travel spares the others
-        if name not in namespace:
-            values[name] = Sendable(name, "", "the cell did not assign it", "")
-            continue
-        try:
-            cloudpickle.dumps(namespace[name], protocol=5)
-            values[name] = namespace[name]
-        except Exception as exc:  # pickling runs arbitrary __reduce__ code
-            values[name] = Sendable.of(name, namespace[name], exc)
+    values: dict[str, Any] = {
+        n: namespace[n] if n in namespace else Sendable(n, "", "the cell did not assign it", "")
+        for n in names
+    }
+    try:
+        data = cloudpickle.dumps(values, protocol=5)  # each value pickled once
+    except Exception:  # pickling runs arbitrary __reduce__ code
+        for name, value in values.items():  # find what cannot travel; spare the others
+            try:
+                cloudpickle.dumps(value, protocol=5)
+            except Exception as exc:
+                values[name] = Sendable.of(name, value, exc)
+        data = cloudpickle.dumps(values, protocol=5)
     for value in values.values():
         if isinstance(value, Sendable):
             print(f"bt_jupyter: {value}", flush=True)
     folder = checkpoint_dir() / OUTPUTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    data = cloudpickle.dumps(values, protocol=5)
     tmp = folder / f".{OUTPUTS_FILE}.tmp"
     tmp.write_bytes(data)
     tmp.replace(folder / OUTPUTS_FILE)
     sent = [n for n, v in values.items() if not isinstance(v, Sendable)]
     if sent:
         print(f"Saved outputs {', '.join(sent)} ({len(data)} bytes)", flush=True)
+
+
+FileState = dict[str, tuple[int, int]]
+
+
+def working_files(folder: Path) -> FileState:
+    """Each file under the working folder (path -> size, mtime), links and hidden
+    names left out, so what the cell writes can be told from what the job brought."""
+    found: FileState = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".") and d not in _NOT_FILES and not (here / d).is_symlink()
+        )
+        for name in filenames:
+            path = here / name
+            if name.startswith(".") or path.is_symlink():
+                continue
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            found[path.relative_to(folder).as_posix()] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def keep_working_files(before: FileState, folder: Path, limit_mb: float) -> None:
+    """Copy the files the cell wrote or changed in its working folder (a saved model,
+    ``model.pth``, a plot, a CSV) to ``$BT_CHECKPOINT_DIR/bt-outputs/files/``, where they
+    outlive the node on both services; up to ``limit_mb`` in all, and say what was not."""
+    volume = os.environ.get("BT_CHECKPOINT_DIR")
+    if not volume or os.environ.get("LOCAL_RANK", "0") != "0":
+        return
+    changed = sorted(
+        (path, size)
+        for path, (size, mtime) in working_files(folder).items()
+        if before.get(path) != (size, mtime)
+    )
+    if not changed:
+        return
+    target = Path(volume) / OUTPUTS_DIR / FILES_DIR
+    room, kept, left = int(limit_mb * 1_000_000), 0, []
+    for path, size in changed:
+        if size > room:
+            left.append((path, size))
+            continue
+        destination = target / path
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            try:
+                os.link(folder / path, destination)  # same volume: no copy
+            except OSError:
+                shutil.copy2(folder / path, destination)
+        except OSError as exc:
+            print(f"bt_jupyter: could not keep {path}: {exc}", flush=True)
+            continue
+        room, kept = room - size, kept + size
+    if kept:
+        count = len(changed) - len(left)
+        print(f"bt_jupyter: kept {count} file(s) the cell wrote ({kept / 1e6:.1f} MB)", flush=True)
+    if left:
+        names = ", ".join(f"{p} ({s / 1e6:.1f} MB)" for p, s in left[:5])
+        more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+        trackers.warn(
+            f"not kept, over the {limit_mb:g} MB of files a job keeps: {names}{more} "
+            "(raise BT_JUPYTER_FILES_MB in the notebook, or save them under "
+            "$BT_CHECKPOINT_DIR)"
+        )
 
 
 @dataclass(frozen=True)
@@ -260,8 +339,13 @@ def run_cell(bundle: Path, post_mortem_s: float | None = None) -> int:
     code = compile(padding + cell_file.read_text(), cell["name"], "exec")
     trackers.install()  # before the cell's imports: a Trainer reports to the job
     namespace = load_cell_namespace(bundle)
+    folder = Path.cwd()
+    before = working_files(folder)
     try:
-        exec(code, namespace)
+        try:
+            exec(code, namespace)
+        finally:  # a plot or CSV written before a failure is kept too
+            keep_working_files(before, folder, float(manifest.get("files_mb", DEFAULT_FILES_MB)))
         _save_outputs(manifest.get("outputs", []), namespace)
     except SystemExit as exc:
         return _exit_code(exc)

@@ -34,8 +34,6 @@ from typing import Any
 
 #: Same prefix as ``runtime.METRIC_PREFIX`` (not imported: runtime imports this module).
 METRIC_PREFIX = "[bt-metric] "
-#: ``TrainingArguments.output_dir`` when the user gives none.
-HF_DEFAULT_OUTPUT_DIR = "trainer_output"
 
 #: What a Trainer logs about its own speed, not the model's: left out of the charts.
 SPEED_KEYS = frozenset(
@@ -188,25 +186,75 @@ def tidy_checkpoint_root(args: Any, checkpoint: Path) -> None:
 
 
 def place_checkpoints(args: Any) -> None:
-    """Point a Trainer's default ``output_dir`` at ``$BT_CHECKPOINT_DIR`` (each
-    ``checkpoint-N`` is then one of the job's checkpoints); say where a chosen one
-    outside it leaves them."""
+    """A Trainer's checkpoints become the job's: any relative ``output_dir`` (the
+    default ``trainer_output``, TRL's ``<model>-SFT``, a tutorial's ``"my_model"``) is
+    pointed at ``$BT_CHECKPOINT_DIR``, and the name the code gave is left on the node as
+    a link there, so ``my_model/checkpoint-500`` still opens; a chosen folder elsewhere
+    is kept and warned about."""
+    placed = keep_on_volume(Path(str(args.output_dir)), "Trainer output_dir")
+    if placed is not None:
+        args.output_dir = str(placed)
+
+
+def keep_on_volume(chosen: Path, what: str, subfolder: str | None = None) -> Path | None:
+    """Where ``chosen`` should be for its files to outlive the node (None: where it is).
+
+    Relative to the working folder: ``$BT_CHECKPOINT_DIR`` (or its ``subfolder``), with
+    ``chosen`` made a link to it. Already under the checkpoints: kept. Elsewhere (an
+    absolute path the user picked): kept, with a warning the widget shows.
+    """
     target = os.environ.get("BT_CHECKPOINT_DIR")
-    chosen = Path(str(args.output_dir))
     if not target:
-        return
-    if str(args.output_dir) == HF_DEFAULT_OUTPUT_DIR:
-        args.output_dir = target
-        with contextlib.suppress(OSError):
-            chosen.rmdir()  # Trainer made it, empty, before callbacks ran
-        _note(f"Trainer checkpoints go to $BT_CHECKPOINT_DIR ({target})")
-        return
-    if not chosen.resolve().is_relative_to(Path(target).resolve()):
-        _note(
-            f"Trainer output_dir {chosen} is outside $BT_CHECKPOINT_DIR: its checkpoints "
-            "stay on this node and are gone when the job ends (leave output_dir unset "
-            "or put it under $BT_CHECKPOINT_DIR to keep them)"
+        return None
+    volume = Path(target)
+    place = volume / subfolder if subfolder else volume
+    absolute = chosen if chosen.is_absolute() else Path.cwd() / chosen
+    if _under(absolute, volume):
+        return None
+    if not _under(absolute, Path.cwd()):
+        warn(
+            f"{what} {chosen} is outside $BT_CHECKPOINT_DIR: what is saved there stays on "
+            "this node and is gone when the job ends (use a relative path, or one under "
+            "$BT_CHECKPOINT_DIR, to keep it)"
         )
+        return None
+    place.mkdir(parents=True, exist_ok=True)
+    _link(absolute, place)
+    _note(f"{what} {chosen} is kept as the job's checkpoints ($BT_CHECKPOINT_DIR)")
+    return place
+
+
+def _under(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _link(name: Path, place: Path) -> None:
+    """Leave ``name`` on the node as a link to ``place`` (an empty folder a library made
+    first is replaced; a folder that holds files, e.g. sent from the notebook, is left)."""
+    with contextlib.suppress(OSError):
+        name.rmdir()
+    if name.is_symlink() or name.exists():
+        return
+    with contextlib.suppress(FileExistsError):  # each torchrun worker links it
+        name.parent.mkdir(parents=True, exist_ok=True)
+        name.symlink_to(place, target_is_directory=True)
+
+
+#: How a job's runtime warns the notebook: the widget shows each such line above its log.
+WARNING_PREFIX = "[bt-warning] "
+
+
+def warn(message: str) -> None:
+    """A warning for the notebook's widget (and the log)."""
+    print(WARNING_PREFIX + " ".join(message.split()), flush=True)
+
+
+def parse_warning(message: str) -> str | None:
+    """The warning a log line holds (after a progress bar's ``\r`` too), else None."""
+    at = message.rfind(WARNING_PREFIX)
+    if at < 0:
+        return None
+    return message[at + len(WARNING_PREFIX) :].split("\r", 1)[0].strip() or None
 
 
 # --------------------------------------------------------------------------- accelerate
@@ -287,8 +335,39 @@ def _lightning_classes(pl: types.ModuleType) -> tuple[type, type]:
         def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
             if not any(isinstance(lg, JobLogger) for lg in trainer.loggers):
                 trainer.loggers = [*trainer.loggers, JobLogger()]
+            # before the ModelCheckpoints' own setup (Lightning orders them last)
+            for callback in trainer.checkpoint_callbacks:
+                place_lightning_checkpoints(callback)
 
     return AddJobLogger, JobLogger
+
+
+#: The checkpoint a ``ModelCheckpoint`` with no ``dirpath`` saves into (Lightning's
+#: own default, ``lightning_logs/version_N/checkpoints``, would vanish with the node).
+LIGHTNING_CHECKPOINT = "lightning"
+
+
+def place_lightning_checkpoints(callback: Any) -> None:
+    """A ``ModelCheckpoint``'s ``.ckpt`` files become one of the job's checkpoints:
+    ``lightning`` when it has no ``dirpath``, else named after its relative one."""
+    volume = os.environ.get("BT_CHECKPOINT_DIR")
+    if not volume or not hasattr(callback, "dirpath"):
+        return
+    if callback.dirpath is None:
+        placed: Path | None = Path(volume) / LIGHTNING_CHECKPOINT
+        placed.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        _note(f"Lightning checkpoints go to $BT_CHECKPOINT_DIR/{LIGHTNING_CHECKPOINT}")
+    else:  # Lightning made it absolute already
+        chosen = Path(str(callback.dirpath))
+        cwd = Path.cwd().resolve()
+        name = (
+            "-".join(chosen.resolve().relative_to(cwd).parts)
+            if _under(chosen, cwd)
+            else LIGHTNING_CHECKPOINT
+        )
+        placed = keep_on_volume(chosen, "ModelCheckpoint dirpath", subfolder=name or None)
+    if placed is not None:
+        callback.dirpath = str(placed)
 
 
 def _number(value: Any) -> bool:

@@ -70,6 +70,7 @@ SLOW_FILES = frozenset(
         "test_sessions",
         "test_sweeps",
         "test_trackers",
+        "test_tutorials",
         "test_truss_cli",
         "test_weights",
         "test_wheel",

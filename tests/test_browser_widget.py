@@ -404,3 +404,43 @@ def test_the_cache_table_sorts_by_a_clicked_column(local_home: Home, tmp_path: P
         table.locator("th[data-sort=size_bytes]").click()  # then smallest first
         assert page.evaluate(first_path) != "hub"
         table.screenshot(path=str(ARTIFACTS / "cache-table.png"))
+
+
+@pytest.mark.timeout(300)
+def test_the_widget_lists_the_files_the_cell_wrote_and_shows_the_jobs_warnings(
+    local_home: Home, tmp_path: Path
+) -> None:
+    """What the cell saved in its working folder is listed with Download and Load in
+    notebook; a ``[bt-warning]`` of the job's runtime stands above the log."""
+    write_notebook(
+        tmp_path / "files.ipynb",
+        "%load_ext bt_jupyter\n%bt_project widget-files",
+        "%%bt_train --name writes-files\n"
+        "import os\n"
+        "os.makedirs('tiny_model', exist_ok=True)\n"
+        "open('tiny_model/config.json', 'w').write('{\"hidden\": 4}')\n"
+        "open('results.csv', 'w').write('step,loss\\n1,0.5\\n')\n"
+        "print('[bt-warning] Trainer output_dir /elsewhere is outside $BT_CHECKPOINT_DIR')",
+    )
+    with (
+        jupyterlab(local_home, tmp_path) as lab,
+        notebook_page(lab, "files.ipynb") as page,
+    ):
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        _status_is(page, "COMPLETED")
+        widget = page.locator(WIDGET).first
+        rows = widget.locator("[data-testid=file]")
+        expect(rows).to_have_count(2)
+        assert rows.nth(0).inner_text().startswith("results.csv")
+        assert rows.nth(1).inner_text().startswith("tiny_model/config.json")
+        warning = widget.locator("[data-testid=warnings]")
+        expect(warning).to_have_text(
+            "⚠ Trainer output_dir /elsewhere is outside $BT_CHECKPOINT_DIR"
+        )
+        rows.nth(0).locator("[data-testid=download-file]").click()
+        expect(rows.nth(0).locator("[data-testid=file-fetched]")).to_contain_text("in ")
+        job_id = widget.locator("[data-testid=job-id]").inner_text()
+        kept = tmp_path / "bt_files" / job_id / "results.csv"
+        assert kept.read_text() == "step,loss\n1,0.5\n"
+        widget.scroll_into_view_if_needed()
+        widget.screenshot(path=str(ARTIFACTS / "widget-files-and-warning.png"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -113,6 +114,43 @@ def test_a_data_file_the_cell_names_reaches_the_job_without_include(
     result, out = _cell(ip, "--wait", "import json\nprint(json.loads(open('data.jsonl').read()))")
     assert result.success, out.stdout + out.stderr  # type: ignore[attr-defined]
     assert "[node 0] {'text': 'from next to the notebook'}" in out.stdout.splitlines()
+
+
+WRITES_FILES = """
+import json, os
+os.makedirs("tiny_model", exist_ok=True)
+json.dump({"model_type": "tiny", "hidden": 4}, open("tiny_model/config.json", "w"))
+open("results.csv", "w").write("step,loss\\n1,0.5\\n2,0.25\\n")
+open("big.bin", "wb").write(bytes(3000))
+print("data.jsonl untouched:", open("data.jsonl").read().strip())
+"""
+
+
+def test_files_the_cell_writes_are_kept_listed_and_load_in_the_notebook(
+    ip: InteractiveShell, client: ApiClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A saved folder, a CSV: kept as the job's files (a data file that came along and was
+    only read is not); over the notebook's cap one is left out with a warning."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.jsonl").write_text('{"text": "hi"}\n')
+    monkeypatch.setenv("BT_JUPYTER_FILES_MB", "0.002")  # 2,000 bytes: big.bin stays out
+    result, out = _cell(ip, "--wait -o run", WRITES_FILES)
+    assert result.success, out.stdout + out.stderr  # type: ignore[attr-defined]
+    job = ip.user_ns["run"]
+    assert [f.path for f in job.files()] == ["results.csv", "tiny_model/config.json"]
+    assert "[bt-warning] not kept, over the 0.002 MB of files a job keeps: big.bin" in out.stdout
+    assert job.checkpoints() == []  # the job's files are not model checkpoints
+    table = {f.path: f for f in job.files()}["results.csv"].load()
+    assert list(table["loss"]) == [0.5, 0.25]
+    folder = job.download_files()
+    assert folder == tmp_path / "bt_files" / job.id
+    assert json.loads((folder / "tiny_model" / "config.json").read_text())["hidden"] == 4
+    monkeypatch.setenv("BT_JUPYTER_FILES_MB", "lots")
+    before = _job_count(client)
+    result, out = _cell(ip, "--wait", WRITES_FILES)
+    error = str(result.error_in_exec)  # type: ignore[attr-defined]
+    assert "BT_JUPYTER_FILES_MB='lots' is not a size in MB" in error
+    assert _job_count(client) == before
 
 
 def test_a_terminal_follows_the_job_as_text(ip: InteractiveShell) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bt_jupyter import runtime
+from bt_jupyter import runtime, trackers
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -93,20 +93,33 @@ def test_a_trainer_reports_its_logs_and_checkpoints_with_the_users_callbacks_kep
         "checkpoint-12",
         "checkpoint-6",
     ]
-    assert not (tmp_path / "trainer_output").exists()
+    # the default name is left as a link to them
+    assert (tmp_path / "trainer_output").resolve() == (tmp_path / "ckpt").resolve()
 
 
-def test_a_chosen_output_dir_is_kept_and_one_outside_the_checkpoints_is_named(
+def test_a_relative_output_dir_is_the_jobs_and_an_absolute_one_elsewhere_is_warned_about(
     tmp_path: Path,
 ) -> None:
-    script = TRAIN.replace('report_to="none"', 'report_to="none", output_dir="mine"')
-    out = _run_here(tmp_path, script, tmp_path / "ckpt")
-    assert (tmp_path / "mine" / "checkpoint-12").is_dir()
-    assert not (tmp_path / "ckpt").exists()
-    assert "is outside $BT_CHECKPOINT_DIR" in out
+    node = tmp_path / "node"
+    node.mkdir()
+    script = TRAIN.replace('report_to="none"', 'report_to="none", output_dir="out/mine"')
+    out = _run_here(node, script, tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "checkpoint-12").is_dir()
+    assert (node / "out" / "mine").is_symlink()  # the code's own path still leads there
+    assert (node / "out" / "mine" / "checkpoint-12").is_dir()
+    assert "[bt-warning]" not in out
+    # an absolute folder the user chose, outside the volume and the working folder: kept,
+    # with a warning for the widget
+    elsewhere = tmp_path / "elsewhere"
+    script = TRAIN.replace('report_to="none"', f'report_to="none", output_dir="{elsewhere}"')
+    out = _run_here(node, script, tmp_path / "ckpt2")
+    assert (elsewhere / "checkpoint-12").is_dir()
+    assert not (tmp_path / "ckpt2").exists()
+    warned = [trackers.parse_warning(line) for line in out.splitlines()]
+    assert any(w and w.startswith(f"Trainer output_dir {elsewhere} is outside") for w in warned)
     # without checkpointing the Trainer's default stands, and metrics still flow
-    out = _run_here(tmp_path, TRAIN, None)
-    assert (tmp_path / "trainer_output" / "checkpoint-12").is_dir()
+    out = _run_here(node, TRAIN, None)
+    assert (node / "trainer_output" / "checkpoint-12").is_dir()
     assert len([r for r in _records(out) if "loss" in r]) == 4
 
 

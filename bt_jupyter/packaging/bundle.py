@@ -30,7 +30,7 @@ from bt_jupyter import spec, trackers
 from bt_jupyter.errors import CaptureError
 from bt_jupyter.packaging import capture as capture_mod
 from bt_jupyter.packaging import deps, files, imports, named_files
-from bt_jupyter.packaging.outputs import check_outputs
+from bt_jupyter.packaging.outputs import check_outputs, files_mb
 from bt_jupyter.packaging.workspace import check_size
 from bt_jupyter.runtime import BUNDLE_DIR
 from bt_jupyter.session_kernel import DEFAULT_IDLE_TIMEOUT_S
@@ -249,6 +249,7 @@ def package_cell(source: str, namespace: dict[str, Any], options: PackageOptions
         "local_modules": sorted(local),
         "files": listed,
         "outputs": list(options.outputs),
+        "files_mb": files_mb(),
         "named_files": [vars(f) for f in named.sent],
         "not_sent": named_files.advice(named),
         "buffers": len(captured.buffers),

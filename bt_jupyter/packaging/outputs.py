@@ -6,9 +6,32 @@ from __future__ import annotations
 import ast
 import builtins
 import keyword
+import math
+import os
 
 from bt_jupyter import limits
-from bt_jupyter.errors import BtJupyterError
+from bt_jupyter.errors import BtJupyterError, InvalidConfigError
+from bt_jupyter.runtime import DEFAULT_FILES_MB
+
+#: How many MB of the files a cell writes into its working folder the job keeps.
+FILES_MB_ENV = "BT_JUPYTER_FILES_MB"
+
+
+def files_mb() -> float:
+    """The notebook's ``BT_JUPYTER_FILES_MB`` (default 1024), checked before sending."""
+    raw = os.environ.get(FILES_MB_ENV, "").strip()
+    if not raw:
+        return DEFAULT_FILES_MB
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or value > 10_000_000:
+        raise InvalidConfigError(
+            f"{FILES_MB_ENV}={raw[:40]!r} is not a size in MB: set it to a number such as "
+            f"{DEFAULT_FILES_MB} (0 keeps none of the files the cell writes)"
+        )
+    return value
 
 
 def assigned_names(tree: ast.Module) -> set[str]:

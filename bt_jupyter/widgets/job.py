@@ -24,11 +24,11 @@ from typing import Any
 import anywidget
 import traitlets
 
-from bt_jupyter import api, runtime
+from bt_jupyter import api, job_files, runtime, trackers
 from bt_jupyter.client import log_text, node_of
 from bt_jupyter.compare import summarize_metrics, thinned
 from bt_jupyter.deployments import Deployment
-from bt_jupyter.errors import BtJupyterError, ConnectionFailed
+from bt_jupyter.errors import BtJupyterError, ConnectionFailed, DownloadError
 from bt_jupyter.jobs import Job
 from bt_jupyter.pricing import gpu_cost_per_hour
 from bt_jupyter.remote import LiveSession
@@ -94,10 +94,14 @@ class JobWidget(anywidget.AnyWidget):
     error = traitlets.Unicode("").tag(sync=True)
     #: Baseten's advice while the job waits for capacity (PENDING/QUEUED): not an error.
     notice = traitlets.Unicode("").tag(sync=True)
+    #: what the job's runtime warned about (``[bt-warning]`` lines), each once
+    warnings: traitlets.List[str] = traitlets.List().tag(sync=True)
     log_tail: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
     log_count = traitlets.Int(0).tag(sync=True)
     metrics: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
     checkpoints: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
+    #: the files the cell wrote into its working folder: path, node, size
+    files: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
     #: Deployments started from this widget: id, name, checkpoint, kind, status, url, error.
     deployments: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
     #: Latest CPU / memory / GPU use per node (from the job's metrics).
@@ -242,6 +246,8 @@ class JobWidget(anywidget.AnyWidget):
             self._background(self._try, str(content["id"]), str(content.get("input", "")))
         elif kind == "stop_deployment":
             self._background(self._stop_deployment, str(content["id"]))
+        elif kind == "download_file":
+            self._background(self._download_file, str(content.get("path") or ""))
         elif kind == "download_checkpoint":
             self._background(self._download_checkpoint, str(content.get("checkpoint") or ""))
         if self.watcher is not None:
@@ -278,6 +284,17 @@ class JobWidget(anywidget.AnyWidget):
         except BtJupyterError as exc:
             text = f"not downloaded: {exc}"
         self.send({"type": "checkpoint_downloaded", "checkpoint": name, "text": text})
+
+    def _download_file(self, path: str) -> None:
+        """Into ``./bt_files/<job>/<path>`` (the kernel's folder: the notebook's)."""
+        try:
+            found = [f for f in self.job.files() if f.path == path]
+            if not found:
+                raise DownloadError(f"job {self.job.id} kept no file {path!r}")
+            text = f"in {found[0].download()}"
+        except BtJupyterError as exc:
+            text = f"not downloaded: {exc}"
+        self.send({"type": "file_downloaded", "path": path, "text": text})
 
     def _show_deployment(self, deployment: Deployment) -> None:
         row = {
@@ -319,6 +336,7 @@ class JobWatcher:
         self.job, self.widget = job, widget
         self.tail: deque[dict[str, Any]] = deque(maxlen=TAIL_LINES)
         self.records: list[dict[str, Any]] = []
+        self.warnings: list[str] = []
         self.count = 0
         self.lock = threading.Lock()
         self.dirty = threading.Event()
@@ -329,6 +347,8 @@ class JobWatcher:
         self._rank_names: set[str] = set()
         self._rank_cache: dict[str, list[int]] = {}
         self._sizes: dict[str, int] = {}
+        self._files: list[dict[str, Any]] = []
+        self._files_final = False  # listed once the job ended: what it kept is known
         self._seen_sizes: dict[str, int] = {}
         self._sessions_at = 0.0  # when to ask for the job's interactive sessions again
         self._threads = [
@@ -370,6 +390,9 @@ class JobWatcher:
                                 "ts": _millis(log.timestamp),
                             }
                         )
+                        said = trackers.parse_warning(log.message)
+                        if said is not None and said not in self.warnings:
+                            self.warnings.append(said)
                         record = runtime.parse_metric(log.message)
                         if record is not None:
                             node = node_of(log.replica)
@@ -416,10 +439,16 @@ class JobWatcher:
         """Which nodes wrote each checkpoint, and (in ``_sizes``) how big its files are so
         far: from its files, fetched when the set changes or, while the job runs, on each
         refresh (a checkpoint being written grows)."""
-        if names != self._rank_names or (live and names):
+        if names != self._rank_names or (live and names) or not self._files_final:
             ranks: dict[str, set[int]] = {}
             sizes: dict[str, int] = {}
-            for f in self.job.checkpoint_files():
+            listed = self.job.checkpoint_files()
+            self._files = [
+                {"path": f.path, "node": f.node, "size": f.size_bytes}
+                for f in job_files.listed_files(self.job, listed)
+            ]
+            self._files_final = not live
+            for f in listed:
                 parts = f.relative_file_name.split("/")  # rank-N/<checkpoint>/... or rank-N/file
                 if len(parts) > 1:
                     name = parts[1] if len(parts) > 2 else api.ROOT_CHECKPOINT
@@ -455,6 +484,7 @@ class JobWatcher:
             found = job.checkpoints()
             live = not job.status.is_terminal
             ranks = self._ranks({c.checkpoint_id for c in found}, live)
+            state["files"] = self._files
             sizes = {
                 c.checkpoint_id: max(c.size_bytes, self._sizes.get(c.checkpoint_id, 0))
                 for c in found
@@ -483,6 +513,7 @@ class JobWatcher:
             state["log_tail"] = list(self.tail)
             state["log_count"] = self.count
             state["metrics"] = thinned(self.records, METRIC_POINTS)
+            state["warnings"] = list(self.warnings)
         moved = "status" in state and state["status"] != self.widget.status
         with self.widget.hold_sync():
             for name, value in state.items():

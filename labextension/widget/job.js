@@ -60,6 +60,7 @@ function render({ model, el: root }) {
   const banner = el("div", { class: "btj-banner", "data-testid": "disconnected" });
   const error = el("div", { class: "btj-error" });
   const notice = el("div", { class: "btj-notice", "data-testid": "notice" });
+  const warnings = el("div", { class: "btj-notice", "data-testid": "warnings" });
   const liveLine = el("div", { class: "btj-live", "data-testid": "live-session" });
   const outputs = el("div", { class: "btj-muted", "data-testid": "outputs" });
   const buttons = el("div", { class: "btj-buttons" });
@@ -74,6 +75,7 @@ function render({ model, el: root }) {
   const resources = el("div", { class: "btj-muted", "data-testid": "resources" });
   const sessionBox = el("div", { class: "btj-sessions", "data-testid": "sessions" });
   const ckptBox = el("div");
+  const filesBox = el("div", { "data-testid": "files" });
   const deployBox = el("div");
   const dialog = el("div", { class: "btj-dialog", role: "dialog", "data-testid": "confirm" });
   const charts = new Charts(chartBox, root);
@@ -139,11 +141,12 @@ function render({ model, el: root }) {
   const chartControls = el("div", { class: "btj-controls" }, metricNode, xSelect,
     el("label", {}, "smoothing ", smooth), el("label", {}, logScale, " log scale"));
 
-  root.append(header, stepper, banner, notice, liveLine, error, outputs, sessionBox, buttons, dialog,
+  root.append(header, stepper, banner, notice, warnings, liveLine, error, outputs, sessionBox, buttons, dialog,
     el("details", { open: "" }, el("summary", {}, "Logs"), controls, logBox),
     el("details", { open: "" }, el("summary", {}, "Metrics"), resources, chartControls, chartBox,
       el("details", {}, el("summary", {}, "System: CPU, memory, GPUs, disk per node"), systemBox)),
-    el("details", { open: "" }, el("summary", {}, "Checkpoints"), ckptBox, deployBox));
+    el("details", { open: "" }, el("summary", {}, "Checkpoints"), ckptBox, deployBox),
+    el("details", { open: "" }, el("summary", {}, "Files the cell wrote"), filesBox));
 
   function drawHeader() {
     const h = model.get("header");
@@ -172,6 +175,7 @@ function render({ model, el: root }) {
         s, el("small", {}, reached.has(s) ? ` ${fmtTime(reached.get(s))}` : ""))));
     error.textContent = model.get("error") || "";
     notice.textContent = model.get("notice") || "";
+    warnings.replaceChildren(...model.get("warnings").map((w) => el("div", {}, `⚠ ${w}`)));
     drawLive(TERMINAL.includes(short(status)));
     outputs.textContent = model.get("outputs") || "";
     openSidebar.hidden = document.body.dataset.btJupyterSidebar !== "1";
@@ -217,6 +221,7 @@ function render({ model, el: root }) {
     drawHeader();
     charts.draw(nodeMetrics());
     for (const b of ckptBox.querySelectorAll("button")) b.disabled = true;
+    for (const b of filesBox.querySelectorAll("button")) b.disabled = true;
     for (const b of deployBox.querySelectorAll("button")) b.disabled = true;
   }
 
@@ -291,6 +296,41 @@ function render({ model, el: root }) {
     if (disconnected) for (const b of ckptBox.querySelectorAll("button")) b.disabled = true;
   }
 
+  const fileFetched = new Map(); // file path -> what its download says
+  const fileSnippet = el("div", { "data-testid": "file-snippet" });
+  function loadFileInNotebook(path) {
+    const h = model.get("header");
+    const code = `from bt_jupyter import Client\n\n`
+      + `files = {f.path: f for f in Client.named(${JSON.stringify(h.backend || "local")}).job(${JSON.stringify(h.id)}).files()}\n`
+      + `value = files[${JSON.stringify(path)}].load()  # downloads it first, into ./bt_files/`;
+    const request = { code, handled: false };
+    root.dispatchEvent(new CustomEvent(INSERT_CELL_EVENT, { detail: request, bubbles: true }));
+    if (request.handled) { fileSnippet.replaceChildren(el("span", { class: "btj-muted" }, "Inserted a cell below: run it to load the file.")); return; }
+    copyText(code).then((done) => fileSnippet.replaceChildren(
+      el("span", { class: "btj-muted" }, done ? "Copied; paste it into a cell and run it:" : "Paste this into a cell and run it:"),
+      el("pre", { class: "btj-answer" }, code)));
+  }
+
+  /** What the cell wrote into its working folder (kept by the job, not model checkpoints). */
+  function drawFiles() {
+    const rows = model.get("files").filter((f) => f.node === 0);
+    if (!rows.length) {
+      filesBox.replaceChildren(el("div", { class: "btj-muted" }, "None yet: what the cell saves in its working folder (model.pth, a plot, a CSV) is kept here when it ends"));
+      return;
+    }
+    filesBox.replaceChildren(el("table", { class: "btj-table" },
+      el("tr", {}, el("th", {}, "path"), el("th", {}, "size"), el("th", {}, ""), el("th", {}, "")),
+      ...rows.map((f) => el("tr", { "data-testid": "file" }, el("td", {}, el("code", {}, f.path)),
+        el("td", {}, f.size < 1e6 ? `${(f.size / 1e3).toFixed(1)} kB` : `${(f.size / 1e6).toFixed(1)} MB`),
+        el("td", {}, el("button", { "data-testid": "download-file", onclick: () => {
+          fileFetched.set(f.path, "downloading…"); drawFiles(); model.send({ type: "download_file", path: f.path });
+        } }, "Download"), " ",
+          el("button", { "data-testid": "load-file", onclick: () => loadFileInNotebook(f.path) }, "Load in notebook")),
+        el("td", { class: "btj-muted", "data-testid": "file-fetched" }, fileFetched.get(f.path) || "")))),
+    fileSnippet);
+    if (disconnected) for (const b of filesBox.querySelectorAll("button")) b.disabled = true;
+  }
+
   const answers = new Map();
   function drawDeployments() {
     const rows = model.get("deployments");
@@ -361,11 +401,13 @@ function render({ model, el: root }) {
   model.on("change:history", drawHeader);
   model.on("change:error", drawHeader);
   model.on("change:notice", drawHeader);
+  model.on("change:warnings", drawHeader);
   model.on("change:outputs", drawHeader);
   model.on("change:live", drawHeader);
   model.on("change:log_tail", takeLogs);
   model.on("change:metrics", () => charts.draw(nodeMetrics()));
   model.on("change:checkpoints", drawCheckpoints);
+  model.on("change:files", drawFiles);
   model.on("change:resources", drawResources);
   model.on("change:sessions", drawSessions);
   model.on("change:system_metrics", () => systemCharts.draw(model.get("system_metrics")));
@@ -384,6 +426,7 @@ function render({ model, el: root }) {
     if (msg.type === "pong") { clearTimeout(pinged); pinged = null; reconnect(); }
     if (msg.type === "try_result") { answers.set(msg.id, msg.text); drawDeployments(); }
     if (msg.type === "checkpoint_downloaded") { fetched.set(msg.checkpoint, msg.text); drawCheckpoints(); }
+    if (msg.type === "file_downloaded") { fileFetched.set(msg.path, msg.text); drawFiles(); }
     if (msg.type === "error") { error.textContent = msg.message; }
     if (msg.type === "log_file") {
       const url = URL.createObjectURL(new Blob([msg.text], { type: "text/plain" }));
@@ -404,7 +447,7 @@ function render({ model, el: root }) {
   if (Date.now() / 1000 - model.get("beat") > SILENCE_MS / 1000) ping();
   const tick = () => { drawHeader(); checkBeat(); };
   let timer = setInterval(tick, 1000);
-  drawHeader(); takeLogs(); drawCheckpoints(); drawDeployments(); drawResources(); drawSessions();
+  drawHeader(); takeLogs(); drawCheckpoints(); drawFiles(); drawDeployments(); drawResources(); drawSessions();
   charts.draw(nodeMetrics());
   systemCharts.draw(model.get("system_metrics"));
   return () => {
