@@ -42,6 +42,8 @@ OUTPUTS_FILE = "outputs.pkl"
 FILES_DIR = "files"
 #: How much of them is kept (the manifest's ``files_mb``, a notebook setting).
 DEFAULT_FILES_MB = 1024
+#: How many of them: a dataset unpacked into the working folder is not an output.
+MAX_FILES = 10_000
 #: Never kept: what the job brought or caches, not what it made.
 _NOT_FILES = frozenset({BUNDLE_DIR, "__pycache__", "bt_jupyter", "bt_jupyter_job.dist-info"})
 METRIC_PREFIX = trackers.METRIC_PREFIX
@@ -252,9 +254,9 @@ def keep_working_files(before: FileState, folder: Path, limit_mb: float) -> None
     if not changed:
         return
     target = Path(volume) / OUTPUTS_DIR / FILES_DIR
-    room, kept, left = int(limit_mb * 1_000_000), 0, []
+    room, kept, count, left = int(limit_mb * 1_000_000), 0, 0, []
     for path, size in changed:
-        if size > room:
+        if size > room or count >= MAX_FILES:
             left.append((path, size))
             continue
         destination = target / path
@@ -267,15 +269,15 @@ def keep_working_files(before: FileState, folder: Path, limit_mb: float) -> None
         except OSError as exc:
             print(f"bt_jupyter: could not keep {path}: {exc}", flush=True)
             continue
-        room, kept = room - size, kept + size
-    if kept:
-        count = len(changed) - len(left)
+        room, kept, count = room - size, kept + size, count + 1
+    if count:
         print(f"bt_jupyter: kept {count} file(s) the cell wrote ({kept / 1e6:.1f} MB)", flush=True)
     if left:
         names = ", ".join(f"{p} ({s / 1e6:.1f} MB)" for p, s in left[:5])
         more = f" and {len(left) - 5} more" if len(left) > 5 else ""
         trackers.warn(
-            f"not kept, over the {limit_mb:g} MB of files a job keeps: {names}{more} "
+            f"not kept, over the {limit_mb:g} MB or {MAX_FILES:,} files a job keeps: "
+            f"{names}{more} "
             "(raise BT_JUPYTER_FILES_MB in the notebook, or save them under "
             "$BT_CHECKPOINT_DIR)"
         )

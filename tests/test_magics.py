@@ -138,7 +138,10 @@ def test_files_the_cell_writes_are_kept_listed_and_load_in_the_notebook(
     assert result.success, out.stdout + out.stderr  # type: ignore[attr-defined]
     job = ip.user_ns["run"]
     assert [f.path for f in job.files()] == ["results.csv", "tiny_model/config.json"]
-    assert "[bt-warning] not kept, over the 0.002 MB of files a job keeps: big.bin" in out.stdout
+    assert (
+        "[bt-warning] not kept, over the 0.002 MB or 10,000 files a job keeps: big.bin"
+        in out.stdout
+    )
     assert job.checkpoints() == []  # the job's files are not model checkpoints
     table = {f.path: f for f in job.files()}["results.csv"].load()
     assert list(table["loss"]) == [0.5, 0.25]
