@@ -233,7 +233,13 @@ def _link(name: Path, place: Path) -> None:
     first is replaced; a folder that holds files, e.g. sent from the notebook, is left)."""
     with contextlib.suppress(OSError):
         name.rmdir()
-    if name.is_symlink() or name.exists():
+    if name.is_symlink():
+        return
+    if name.exists():
+        warn(
+            f"{name.name} in the working folder already holds files (sent from the "
+            f"notebook?): what is saved now goes to {place}, so read it from there"
+        )
         return
     with contextlib.suppress(FileExistsError):  # each torchrun worker links it
         name.parent.mkdir(parents=True, exist_ok=True)

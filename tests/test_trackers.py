@@ -108,6 +108,15 @@ def test_a_relative_output_dir_is_the_jobs_and_an_absolute_one_elsewhere_is_warn
     assert (node / "out" / "mine").is_symlink()  # the code's own path still leads there
     assert (node / "out" / "mine" / "checkpoint-12").is_dir()
     assert "[bt-warning]" not in out
+    # a folder of that name that came with the bundle (a literal named it) is not hidden
+    # behind a link: the widget says where the checkpoints went
+    (tmp_path / "ckpt").rename(tmp_path / "first-ckpt")
+    (node / "out" / "mine").unlink()
+    (node / "out" / "mine").mkdir()
+    (node / "out" / "mine" / "old.txt").write_text("from the notebook")
+    out = _run_here(node, script, tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "checkpoint-12").is_dir()
+    assert "[bt-warning] mine in the working folder already holds files" in out
     # an absolute folder the user chose, outside the volume and the working folder: kept,
     # with a warning for the widget
     elsewhere = tmp_path / "elsewhere"
