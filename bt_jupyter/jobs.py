@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import configparser
 import os
+import re
 import sys
 import time
 import urllib.parse
@@ -141,6 +142,8 @@ class OutputsState:
 
 
 TRACEBACK_START = "Traceback (most recent call last):"
+#: How a traceback's last line starts: the exception's (dotted) name, then ``:`` or nothing.
+_EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(:|$)")
 _CHAINED = (
     "During handling of the above exception",
     "The above exception was the direct cause",
@@ -170,6 +173,8 @@ class TracebackHold:
         if log.replica != self.held[0].replica:
             return [log]
         if self.ended_ns is None:
+            if message and not message[0].isspace() and not _EXCEPTION_LINE.match(message):
+                return [log]  # printed before the failure, stored after its first line
             self.held.append(log)
             if message and not message[0].isspace() and message != TRACEBACK_START:
                 self.ended_ns = _ns(log)  # the exception line: the traceback is complete

@@ -2,7 +2,8 @@
 
 It restores the notebook state the cell needs (imports, then the pickled names), runs
 the cell with tracebacks that point at the cell's own lines, flushes output line by line,
-and saves the variables named by ``--out`` for ``job.outputs()``. It also offers what
+keeps the files the cell wrote into its working folder (``job.files()``), and saves the
+variables named by ``--out`` for ``job.outputs()``. It also offers what
 training code calls: :func:`log_metrics` and :func:`checkpoint_dir`.
 
 This module (with trackers.py, the training-library hooks) travels inside every bundle,

@@ -4,13 +4,15 @@ When the cell (or anything it calls) imports ``transformers.trainer``, every ``T
 (TRL's ``SFTTrainer``/``DPOTrainer`` are Trainers) gets :class:`JobCallback` through the
 library's own extension point, its ``DEFAULT_CALLBACKS`` list: each ``logs`` dict (loss,
 learning_rate, grad_norm, eval_*) becomes a ``[bt-metric]`` record for the widget, and
-checkpoints go to ``$BT_CHECKPOINT_DIR`` when the user did not choose an ``output_dir``.
+checkpoints go to ``$BT_CHECKPOINT_DIR`` for any relative ``output_dir`` (the code's own
+path is left as a link there); an absolute one elsewhere is a ``[bt-warning]``.
 The user's ``report_to`` (W&B, MLflow, ...) and callbacks are left as they are.
 
 PyTorch Lightning finds :func:`lightning_callbacks` through its own extension point, the
 ``lightning.pytorch.callbacks_factory`` entry point (the bundle carries the entry point's
 metadata next to the cell): every Lightning ``Trainer`` then also logs to
-:class:`JobLogger`, beside its own loggers. ``accelerate`` users pass
+:class:`JobLogger`, beside its own loggers, and its ``ModelCheckpoint`` saves on the
+checkpoint volume. ``accelerate`` users pass
 :func:`accelerate_tracker` to ``Accelerator(log_with=...)``.
 
 Like runtime.py this travels in every bundle: standard library only, and it imports the
@@ -359,9 +361,10 @@ def place_lightning_checkpoints(callback: Any) -> None:
     volume = os.environ.get("BT_CHECKPOINT_DIR")
     if not volume or not hasattr(callback, "dirpath"):
         return
+    placed: Path | None
     if callback.dirpath is None:
-        placed: Path | None = Path(volume) / LIGHTNING_CHECKPOINT
-        placed.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        placed = Path(volume) / LIGHTNING_CHECKPOINT
+        placed.mkdir(parents=True, exist_ok=True)
         _note(f"Lightning checkpoints go to $BT_CHECKPOINT_DIR/{LIGHTNING_CHECKPOINT}")
     else:  # Lightning made it absolute already
         chosen = Path(str(callback.dirpath))

@@ -334,3 +334,21 @@ def test_a_traceback_the_node_carries_on_after_is_shown_where_it_was() -> None:
     for line in block:
         hold.feed(line)
     assert hold.finish(failed=True) == ([], [line.message for line in block])
+
+
+def test_a_line_printed_before_the_failure_is_not_taken_into_its_traceback() -> None:
+    """stdout and stderr reach the log by two pipes: under load a line the cell printed
+    first can be stored after the traceback's first line. It is shown, and the
+    traceback stays whole."""
+    hold = TracebackHold()
+    start = _log("Traceback (most recent call last):", 1.0)
+    assert hold.feed(start) == []
+    racing = _log("cell before", 1.0)
+    assert hold.feed(racing) == [racing]
+    rest = [
+        _log('  File "Cell In[4]", line 5, in <module>', 1.0),
+        _log("    items['missing']", 1.0),
+        _log("KeyError: 'missing'", 1.0),
+    ]
+    assert [hold.feed(line) for line in rest] == [[], [], []]
+    assert hold.finish(failed=True) == ([], [line.message for line in [start, *rest]])

@@ -365,9 +365,9 @@ def serve(home: Home, deployment_id: str) -> int:
         config = uvicorn.Config(locked, host="127.0.0.1", port=deployment.port, log_level="warning")
         server = uvicorn.Server(config)
     except _Terminated:
+        log.add("Deployment stopped while loading")  # before the status: a reader of
+        log.close()  # the final status finds the line
         store.update_deployment(deployment_id, status="STOPPED")
-        log.add("Deployment stopped while loading")
-        log.close()
         return 0
     except Exception as exc:
         for line in traceback.format_exc().rstrip().splitlines():
