@@ -102,16 +102,23 @@ class Checkpoint(api.TrainingJobCheckpointV1):
         return folder
 
 
-def _inside_checkpoint(relative: str, checkpoint_id: str) -> PurePosixPath | None:
-    """Where a checkpoint file lies inside checkpoint ``checkpoint_id`` (None: another
-    one's). Names may start with the node's ``rank-N/`` folder (the local service does;
-    Baseten's may not); a name that climbs out or is absolute is refused."""
+def volume_parts(relative: str, what: str = "checkpoint file") -> tuple[str, ...]:
+    """The parts of a file name the service gave, under the checkpoint volume: without
+    the node's ``rank-N/`` folder (the local service has one; Baseten's may not). A name
+    that climbs out or is absolute is refused."""
     path = PurePosixPath(relative)
     if path.is_absolute() or ".." in path.parts or not path.parts or "\x00" in relative:
-        raise DownloadError(f"the service returned an unsafe checkpoint file name {relative!r}")
+        raise DownloadError(f"the service returned an unsafe {what} name {relative!r}")
     parts = path.parts
     if parts[0].startswith("rank-") and parts[0][5:].isdigit():
         parts = parts[1:]
+    return parts
+
+
+def _inside_checkpoint(relative: str, checkpoint_id: str) -> PurePosixPath | None:
+    """Where a checkpoint file lies inside checkpoint ``checkpoint_id`` (None: another
+    one's)."""
+    parts = volume_parts(relative)
     if checkpoint_id == ROOT_CHECKPOINT:
         return PurePosixPath(*parts) if len(parts) == 1 else None
     wanted = PurePosixPath(checkpoint_id).parts

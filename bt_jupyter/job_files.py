@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from bt_jupyter import api
+from bt_jupyter.checkpoints import volume_parts
 from bt_jupyter.errors import DownloadError
 from bt_jupyter.runtime import FILES_DIR, OUTPUTS_DIR
 
@@ -40,8 +41,7 @@ class JobFile:
     def download(self, dest: Path | str | None = None) -> Path:
         """Fetch it into ``dest`` (a folder; default ``./bt_files/<job>/``) at its
         working-folder path; kept if already there at its size. Returns the file."""
-        folder = Path(dest) if dest is not None else Path.cwd() / DEFAULT_FOLDER / self.job.id
-        target = folder.expanduser().resolve().joinpath(*PurePosixPath(self.path).parts)
+        target = files_folder(self.job, dest).joinpath(*PurePosixPath(self.path).parts)
         if target.is_file() and target.stat().st_size == self.size_bytes:
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -60,12 +60,7 @@ class JobFile:
 def _inside_files(relative: str) -> PurePosixPath | None:
     """The working-folder path of a checkpoint file name, or None: not one of the
     cell's files. Names that climb out or are absolute are refused."""
-    path = PurePosixPath(relative)
-    if path.is_absolute() or ".." in path.parts or "\x00" in relative:
-        raise DownloadError(f"the service returned an unsafe file name {relative!r}")
-    parts = path.parts
-    if parts and parts[0].startswith("rank-") and parts[0][5:].isdigit():
-        parts = parts[1:]
+    parts = volume_parts(relative, "file")
     if tuple(parts[:2]) != _PREFIX or len(parts) < 3:
         return None
     return PurePosixPath(*parts[2:])
@@ -101,6 +96,11 @@ def download_all(job: Job, dest: Path | str | None = None, node: int = 0) -> Pat
         )
     for item in found:
         item.download(dest)
+    return files_folder(job, dest)
+
+
+def files_folder(job: Job, dest: Path | str | None) -> Path:
+    """Where a job's files are downloaded: ``dest``, or ``./bt_files/<job>/``."""
     folder = Path(dest) if dest is not None else Path.cwd() / DEFAULT_FOLDER / job.id
     return folder.expanduser().resolve()
 

@@ -45,8 +45,9 @@ FILES_DIR = "files"
 DEFAULT_FILES_MB = 1024
 #: How many of them: a dataset unpacked into the working folder is not an output.
 MAX_FILES = 10_000
-#: Never kept: what the job brought or caches, not what it made.
-_NOT_FILES = frozenset({BUNDLE_DIR, "__pycache__", "bt_jupyter", "bt_jupyter_job.dist-info"})
+#: Never kept: the bundle's own folder and bytecode caches (what the job brought is
+#: unchanged, so it is not kept either).
+_NOT_FILES = frozenset({BUNDLE_DIR, "__pycache__"})
 METRIC_PREFIX = trackers.METRIC_PREFIX
 
 

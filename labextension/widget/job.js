@@ -268,10 +268,15 @@ function render({ model, el: root }) {
     const code = `from bt_jupyter import Client, load_hf\n\n`
       + `checkpoint = Client.named(${JSON.stringify(h.backend || "local")}).job(${JSON.stringify(h.id)}).checkpoint(${JSON.stringify(name)})\n`
       + `model, tokenizer = load_hf(checkpoint)  # downloads it first, into ./bt_checkpoints/`;
+    offerCell(code, snippet, "the checkpoint");
+  }
+
+  /** Insert ``code`` as a cell below (the labextension answers), else copy and show it. */
+  function offerCell(code, into, what) {
     const request = { code, handled: false };
     root.dispatchEvent(new CustomEvent(INSERT_CELL_EVENT, { detail: request, bubbles: true }));
-    if (request.handled) { snippet.replaceChildren(el("span", { class: "btj-muted" }, "Inserted a cell below: run it to load the checkpoint.")); return; }
-    copyText(code).then((done) => snippet.replaceChildren(
+    if (request.handled) { into.replaceChildren(el("span", { class: "btj-muted" }, `Inserted a cell below: run it to load ${what}.`)); return; }
+    copyText(code).then((done) => into.replaceChildren(
       el("span", { class: "btj-muted" }, done ? "Copied; paste it into a cell and run it:" : "Paste this into a cell and run it:"),
       el("pre", { class: "btj-answer" }, code)));
   }
@@ -303,12 +308,7 @@ function render({ model, el: root }) {
     const code = `from bt_jupyter import Client\n\n`
       + `files = {f.path: f for f in Client.named(${JSON.stringify(h.backend || "local")}).job(${JSON.stringify(h.id)}).files()}\n`
       + `value = files[${JSON.stringify(path)}].load()  # downloads it first, into ./bt_files/`;
-    const request = { code, handled: false };
-    root.dispatchEvent(new CustomEvent(INSERT_CELL_EVENT, { detail: request, bubbles: true }));
-    if (request.handled) { fileSnippet.replaceChildren(el("span", { class: "btj-muted" }, "Inserted a cell below: run it to load the file.")); return; }
-    copyText(code).then((done) => fileSnippet.replaceChildren(
-      el("span", { class: "btj-muted" }, done ? "Copied; paste it into a cell and run it:" : "Paste this into a cell and run it:"),
-      el("pre", { class: "btj-answer" }, code)));
+    offerCell(code, fileSnippet, "the file");
   }
 
   /** What the cell wrote into its working folder (kept by the job, not model checkpoints). */
